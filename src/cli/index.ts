@@ -1,0 +1,49 @@
+import { Command, CommanderError } from 'commander'
+import { ConfigError, ConsulLbError } from '../errors.js'
+import { serveCommand } from './serve.js'
+import { devCommand } from './dev.js'
+import { registratorCommand } from './registrator.js'
+import { nginxCommand } from './nginx.js'
+
+export const EXIT_OK = 0
+export const EXIT_FAILURE = 1
+/** Bad flags, env or config: the message names the field. */
+export const EXIT_CONFIG = 2
+
+export function buildProgram(): Command {
+  const program = new Command('consul-lb')
+    .description('HTTP load balancer for Consul services: resolves <service>.service.consul through Consul DNS, balances, retries;\nregisters Docker containers in Consul; emits nginx configs that follow Consul without reloads.')
+    .version(PACKAGE_VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+  program.addCommand(serveCommand())
+  program.addCommand(registratorCommand())
+  program.addCommand(nginxCommand())
+  program.addCommand(devCommand())
+  for (const c of program.commands) c.exitOverride()
+  return program
+}
+
+const PACKAGE_VERSION = '0.1.0'
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv)
+  } catch (err) {
+    process.exitCode = exitCodeFor(err)
+    if (err instanceof CommanderError) return // commander already printed its message
+    if (err instanceof ConfigError) process.stderr.write(`consul-lb: invalid configuration: ${err.message}\n`)
+    else if (err instanceof ConsulLbError) process.stderr.write(`consul-lb: ${err.code}: ${err.message}\n`)
+    else process.stderr.write(`consul-lb: ${(err as Error)?.stack ?? String(err)}\n`)
+  }
+}
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT_OK
+    return EXIT_CONFIG
+  }
+  if (err instanceof ConfigError) return EXIT_CONFIG
+  return EXIT_FAILURE
+}
