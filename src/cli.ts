@@ -1,4 +1,11 @@
 #!/usr/bin/env node
-import { main } from './cli/index.js'
+import cluster from 'node:cluster'
 
-await main(process.argv)
+// Cluster workers skip argument parsing: the primary hands them the validated config.
+if (cluster.isWorker && process.env.CONSUL_LB_WORKER_CONFIG) {
+  const { runWorker } = await import('./cli/serve.js')
+  await runWorker()
+} else {
+  const { main } = await import('./cli/index.js')
+  await main(process.argv)
+}

@@ -1,6 +1,60 @@
 import { Command } from 'commander'
+import { Registry } from 'prom-client'
+import { startAdmin, type AdminServer } from '../admin/server.js'
+import { loadRegistratorConfig, REGISTRATOR_COMMAND_FIELDS } from '../config/registrator.js'
+import { createLogger, type Logger } from '../log.js'
+import { Registrator } from '../registrator/index.js'
+import { addFieldOptions, flagsFrom } from './options.js'
 
-// Placeholder until the registrator lands (issue 3).
 export function registratorCommand(): Command {
-  return new Command('registrator').description('register Docker containers as Consul services (not built yet)')
+  const cmd = new Command('registrator')
+    .description('register Docker containers as Consul services (gliderlabs/registrator conventions: SERVICE_NAME, SERVICE_<port>_NAME, SERVICE_TAGS, SERVICE_CHECK_*, …)')
+    .option('-c, --config <file>', 'YAML or JSON config file')
+  addFieldOptions(cmd, REGISTRATOR_COMMAND_FIELDS)
+  cmd.action(async () => {
+    const configFile = cmd.opts().config as string | undefined
+    const config = loadRegistratorConfig({ flags: flagsFrom(cmd, REGISTRATOR_COMMAND_FIELDS), env: process.env, ...(configFile ? { file: configFile } : {}) })
+    const log = createLogger(config.logLevel as 'info')
+    await runRegistrator(config, log)
+  })
+  return cmd
+}
+
+/**
+ * Runs until SIGTERM/SIGINT, then stops following Docker and exits 0. Registrations stay in Consul: a registrator
+ * restart (an upgrade, a crash loop) must not make every service on the host flap; containers that died meanwhile are
+ * removed by the next resync or by --cleanup at the next start.
+ */
+async function runRegistrator(config: ReturnType<typeof loadRegistratorConfig>, log: Logger): Promise<void> {
+  const registry = new Registry()
+  const registrator = new Registrator(config, { log, registry })
+  let admin: AdminServer | null = null
+  let stopping = false
+  // The registrator's own timers are unref'd; this keeps the process alive until a signal, and is cleared on stop.
+  const keepAlive = setInterval(() => undefined, 1 << 30)
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return
+      stopping = true
+      log.info({ signal }, 'stopping registrator (registrations are left in place)')
+      void Promise.all([registrator.close(), admin?.close()]).finally(() => {
+        clearInterval(keepAlive)
+        process.off('SIGTERM', stop)
+        process.off('SIGINT', stop)
+        resolve()
+      })
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+  })
+  try {
+    if (config.admin) admin = await startAdmin({ ...config.admin, log, registry, status: { registrator: () => registrator.status() }, isHealthy: () => !stopping })
+    await registrator.start()
+  } catch (err) {
+    clearInterval(keepAlive)
+    await Promise.all([registrator.close(), admin?.close()])
+    throw err
+  }
+  log.info({ hostId: config.hostId, docker: config.dockerUrl, consul: config.consulUrl, resyncS: config.resyncMs / 1000 }, 'registrator started')
+  await stopped
 }

@@ -1,10 +1,150 @@
+import cluster from 'node:cluster'
 import { Command } from 'commander'
-import { COMMON_FIELDS, SERVE_FIELDS } from '../config/serve.js'
-import { addFieldOptions } from './options.js'
+import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client'
+import { startAdmin, type AdminServer } from '../admin/server.js'
+import { COMMON_FIELDS, SERVE_FIELDS, loadServeConfig, type ServeConfig } from '../config/serve.js'
+import { createLogger, type Logger } from '../log.js'
+import { Proxy } from '../proxy/proxy.js'
+import { addFieldOptions, flagsFrom } from './options.js'
+import { EMBEDDED_REGISTRATOR_FIELDS, startEmbeddedRegistrator, type EmbeddedRegistrator } from './embedded-registrator.js'
+
+const FIELDS = [...COMMON_FIELDS, ...SERVE_FIELDS]
+const WORKER_ENV = 'CONSUL_LB_WORKER_CONFIG'
 
 export function serveCommand(): Command {
-  const cmd = new Command('serve').description('run the load balancer')
-  cmd.option('-c, --config <file>', 'YAML or JSON config file')
-  addFieldOptions(cmd, [...COMMON_FIELDS, ...SERVE_FIELDS])
+  const cmd = new Command('serve')
+    .description('run the load balancer: Host / path routes → Consul services resolved through Consul DNS')
+    .option('-c, --config <file>', 'YAML or JSON config file (flags win over env, env over the file)')
+  addFieldOptions(cmd, FIELDS)
+  addFieldOptions(cmd, EMBEDDED_REGISTRATOR_FIELDS)
+  cmd.addHelpText('after', `
+Routes:   --route 'mydemo.example.com=mydemo'       Host → service, ports from SRV
+          --route 'mydemo.example.com=mydemo:5000'  fixed port, addresses from A/AAAA
+          --route '/api=api,strip'                   path prefix, stripped before forwarding
+          --route 'shop.example.com/cart=cart'       Host and path prefix
+Registrator settings (--docker, --consul, --ip, --internal, --resync …) apply with --registrator;
+see \`consul-lb registrator --help\`.
+Host routing (on by default): Host <svc>.service.consul, <tag>.<svc>.service.consul, <svc>.service.<dc>.consul.
+Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`)
+  cmd.action(async (opts: { config?: string }) => {
+    const config = loadServeConfig({ flags: flagsFrom(cmd, FIELDS), env: process.env, file: opts.config })
+    await runServe(config, { flags: flagsFrom(cmd, EMBEDDED_REGISTRATOR_FIELDS), file: opts.config })
+  })
   return cmd
+}
+
+/** Runs `serve` until SIGTERM/SIGINT; in cluster mode the primary supervises workers and owns the admin listener. */
+export async function runServe(config: ServeConfig, registratorSources: { flags: Record<string, unknown>; file?: string | undefined } = { flags: {} }): Promise<void> {
+  const log = createLogger(config.logLevel as 'info')
+  if (config.workers > 1) {
+    await runPrimary(config, log, registratorSources)
+    return
+  }
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
+  const proxy = new Proxy(config, { log, registry })
+  await proxy.listen()
+  let registrator: EmbeddedRegistrator | null = null
+  if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, registry)
+  let admin: AdminServer | null = null
+  if (config.admin) {
+    admin = await startAdmin({
+      ...config.admin,
+      log,
+      registry,
+      status: { proxy: () => proxy.status(), ...(registrator ? { registrator: () => registrator!.status() } : {}) },
+      isHealthy: () => !proxy.isClosing,
+    })
+  }
+  await untilSignal(log)
+  await registrator?.close()
+  await proxy.close()
+  await admin?.close()
+}
+
+/** A worker process of cluster mode: the proxy only; status and metrics go to the primary over IPC. */
+export async function runWorker(): Promise<void> {
+  const config = JSON.parse(process.env[WORKER_ENV]!) as ServeConfig
+  const log = createLogger(config.logLevel as 'info').child({ worker: cluster.worker?.id })
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
+  const proxy = new Proxy(config, { log, registry })
+  await proxy.listen()
+  process.on('message', (msg: { type: string; id: number }) => {
+    if (msg?.type === 'status') process.send?.({ type: 'status', id: msg.id, body: proxy.status() })
+    else if (msg?.type === 'metrics') void registry.getMetricsAsJSON().then((body) => process.send?.({ type: 'metrics', id: msg.id, body }))
+  })
+  await untilSignal(log)
+  await proxy.close()
+  process.disconnect?.()
+}
+
+async function runPrimary(config: ServeConfig, log: Logger, registratorSources: { flags: Record<string, unknown>; file?: string | undefined }): Promise<void> {
+  const env = { [WORKER_ENV]: JSON.stringify(config) }
+  let stopping = false
+  let restarts = 0
+  const fork = (): void => { cluster.fork(env) }
+  for (let i = 0; i < config.workers; i++) fork()
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return
+    restarts++
+    const delay = Math.min(100 * 2 ** Math.min(restarts, 6), 5000)
+    log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker exited; restarting it')
+    setTimeout(fork, delay).unref()
+  })
+  let nextId = 0
+  const ask = <T>(type: string): Promise<T[]> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w && w.isConnected())
+    const id = ++nextId
+    return Promise.all(workers.map((w) => new Promise<T>((resolve) => {
+      const timer = setTimeout(() => { w!.off('message', on); resolve({ error: 'worker did not answer' } as T) }, 2000)
+      const on = (m: { type: string; id: number; body: T }): void => {
+        if (m?.type === type && m.id === id) { clearTimeout(timer); w!.off('message', on); resolve(m.body) }
+      }
+      w!.on('message', on)
+      w!.send({ type, id })
+    })))
+  }
+  const primaryRegistry = new Registry()
+  let registrator: EmbeddedRegistrator | null = null
+  if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, primaryRegistry)
+  let lastStatus: unknown = null
+  const statusTimer = setInterval(() => { void ask('status').then((s) => { lastStatus = s }) }, 1000)
+  statusTimer.unref()
+  let admin: AdminServer | null = null
+  if (config.admin) {
+    admin = await startAdmin({
+      ...config.admin,
+      log,
+      registry: primaryRegistry,
+      status: { workers: () => lastStatus ?? 'collecting', ...(registrator ? { registrator: () => registrator!.status() } : {}) },
+      isHealthy: () => !stopping,
+      metricsText: async () => {
+        const perWorker = await ask<unknown>('metrics')
+        const own = await primaryRegistry.getMetricsAsJSON()
+        return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
+      },
+    })
+  }
+  log.info({ workers: config.workers }, 'cluster primary started')
+  await untilSignal(log)
+  stopping = true
+  clearInterval(statusTimer)
+  const exits = Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((r) => { if (!w || w.isDead()) r(); else { w.once('exit', () => r()); w.process.kill('SIGTERM') } }))
+  await Promise.all(exits)
+  await registrator?.close()
+  await admin?.close()
+}
+
+function untilSignal(log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (sig: string): void => {
+      log.info({ signal: sig }, 'shutting down')
+      process.off('SIGTERM', on)
+      process.off('SIGINT', on)
+      resolve()
+    }
+    process.on('SIGTERM', on)
+    process.on('SIGINT', on)
+  })
 }

@@ -46,28 +46,30 @@ export function fieldSchema(f: FieldSpec): z.ZodType<unknown> {
     case 'url':
       return z.string().refine((s) => { try { const u = new URL(s); return ['http:', 'https:', 'unix:'].includes(u.protocol) } catch { return false } }, 'expected a URL such as http://127.0.0.1:8500 or unix:///var/run/docker.sock')
     case 'int': {
-      let n = z.number().int('expected an integer')
+      // Flags and env arrive as strings; a file may hold a number. One schema, so errors say what was expected.
+      let n = z.number({ message: 'expected an integer' }).int('expected an integer')
       if (f.min !== undefined) n = n.min(f.min, `expected an integer >= ${f.min}`)
       if (f.max !== undefined) n = n.max(f.max, `expected an integer <= ${f.max}`)
-      return z.union([z.number(), z.string().regex(/^-?\d+$/, 'expected an integer').transform(Number)]).pipe(n)
+      return z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), n)
     }
     case 'bool':
-      return z.union([
-        z.boolean(),
-        z.enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], { message: 'expected true or false' }).transform((s) => ['true', '1', 'yes', 'on'].includes(s)),
-      ])
+      return z.preprocess((v) => {
+        if (typeof v !== 'string') return v
+        const s = v.trim().toLowerCase()
+        return ['true', '1', 'yes', 'on'].includes(s) ? true : ['false', '0', 'no', 'off'].includes(s) ? false : v
+      }, z.boolean({ message: 'expected true or false' }))
     case 'enum':
       return z.enum(f.values as [string, ...string[]], { message: `expected one of ${f.values!.join(', ')}` })
     case 'hostport':
-      return z.string().refine((s) => portOf(s) !== null, 'expected HOST:PORT with a port 1-65535 (for example 127.0.0.1:8080 or [::1]:8080)')
+      return z.string().refine((s) => portOf(s) !== null, 'expected HOST:PORT with a port 0-65535 (0: any free port; for example 127.0.0.1:8080 or [::1]:8080)')
     case 'list':
-      return z.union([z.array(z.string()), z.string().transform(splitList)]).pipe(z.array(z.string().min(1, 'list items must not be empty')))
+      return z.preprocess((v) => (typeof v === 'string' ? splitList(v) : v), z.array(z.string({ message: 'list items must be strings' }).min(1, 'list items must not be empty'), { message: 'expected a list (a YAML/JSON array, or a comma-separated string)' }))
     case 'routes':
       // Route text is parsed by routes/route.ts, which names the bad route; here only the container shape is checked.
-      return z.union([
-        z.array(z.union([z.string(), z.record(z.string(), z.unknown())])),
-        z.string().transform((s) => s.split(/[;\n]/).map((x) => x.trim()).filter(Boolean)),
-      ])
+      return z.preprocess(
+        (v) => (typeof v === 'string' ? v.split(/[;\n]/).map((x) => x.trim()).filter(Boolean) : v),
+        z.array(z.union([z.string(), z.record(z.string(), z.unknown())]), { message: 'expected a list of routes' }),
+      )
   }
 }
 
@@ -79,7 +81,7 @@ function portOf(s: string): number | null {
   const m = HOSTPORT.exec(s)
   if (!m) return null
   const port = Number(m[1])
-  return port >= 1 && port <= 65535 ? port : null
+  return port >= 0 && port <= 65535 ? port : null
 }
 
 /** Splits `host:port` / `[v6]:port` (already validated). */

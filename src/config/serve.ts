@@ -8,7 +8,7 @@ import { loadFields, type ConfigSources } from './load.js'
 export const COMMON_FIELDS: readonly FieldSpec[] = [
   { key: 'dns', kind: 'list', default: ['127.0.0.1:8600'], arg: '<host:port,...>', help: 'Consul DNS servers, tried in order (failover)' },
   { key: 'domain', kind: 'string', default: 'consul', arg: '<domain>', help: "Consul's DNS domain" },
-  { key: 'routes', kind: 'routes', default: [], arg: '<route>', help: 'route [HOST][/PATH]=SERVICE[:PORT][,strip][,ws][,tag=T][,dc=DC]; repeatable (flag: --route)' },
+  { key: 'routes', kind: 'routes', default: [], arg: '<route>', help: 'route [HOST][/PATH]=SERVICE[:PORT][,strip][,ws][,tag=T][,dc=DC]; repeatable; env and file: a list (env separated by ;)' },
   { key: 'logLevel', kind: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], arg: '<level>', help: 'log level (JSON logs on stdout)' },
 ]
 

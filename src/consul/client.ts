@@ -32,6 +32,15 @@ export interface AgentService {
   Meta: Record<string, string> | null
 }
 
+/** One entry of `/v1/agent/checks` (the fields the registrator reads). */
+export interface AgentCheck {
+  CheckID: string
+  ServiceID: string
+  Status: string
+  /** For a maintenance check: the reason given when it was enabled. */
+  Notes?: string
+}
+
 export interface BlockingResult<T> { index: string; value: T }
 
 /**
@@ -85,6 +94,10 @@ export class ConsulClient {
     return (await this.call<Record<string, AgentService>>('GET', '/v1/agent/services')).value
   }
 
+  async agentChecks(): Promise<Record<string, AgentCheck>> {
+    return (await this.call<Record<string, AgentCheck>>('GET', '/v1/agent/checks')).value ?? {}
+  }
+
   async registerService(reg: AgentServiceRegistration): Promise<void> {
     await this.call('PUT', '/v1/agent/service/register', reg)
   }
@@ -117,5 +130,10 @@ export class ConsulClient {
 
   async close(): Promise<void> {
     await this.dispatcher.close()
+  }
+
+  /** Like close(), but aborts in-flight calls (a watcher's abandoned blocking query) instead of waiting for them. */
+  async destroy(): Promise<void> {
+    await this.dispatcher.destroy()
   }
 }

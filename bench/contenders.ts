@@ -1,0 +1,229 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { renderNginxHttp } from '../src/nginx/render.js'
+import { parseRoute } from '../src/routes/route.js'
+import { dnsOf } from '../test/helpers/nginx.js'
+import { freePort } from '../test/helpers/ports.js'
+import { sleep, spawnTracked, stopTracked, type Spawned } from './procs.js'
+import { NGINX_KEEPALIVE, ROOT, SERVICE, startNginxDaemon, waitListening, type Stack } from './stack.js'
+
+/**
+ * The contenders, each a process (tree) listening on 127.0.0.1 in front of the same three backends. Configs are
+ * written by the bench so a reader sees exactly what was measured.
+ */
+
+export interface Contender {
+  id: string
+  label: string
+  /** Base URL (no trailing slash). */
+  url: string
+  /** Root PID of the process tree measured for RSS / CPU; null for direct. */
+  pid: number | null
+  /** Which reference this one is not: direct has no proxy cost to measure. */
+  isProxy: boolean
+  stop(): Promise<void>
+}
+
+export interface ContenderSpec { id: string; label: string; start(stack: Stack): Promise<Contender> }
+
+/** The proxy_pass block every nginx contender shares (what `consul-lb nginx` writes, minus the address). */
+const PROXY_HEADERS = [
+  'proxy_http_version 1.1;',
+  'proxy_set_header Host $host;',
+  'proxy_set_header X-Real-IP $remote_addr;',
+  'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+  'proxy_set_header X-Forwarded-Proto $scheme;',
+  'proxy_set_header Connection "";',
+  'proxy_next_upstream error timeout;',
+]
+
+function direct(): ContenderSpec {
+  return {
+    id: 'direct', label: 'direct (one backend)',
+    start: async (s) => {
+      const b = s.backends[0]!
+      return { id: 'direct', label: 'direct (one backend)', url: `http://${b.host}:${b.port}`, pid: null, isProxy: false, stop: async () => {} }
+    },
+  }
+}
+
+function consulLb(workers: number): ContenderSpec {
+  const id = workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
+  const label = workers === 1 ? 'consul-lb (1 worker)' : `consul-lb (--workers ${workers})`
+  return {
+    id, label,
+    start: async (s) => {
+      const port = await freePort()
+      const cli = join(ROOT, 'dist', 'cli.js')
+      if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
+      // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
+      const d = spawnTracked(process.execPath, [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--dns', s.consul.dnsAddr,
+        '--route', `/=${SERVICE}`, '--workers', String(workers), '--log-level', 'warn'])
+      const url = `http://127.0.0.1:${port}`
+      await waitServing(url, d, label)
+      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc, 12_000) }
+    },
+  }
+}
+
+function nginxUpstream(workers: number): ContenderSpec {
+  const id = workers === 1 ? 'nginx-upstream' : `nginx-upstream-w${workers}`
+  const label = workers === 1 ? 'nginx upstream+keepalive' : `nginx upstream+keepalive (${workers} workers)`
+  return {
+    id, label,
+    start: async (s) => {
+      const port = await freePort()
+      // What consul-template renders: the instances written into a static upstream, connections kept alive.
+      const body = [
+        ...NGINX_KEEPALIVE,
+        `upstream ${SERVICE}_static {`,
+        ...s.backends.map((b) => `    server ${b.host}:${b.port};`),
+        '    keepalive 64;',
+        '}',
+        'server {',
+        `    listen 127.0.0.1:${port};`,
+        '    server_name _;',
+        '    client_max_body_size 1m;',
+        '    location / {',
+        `        proxy_pass http://${SERVICE}_static;`,
+        ...PROXY_HEADERS.map((l) => `        ${l}`),
+        '    }',
+        '}',
+      ].join('\n') + '\n'
+      return await nginxContender(s, id, label, body, port, workers)
+    },
+  }
+}
+
+function nginxResolver(): ContenderSpec {
+  const id = 'nginx-resolver'
+  const label = 'nginx resolver mode (our emitter)'
+  return {
+    id, label,
+    start: async (s) => {
+      const port = await freePort()
+      const site = renderNginxHttp({
+        mode: 'resolver', routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)], dns: [dnsOf(s.consul.dnsAddr)], domain: 'consul',
+        listen: `127.0.0.1:${port}`, resolverValidS: 5, resolverTimeoutS: 3, keepalive: 16, connectTimeoutS: 2, readTimeoutS: 60,
+        catalogPort: null, full: false, nginxVersion: null,
+      })
+      const body = [...NGINX_KEEPALIVE, 'client_max_body_size 1m;', site].join('\n')
+      return await nginxContender(s, id, label, body, port, 1)
+    },
+  }
+}
+
+async function nginxContender(s: Stack, id: string, label: string, body: string, port: number, workers: number): Promise<Contender> {
+  const { daemon, dir } = await startNginxDaemon(s.nginxBin, id, body, port, '127.0.0.1', workers)
+  const url = `http://127.0.0.1:${port}`
+  const stop = async (): Promise<void> => { await stopTracked(daemon.proc); rmSync(dir, { recursive: true, force: true }) }
+  try {
+    await waitServing(url, daemon, label)
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { id, label, url, pid: daemon.proc.pid!, isProxy: true, stop }
+}
+
+/** HAProxy from Debian; installed with apt-get when missing and we are root, else skipped with a message. */
+export function haproxyBinary(): string | null {
+  const find = (): string | null => {
+    for (const p of ['/usr/sbin/haproxy', '/usr/bin/haproxy']) if (existsSync(p)) return p
+    return null
+  }
+  const found = find()
+  if (found || process.getuid?.() !== 0) return found
+  try {
+    process.stderr.write('bench: installing haproxy with apt-get\n')
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'haproxy'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 10 * 60_000 })
+  } catch { /* reported as a skipped contender below */ }
+  return find()
+}
+
+function haproxy(bin: string, threads: number): ContenderSpec {
+  const id = 'haproxy'
+  const label = `HAProxy server-template + DNS (${threads} thread${threads === 1 ? '' : 's'})`
+  return {
+    id, label,
+    start: async (s) => {
+      const port = await freePort()
+      const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-haproxy-'))
+      const cfg = [
+        'global',
+        `    nbthread ${threads}`,
+        '    maxconn 4096',
+        'defaults',
+        '    mode http',
+        '    option http-keep-alive',
+        '    option forwardfor',
+        '    http-reuse always',
+        '    timeout connect 2s',
+        '    timeout client 60s',
+        '    timeout server 60s',
+        '    timeout http-keep-alive 75s',
+        // SRV answers for three instances with their A records exceed 512 B.
+        'resolvers consul',
+        `    nameserver consul ${s.consul.dnsAddr}`,
+        '    accepted_payload_size 8192',
+        '    hold valid 1s',
+        '    timeout resolve 1s',
+        '    timeout retry 1s',
+        'frontend fe',
+        `    bind 127.0.0.1:${port}`,
+        '    default_backend be',
+        'backend be',
+        '    balance roundrobin',
+        `    server-template ${SERVICE} 3 _${SERVICE}._tcp.service.consul resolvers consul resolve-prefer ipv4 init-addr none`,
+      ].join('\n') + '\n'
+      writeFileSync(join(dir, 'haproxy.cfg'), cfg)
+      const d = spawnTracked(bin, ['-db', '-f', join(dir, 'haproxy.cfg')])
+      const stop = async (): Promise<void> => { await stopTracked(d.proc); rmSync(dir, { recursive: true, force: true }) }
+      const url = `http://127.0.0.1:${port}`
+      try {
+        await waitListening('127.0.0.1', port, d, label)
+        await waitServing(url, d, label)
+      } catch (err) {
+        await stop()
+        throw err
+      }
+      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop }
+    },
+  }
+}
+
+/**
+ * Waits until `url` answers 200 ten times in a row (DNS-fed contenders start with no address), within 30 s.
+ * Requests go out one at a time with a per-request timeout.
+ */
+export async function waitServing(url: string, d: Spawned, name: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let okInARow = 0
+  let last = ''
+  while (Date.now() < deadline && okInARow < 10) {
+    if (d.proc.exitCode !== null || d.proc.signalCode !== null) throw new Error(`${name} exited (${d.proc.exitCode ?? d.proc.signalCode}):\n${d.output()}`)
+    try {
+      const r = await fetch(`${url}/`, { signal: AbortSignal.timeout(2000) })
+      await r.arrayBuffer()
+      okInARow = r.status === 200 ? okInARow + 1 : 0
+      last = `status ${r.status}`
+    } catch (err) {
+      okInARow = 0
+      last = String(err)
+    }
+    if (okInARow === 0) await sleep(100)
+  }
+  if (okInARow < 10) throw new Error(`${name} did not serve ${url} within ${timeoutMs} ms (last: ${last}):\n${d.output()}`)
+}
+
+/** All contenders in run order; HAProxy only where installed (`skipped` says why not). */
+export function contenderSpecs(cores: number, haproxyThreads: number): { specs: ContenderSpec[]; skipped: string[] } {
+  const specs = [direct(), consulLb(1), consulLb(cores), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
+  const skipped: string[] = []
+  const bin = haproxyBinary()
+  if (bin) specs.push(haproxy(bin, haproxyThreads))
+  else skipped.push('haproxy: not installed (apt-get install haproxy as root to include it)')
+  return { specs, skipped }
+}

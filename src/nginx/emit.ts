@@ -1,0 +1,124 @@
+import type { NginxConfig } from '../config/nginx.js'
+import { ConsulClient } from '../consul/client.js'
+import type { Logger } from '../log.js'
+import { checkNginxConfig, consulTruncateEnabled, TRUNCATE_WARNING } from './check.js'
+import { NginxError } from './errors.js'
+import { runReloadCommand, writeFileAtomically } from './output.js'
+import { assertNginxSupports, renderNginxHttp, wrapFullConfig, type RenderOptions } from './render.js'
+import { selectCatalogServices } from './validate.js'
+import { detectNginxVersion, parseNginxVersion, type NginxVersion } from './version.js'
+import { CatalogWatcher } from './watch.js'
+
+/** --nginx-version when given, else `nginx -v` of --nginx-bin when it is installed, else null (no gating). */
+export async function resolveNginxVersion(cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin'>): Promise<NginxVersion | null> {
+  if (cfg.nginxVersion !== null) return parseNginxVersion(cfg.nginxVersion)
+  return await detectNginxVersion(cfg.nginxBin)
+}
+
+export function renderOptionsFrom(cfg: NginxConfig, nginxVersion: NginxVersion | null): RenderOptions {
+  return {
+    mode: cfg.mode,
+    routes: cfg.routes,
+    dns: cfg.dns,
+    domain: cfg.domain,
+    listen: cfg.listen,
+    resolverValidS: cfg.resolverValidS,
+    resolverTimeoutS: cfg.resolverTimeoutS,
+    keepalive: cfg.keepalive,
+    connectTimeoutS: cfg.proxyConnectTimeoutS,
+    readTimeoutS: cfg.proxyReadTimeoutS,
+    catalogPort: cfg.catalogPort,
+    full: cfg.full,
+    nginxVersion,
+  }
+}
+
+export interface EmitResult {
+  /** The text written (or printed). */
+  text: string
+  /** Catalog mode: the services written. */
+  services: string[] | null
+  /** Things the operator should fix, also logged (for example Consul without enable_truncate). */
+  warnings: string[]
+}
+
+function consulClientFor(cfg: NginxConfig): ConsulClient {
+  return new ConsulClient({ address: cfg.consul, token: cfg.consulToken ?? undefined })
+}
+
+/**
+ * One emission: (catalog mode) read the service list, render, (with check) run `nginx -t` and look for Consul's
+ * enable_truncate, then write to cfg.out (stdout for "-"). Throws an NginxError with a stable code on refusal.
+ */
+export async function emitNginxConfig(cfg: NginxConfig, log: Logger, write: (text: string) => Promise<void> = defaultWriter(cfg)): Promise<EmitResult> {
+  const version = await resolveNginxVersion(cfg)
+  const opts = renderOptionsFrom(cfg, version)
+  assertNginxSupports(opts)
+  let services: string[] | null = null
+  const client = cfg.mode === 'catalog' || cfg.check ? consulClientFor(cfg) : null
+  try {
+    if (cfg.mode === 'catalog') {
+      const sel = selectCatalogServices((await client!.catalogServices()).value)
+      for (const r of sel.rejected) log.error({ code: 'CLB_NGINX_UNSAFE_NAME', service: r.name }, `Consul service name not written to the nginx config: ${r.reason}`)
+      services = sel.services
+    }
+    const body = renderNginxHttp(opts, services ?? undefined)
+    const text = cfg.full ? wrapFullConfig(body) : body
+    const warnings: string[] = []
+    if (cfg.check) {
+      const res = await checkNginxConfig(body, cfg.nginxBin)
+      if (!res.ok) throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the output; nothing written:\n${res.output}`)
+      log.info({ nginx: version?.text ?? 'unknown' }, 'nginx -t accepted the output')
+      warnings.push(...(await truncateWarnings(client!, log)))
+    }
+    await write(text)
+    return { text, services, warnings }
+  } finally {
+    await client?.close()
+  }
+}
+
+async function truncateWarnings(client: ConsulClient, log: Logger): Promise<string[]> {
+  let enabled: boolean | null
+  try {
+    enabled = await consulTruncateEnabled(client)
+  } catch (err) {
+    // The probe is advice, not a gate: the config is valid either way. Say that we could not look, and why.
+    log.info({ code: (err as { code?: string }).code, consul: client.address }, `could not ask Consul whether enable_truncate is set: ${(err as Error).message}`)
+    return []
+  }
+  if (enabled !== false) return []
+  log.warn({ code: 'CLB_NGINX_CONSUL_NO_TRUNCATE' }, TRUNCATE_WARNING)
+  return [TRUNCATE_WARNING]
+}
+
+function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
+  if (cfg.out === '-') return (text) => new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
+  return (text) => writeFileAtomically(cfg.out, text)
+}
+
+/**
+ * `--watch`: a CatalogWatcher over cfg's Consul, rendering with cfg's settings, checking with `nginx -t` when
+ * cfg.check, reloading with cfg.reloadCommand. The caller starts it and closes it (then closes the returned client).
+ */
+export async function createCatalogWatcher(cfg: NginxConfig, log: Logger, extra: { waitS?: number } = {}): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
+  const version = await resolveNginxVersion(cfg)
+  const opts = renderOptionsFrom(cfg, version)
+  assertNginxSupports(opts)
+  const client = consulClientFor(cfg)
+  const reloadCommand = cfg.reloadCommand
+  const watcher = new CatalogWatcher({
+    client,
+    render: (services) => {
+      const body = renderNginxHttp(opts, services)
+      return cfg.full ? wrapFullConfig(body) : body
+    },
+    ...(cfg.check ? { check: (services: readonly string[]) => checkNginxConfig(renderNginxHttp(opts, services), cfg.nginxBin) } : {}),
+    outPath: cfg.out,
+    reload: reloadCommand === null ? null : () => runReloadCommand(reloadCommand),
+    debounceMs: cfg.debounceMs,
+    ...(extra.waitS !== undefined ? { waitS: extra.waitS } : {}),
+    log: log.child({ module: 'nginx-watch' }),
+  })
+  return { watcher, client }
+}

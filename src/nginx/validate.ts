@@ -1,0 +1,83 @@
+import type { DnsServer } from '../config/serve.js'
+import { isDatacenterName, isDnsTag, isDomain, isHostName, isPathPrefix, isPort, isServiceName } from '../routes/names.js'
+import type { Route } from '../routes/route.js'
+import { NginxError } from './errors.js'
+
+/**
+ * The emitter's last line of defence: every value that becomes nginx config text passes through here, even when it
+ * was already checked by config/ (embedding users build Route objects themselves, and catalog names come straight
+ * from Consul, which accepts service names such as `x; } server { listen 80`). nginx has no quoting we could trust
+ * for arbitrary text, so anything outside the DNS-label / path alphabet is refused, never escaped.
+ */
+
+/** nginx's `listen`: a port, or ADDRESS:PORT with an IPv4 address, a host name, `*` or a bracketed IPv6 address. */
+const LISTEN = /^(?:(?:\*|[0-9.]+|[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):)?(\d{1,5})$/
+const DNS_SERVER_HOST = /^(?:[0-9.]+|[0-9A-Fa-f:.]+|[A-Za-z0-9.-]+)$/
+
+export function isNginxListen(listen: string): boolean {
+  const m = LISTEN.exec(listen)
+  return m !== null && isPort(Number(m[1]))
+}
+
+function unsafe(what: string, value: unknown, origin: string): never {
+  throw new NginxError('CLB_NGINX_UNSAFE_NAME', `${origin}: ${what} ${JSON.stringify(value)} is not allowed in an nginx config (letters, digits, dashes and dots only; paths also / . _ ~ %XX)`)
+}
+
+/** Throws CLB_NGINX_UNSAFE_NAME unless every field of the route is a safe name. */
+export function assertRouteSafe(route: Route): void {
+  const origin = `route ${commentText(route.source)}`
+  if (route.host !== null && !isHostName(route.host)) unsafe('host', route.host, origin)
+  if (!isPathPrefix(route.pathPrefix)) unsafe('path', route.pathPrefix, origin)
+  // nginx matches locations against the decoded path, and a decoded %XX could be any byte, `;` and `{` included.
+  if (route.pathPrefix.includes('%')) unsafe('path (percent-escapes are not supported by the emitter)', route.pathPrefix, origin)
+  if (!isServiceName(route.service)) unsafe('service', route.service, origin)
+  if (route.tag !== null && !isDnsTag(route.tag)) unsafe('tag', route.tag, origin)
+  if (route.datacenter !== null && !isDatacenterName(route.datacenter)) unsafe('datacenter', route.datacenter, origin)
+  if (route.port !== null && !isPort(route.port)) unsafe('port', route.port, origin)
+}
+
+export function assertSettingsSafe(s: { domain: string; dns: readonly DnsServer[]; listen: string }): void {
+  if (!isDomain(s.domain)) unsafe('domain', s.domain, 'settings')
+  for (const d of s.dns) {
+    if (!DNS_SERVER_HOST.test(d.host) || !isPort(d.port)) unsafe('DNS server', d.label, 'settings')
+  }
+  if (!isNginxListen(s.listen)) unsafe('listen address', s.listen, 'settings')
+}
+
+/**
+ * Text for a `#` comment: nginx comments end at the line break, so a newline in a route's source text is the only
+ * way out of a comment. Everything outside printable ASCII becomes `?`.
+ */
+export function commentText(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?')
+}
+
+export interface RejectedName { name: string; reason: string }
+
+export interface CatalogSelection {
+  /** Safe, lower-cased, de-duplicated, sorted service names. */
+  services: string[]
+  /** Names Consul holds that the emitter refused to write, with why. */
+  rejected: RejectedName[]
+}
+
+/**
+ * Picks the services a catalog-mode config may name. Consul's catalog accepts almost any service name; its DNS
+ * interface (which nginx asks at request time) answers only for DNS labels, so anything else is both unreachable
+ * and dangerous as config text. `consul` itself is excluded: it would expose Consul's server RPC port.
+ */
+export function selectCatalogServices(catalog: Record<string, unknown>, exclude: readonly string[] = ['consul']): CatalogSelection {
+  const seen = new Set<string>()
+  const rejected: RejectedName[] = []
+  for (const name of Object.keys(catalog)) {
+    if (!isServiceName(name)) {
+      rejected.push({ name, reason: 'not a DNS label (letters, digits, dashes; at most 63)' })
+      continue
+    }
+    const lower = name.toLowerCase()
+    if (exclude.includes(lower)) continue
+    seen.add(lower)
+  }
+  rejected.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  return { services: [...seen].sort(), rejected }
+}

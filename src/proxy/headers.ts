@@ -1,0 +1,22 @@
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1) are meant for one connection and are never forwarded, in either direction.
+ * Header names arrive in their original case from rawHeaders; the length check first keeps the common case cheap.
+ */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length))
+
+export function isHopByHop(name: string): boolean {
+  return HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase())
+}
+
+/** Names listed in a Connection header are hop-by-hop too ("Connection: close, x-foo"). */
+export function connectionTokens(value: string | undefined): Set<string> | null {
+  if (!value) return null
+  let set: Set<string> | null = null
+  for (const t of value.split(',')) {
+    const n = t.trim().toLowerCase()
+    if (n === '' || n === 'close' || n === 'keep-alive') continue
+    ;(set ??= new Set()).add(n)
+  }
+  return set
+}

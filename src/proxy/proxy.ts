@@ -1,0 +1,357 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { LRUCache } from 'lru-cache'
+import { Pool } from 'undici'
+import type { Registry } from 'prom-client'
+import { selectorFor, type Select } from '../balancer/policies.js'
+import { UpstreamRegistry, type Upstream } from '../balancer/upstream.js'
+import type { ServeConfig } from '../config/serve.js'
+import { DnsClient } from '../dns/client.js'
+import type { Logger } from '../log.js'
+import { ServiceResolver, type ServiceKey } from '../resolver/resolver.js'
+import { LimitedBody } from './body.js'
+import { Exchange, type ExchangeHost } from './exchange.js'
+import { connectionTokens, isHopByHop } from './headers.js'
+import { ProxyMetrics } from './metrics.js'
+import { sendError } from './respond.js'
+import { Router, hostOf, stripPath } from './router.js'
+import { ServiceTarget } from './target.js'
+import { UpgradeProxy } from './upgrade.js'
+import { proxyStatus } from './status.js'
+
+export interface ProxyDeps {
+  log: Logger
+  /** Registry for the proxy's metrics; a new one when omitted. */
+  registry?: Registry
+}
+
+/**
+ * The load balancer: match route → ask resolver → ask balancer → forward with undici → retry. Construct it with a
+ * validated ServeConfig; `listen()` binds, `close()` drains and releases everything (no handle left behind).
+ */
+export class Proxy implements ExchangeHost {
+  readonly config: ServeConfig
+  readonly log: Logger
+  readonly metrics: ProxyMetrics
+  readonly dns: DnsClient
+  readonly resolver: ServiceResolver
+  readonly upstreams: UpstreamRegistry
+  readonly router: Router<ServiceTarget>
+  readonly maxInflightPerInstance: number
+  readonly retries: number
+  readonly retryAfterS: number
+  private readonly select: Select
+  private readonly routeTargets: ServiceTarget[] = []
+  /** Host-routed targets, bounded: clients choose Host headers. */
+  private readonly hostTargets: LRUCache<string, ServiceTarget>
+  private readonly upgrades: UpgradeProxy
+  private server: Server | null = null
+  private readonly sockets = new Set<Socket>()
+  private inflight = 0
+  private retriesInFlight = 0
+  private closing = false
+  readonly startedAt = Date.now()
+  private readonly coldWaitMs: number
+  private readonly retryBudgetRatio: number
+
+  constructor(config: ServeConfig, deps: ProxyDeps) {
+    this.config = config
+    this.log = deps.log
+    this.metrics = new ProxyMetrics(deps.registry)
+    this.maxInflightPerInstance = config.maxConnectionsPerInstance
+    this.retries = config.retries
+    this.retryAfterS = config.retryAfterS
+    this.retryBudgetRatio = config.retryBudgetPercent / 100
+    this.coldWaitMs = config.dnsTimeoutMs * config.dns.length + 250
+    this.dns = new DnsClient({ servers: config.dns, transport: config.dnsTransport, timeoutMs: config.dnsTimeoutMs })
+    const dnsCounter = this.metrics.dnsQueries
+    this.dns.onQuery = (outcome, transport) => dnsCounter.labels(outcome, transport).inc()
+    this.resolver = new ServiceResolver(this.dns, {
+      domain: config.domain,
+      ttlFloorMs: config.ttlFloorMs,
+      ttlCeilingMs: config.ttlCeilingMs,
+      staleIfErrorMs: config.staleIfErrorMs,
+      negativeTtlMs: config.negativeTtlMs,
+      idleServiceMs: config.idleServiceMs,
+      log: this.log.child({ module: 'resolver' }),
+      metrics: this.metrics.resolverMetrics(),
+    })
+    const poolOptions: Pool.Options = {
+      connections: config.maxConnectionsPerInstance,
+      pipelining: 1,
+      connectTimeout: config.connectTimeoutMs,
+      headersTimeout: config.upstreamHeadersTimeoutMs,
+      bodyTimeout: config.upstreamBodyTimeoutMs,
+      keepAliveTimeout: config.upstreamKeepAliveMs,
+      keepAliveMaxTimeout: Math.max(config.upstreamKeepAliveMs, 600_000),
+    }
+    this.upstreams = new UpstreamRegistry((origin) => new Pool(origin, poolOptions), {
+      maxFails: config.maxFails,
+      failWindowMs: config.failWindowMs,
+      ejectForMs: config.ejectForMs,
+      maxConnectionsPerInstance: config.maxConnectionsPerInstance,
+    })
+    this.select = selectorFor(config.balancer)
+    for (const route of config.routes) {
+      this.routeTargets.push(this.makeTarget({ service: route.service, tag: route.tag, datacenter: route.datacenter, port: route.port }))
+    }
+    this.router = new Router(config.routes.map((route, i) => ({ route, target: this.routeTargets[i]! })), {
+      enabled: config.hostRouting,
+      domain: config.domain,
+      allowServices: config.allowServices,
+      allowConsulService: config.allowConsulService,
+    })
+    this.hostTargets = new LRUCache<string, ServiceTarget>({ max: 256, dispose: (t) => t.close() })
+    this.upgrades = new UpgradeProxy(this.log.child({ module: 'upgrade' }), config.connectTimeoutMs)
+  }
+
+  private makeTarget(k: ServiceKey): ServiceTarget {
+    return new ServiceTarget(k, this.resolver, this.upstreams, this.select, this.metrics.service(k.service))
+  }
+
+  /** Binds the listener; resolves configured routes first (bounded wait: a Consul that is down must not block start). */
+  async listen(): Promise<{ host: string; port: number }> {
+    const now = Date.now()
+    for (const t of this.routeTargets) this.resolver.touch(t.entry, now)
+    await Promise.all(this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.coldWaitMs, false)))
+    const c = this.config
+    const server = createServer({
+      maxHeaderSize: c.maxHeaderBytes,
+      requestTimeout: c.clientRequestTimeoutMs,
+      headersTimeout: c.clientHeadersTimeoutMs,
+      keepAliveTimeout: c.clientKeepAliveMs,
+      connectionsCheckingInterval: 1000,
+    }, (req, res) => this.handle(req, res))
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head))
+    server.on('connection', (s: Socket) => {
+      this.sockets.add(s)
+      s.once('close', () => this.sockets.delete(s))
+    })
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      // Malformed requests, oversized headers and header timeouts end here; answer what HTTP allows and close.
+      if (!socket.writable) { socket.destroy(); return }
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(c.listen.port, c.listen.host, () => { server.off('error', reject); resolve() })
+    })
+    this.server = server
+    const addr = server.address() as { address: string; port: number }
+    this.log.info({ listen: `${addr.address}:${addr.port}`, routes: c.routes.map((r) => r.source), hostRouting: c.hostRouting }, 'proxy listening')
+    return { host: addr.address, port: addr.port }
+  }
+
+  get port(): number {
+    return (this.server?.address() as { port: number } | null)?.port ?? 0
+  }
+
+  get isClosing(): boolean { return this.closing }
+
+  /** Finds the target for a request, or answers it (404 / 403) and returns null. */
+  private targetFor(req: IncomingMessage, res: ServerResponse | null, host: string, url: string): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
+    const m = this.router.matchRoute(host, url)
+    if (m !== null) return { target: m.target, path: m.stripLength === 0 ? url : stripPath(url, m.stripLength) }
+    const d = this.router.decideHost(host)
+    if (d.kind === 'service') {
+      const key = ServiceResolver.keyOf({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null }, this.config.domain)
+      let t = this.hostTargets.get(key)
+      if (t === undefined) {
+        t = this.makeTarget({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null })
+        this.hostTargets.set(key, t)
+      }
+      return { target: t, path: url }
+    }
+    void req; void res
+    if (d.kind === 'forbidden') return { status: 403, code: 'CLB_SERVICE_NOT_ALLOWED', message: d.reason }
+    return { status: 404, code: 'CLB_NO_ROUTE', message: `no route matched host "${host}" path "${url.split('?')[0]}"` }
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.inflight++
+    this.metrics.inflight.inc()
+    const url = req.url ?? '/'
+    const host = hostOf(req.headers.host)
+    const found = this.targetFor(req, res, host, url)
+    if (!('target' in found)) {
+      sendError(req, res, found.status, found.code, found.message)
+      this.done(found.code, found.status)
+      return
+    }
+    const { target, path } = found
+    const now = Date.now()
+    this.resolver.touch(target.entry, now)
+    const cl = req.headers['content-length']
+    const chunked = req.headers['transfer-encoding'] !== undefined
+    const limit = this.config.maxBodyBytes
+    if (cl !== undefined && limit > 0 && Number(cl) > limit) {
+      sendError(req, res, 413, 'CLB_BODY_TOO_LARGE', `request body of ${cl} bytes is over the ${limit}-byte limit`)
+      this.done('CLB_BODY_TOO_LARGE', 413)
+      return
+    }
+    const body = chunked ? (limit > 0 ? new LimitedBody(req, limit) : req) : cl !== undefined && cl !== '0' ? req : null
+    const ex = new Exchange(req, res, target, this, path, this.forwardHeaders(req, host), body)
+    if (target.entry.instances.length > 0) {
+      this.metrics.cacheServes.labels(target.entry.source === 'stale' ? 'stale' : 'hit').inc()
+      ex.start()
+      return
+    }
+    // No instance cached: a cold name waits for its first answer; an empty pool fails at once or waits (config).
+    this.metrics.cacheServes.labels('miss').inc()
+    if (target.entry.hasAnswer) { this.whenEmpty(ex, req, res, target); return }
+    void this.resolver.waitFor(target.entry, this.coldWaitMs, false).then(() => {
+      if (res.destroyed) { this.done('client-gone', 499); return }
+      if (target.entry.instances.length > 0) ex.start()
+      else this.whenEmpty(ex, req, res, target)
+    })
+  }
+
+  /** The service has no instance: 503 at once, or (emptyPool=wait) hold the request until one appears. */
+  private whenEmpty(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
+    if (this.config.emptyPool !== 'wait' || this.config.emptyPoolWaitMs === 0) { this.noInstance(req, res, target); return }
+    void this.resolver.waitFor(target.entry, this.config.emptyPoolWaitMs, true).then(() => this.startOrFail(ex, req, res, target))
+  }
+
+  private startOrFail(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
+    if (res.destroyed) { this.done('client-gone', 499); return }
+    if (target.entry.instances.length > 0) ex.start()
+    else this.noInstance(req, res, target)
+  }
+
+  private noInstance(req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
+    const e = target.entry
+    const why = e.lastError && e.instances.length === 0
+      ? `Consul DNS failed: ${e.lastError.code}`
+      : e.hasAnswer ? 'Consul lists no passing instance' : 'no answer from Consul DNS yet'
+    sendError(req, res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service} (${why})`, this.retryAfterS)
+    this.done('CLB_NO_HEALTHY_INSTANCE', 503)
+  }
+
+  /**
+   * Request headers for the upstream as a flat [name, value, …] list: hop-by-hop headers dropped, Host kept,
+   * X-Forwarded-For appended to, X-Forwarded-Proto and X-Forwarded-Host set (this listener is the edge).
+   */
+  private forwardHeaders(req: IncomingMessage, host: string): string[] {
+    const raw = req.rawHeaders
+    const out: string[] = []
+    let xff: string | null = null
+    const tokens = connectionTokens(req.headers.connection)
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!
+      const len = name.length
+      if (isHopByHop(name)) continue
+      if (len === 15 && name.toLowerCase() === 'x-forwarded-for') { xff = xff === null ? raw[i + 1]! : `${xff}, ${raw[i + 1]}`; continue }
+      if ((len === 17 && name.toLowerCase() === 'x-forwarded-proto') || (len === 16 && name.toLowerCase() === 'x-forwarded-host')) continue
+      if (tokens !== null && tokens.has(name.toLowerCase())) continue
+      out.push(name, raw[i + 1]!)
+    }
+    const client = req.socket.remoteAddress ?? ''
+    out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`, 'x-forwarded-proto', 'http')
+    if (req.headers.host !== undefined) out.push('x-forwarded-host', req.headers.host)
+    void host
+    return out
+  }
+
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = req.url ?? '/'
+    const host = hostOf(req.headers.host)
+    const found = this.targetFor(req, null, host, url)
+    const reject = (status: number, code: string, message: string): void => {
+      socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : status === 403 ? 'Forbidden' : 'Service Unavailable'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`)
+      this.metrics.proxyErrors.labels(code).inc()
+    }
+    if (!('target' in found)) { reject(found.status, found.code, found.message); return }
+    const { target, path } = found
+    const go = (): void => {
+      const u = target.pool.pick(Date.now(), this.maxInflightPerInstance, null)
+      if (u === null) { reject(503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service}`); return }
+      this.upgrades.forward(req, socket, head, u, path, (ok) => {
+        if (!ok) this.recordFailure(u, 'UPGRADE_FAILED', target.service, Date.now())
+      })
+    }
+    this.resolver.touch(target.entry, Date.now())
+    if (target.entry.instances.length > 0) go()
+    else void this.resolver.waitFor(target.entry, this.coldWaitMs, false).then(go)
+  }
+
+  // ExchangeHost: the shared state exchanges report to.
+
+  recordFailure(u: Upstream, code: string, service: string, now: number): void {
+    if (this.upstreams.recordFailure(u, code, now)) {
+      this.metrics.service(service).ejections.inc()
+      this.log.warn({ service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason }, 'instance ejected')
+    }
+  }
+
+  recordSuccess(u: Upstream): void { this.upstreams.recordSuccess(u) }
+
+  mayRetry(): boolean {
+    return this.retriesInFlight < Math.max(3, this.inflight * this.retryBudgetRatio)
+  }
+
+  retryStarted(): void { this.retriesInFlight++ }
+  retryEnded(): void { this.retriesInFlight-- }
+
+  logFailure(ex: Exchange, u: Upstream, err: Error, final: boolean): void {
+    const code = (err as { code?: string }).code
+    if (final) this.log.warn({ service: ex.target.service, instance: u.key, code, attempts: ex.attempts, method: ex.req.method, url: ex.req.url }, `upstream request failed: ${err.message}`)
+    else if (this.log.isLevelEnabled('info')) this.log.info({ service: ex.target.service, instance: u.key, code, attempt: ex.attempts }, 'attempt failed; retrying on another instance')
+  }
+
+  finished(ex: Exchange, status: number): void {
+    const cls = status >= 100 && status < 600 ? ((status / 100) | 0) - 1 : 4
+    ex.target.metrics.byClass[cls]!.inc()
+    this.inflight--
+    this.metrics.inflight.dec()
+    if (status >= 500 && ex.lastErrorCode !== null) this.metrics.proxyErrors.labels(status === 504 ? 'CLB_UPSTREAM_TIMEOUT' : status === 503 ? 'CLB_NO_HEALTHY_INSTANCE' : 'CLB_UPSTREAM_FAILED').inc()
+    if (this.closing && this.inflight === 0) this.drained?.()
+  }
+
+  private done(code: string, status: number): void {
+    this.inflight--
+    this.metrics.inflight.dec()
+    this.metrics.requests.labels('_none', `${(status / 100) | 0}xx`).inc()
+    if (status >= 400) this.metrics.proxyErrors.labels(code).inc()
+    if (this.closing && this.inflight === 0) this.drained?.()
+  }
+
+  private drained: (() => void) | null = null
+
+  status(): unknown {
+    return proxyStatus(this)
+  }
+
+  get inFlight(): number { return this.inflight }
+  get openUpgrades(): number { return this.upgrades.open }
+  targets(): ServiceTarget[] { return [...this.routeTargets, ...this.hostTargets.values()] }
+
+  /**
+   * Graceful stop: stop accepting, let in-flight requests finish within `deadlineMs`, close idle keep-alive
+   * connections, then cut what is left and release DNS sockets, timers and upstream pools.
+   */
+  async close(deadlineMs = this.config.shutdownTimeoutMs): Promise<void> {
+    if (this.closing) return
+    this.closing = true
+    const server = this.server
+    if (server) {
+      server.close()
+      server.closeIdleConnections()
+      if (this.inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, deadlineMs)
+          this.drained = () => { clearTimeout(timer); resolve() }
+        })
+      }
+      for (const s of this.sockets) s.destroy()
+    }
+    this.upgrades.close()
+    for (const t of this.routeTargets) t.close()
+    this.hostTargets.clear()
+    this.resolver.close()
+    this.dns.close()
+    await this.upstreams.close()
+    this.log.info({ inflightLeft: this.inflight }, 'proxy closed')
+  }
+}

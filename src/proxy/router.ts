@@ -1,0 +1,155 @@
+import { LRUCache } from 'lru-cache'
+import type { Route } from '../routes/route.js'
+import { isDatacenterName, isDnsTag, isServiceName } from '../routes/names.js'
+
+/** A configured route, prepared for matching. */
+export interface CompiledRoute<T> {
+  readonly route: Route
+  readonly target: T
+  readonly prefix: string
+}
+
+export interface RouteMatch<T> {
+  target: T
+  route: Route | null
+  /** Characters to strip from the start of the path (0: forward the path as is). */
+  stripLength: number
+}
+
+export interface HostRoutingOptions {
+  enabled: boolean
+  domain: string
+  allowServices: readonly string[]
+  allowConsulService: boolean
+}
+
+/** What Host-based routing decided about a Host header: a service, or why not. */
+export type HostDecision =
+  | { kind: 'service'; service: string; tag: string | null; datacenter: string | null }
+  | { kind: 'none' }
+  | { kind: 'forbidden'; service: string; reason: string }
+
+/**
+ * Matches requests to targets: configured routes first (in the order given; Host plus path prefix on segment
+ * boundaries), then Host `<svc>.service.<domain>` names. The route table is built once; per request it costs a Map
+ * lookup by host and a short scan of that host's prefixes.
+ */
+export class Router<T> {
+  private readonly byHost = new Map<string, CompiledRoute<T>[]>()
+  private readonly wildcards: { suffix: string; routes: CompiledRoute<T>[] }[] = []
+  private readonly anyHost: CompiledRoute<T>[]
+  private readonly hostOpts: HostRoutingOptions
+  private readonly domainSuffix: string
+  private readonly allow: Set<string> | null
+  /** Parsed Host decisions; bounded because clients choose Host headers. */
+  private readonly hostCache = new LRUCache<string, HostDecision>({ max: 2048 })
+
+  constructor(routes: readonly { route: Route; target: T }[], hostOpts: HostRoutingOptions) {
+    this.hostOpts = hostOpts
+    this.domainSuffix = `.${hostOpts.domain}`
+    this.allow = hostOpts.allowServices.length > 0 ? new Set(hostOpts.allowServices) : null
+    const compiled = routes.map(({ route, target }) => ({ route, target, prefix: route.pathPrefix }))
+    this.anyHost = compiled.filter((c) => c.route.host === null)
+    // Each host's list keeps configuration order and includes the host-less routes in their places.
+    for (const c of compiled) {
+      const h = c.route.host
+      if (h === null) continue
+      if (h.startsWith('*.')) {
+        if (!this.wildcards.some((w) => w.suffix === h.slice(1))) {
+          this.wildcards.push({ suffix: h.slice(1), routes: compiled.filter((x) => x.route.host === null || x.route.host === h) })
+        }
+      } else if (!this.byHost.has(h)) {
+        this.byHost.set(h, compiled.filter((x) => x.route.host === null || x.route.host === h))
+      }
+    }
+  }
+
+  /** `host` is lower-case without port; `url` is the request target (path and query). */
+  matchRoute(host: string, url: string): RouteMatch<T> | null {
+    let list = this.byHost.get(host)
+    if (list === undefined) {
+      list = this.anyHost
+      for (let i = 0; i < this.wildcards.length; i++) {
+        const w = this.wildcards[i]!
+        if (host.endsWith(w.suffix) && host.length > w.suffix.length) { list = w.routes; break }
+      }
+    }
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i]!
+      if (prefixMatches(url, c.prefix)) return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
+    }
+    return null
+  }
+
+  /** Host-based routing: `<svc>.service.<domain>`, `<tag>.<svc>.service.<domain>`, `<svc>.service.<dc>.<domain>`. */
+  decideHost(host: string): HostDecision {
+    if (!this.hostOpts.enabled || !host.endsWith(this.domainSuffix)) return NONE
+    let d = this.hostCache.get(host)
+    if (d === undefined) {
+      d = this.parseHost(host)
+      this.hostCache.set(host, d)
+    }
+    return d
+  }
+
+  private parseHost(host: string): HostDecision {
+    const labels = host.slice(0, -this.domainSuffix.length).split('.')
+    let service: string, tag: string | null = null, dc: string | null = null
+    // Only `.service.` names: never node, addr, query or anything else Consul's DNS knows (not an open proxy).
+    if (labels.length >= 2 && labels.length <= 3 && labels[1] === 'service') {
+      service = labels[0]!
+      dc = labels[2] ?? null
+    } else if (labels.length >= 3 && labels.length <= 4 && labels[2] === 'service') {
+      tag = labels[0]!
+      service = labels[1]!
+      dc = labels[3] ?? null
+    } else {
+      return NONE
+    }
+    if (!isServiceName(service) || (tag !== null && !isDnsTag(tag)) || (dc !== null && !isDatacenterName(dc))) return NONE
+    if (service === 'consul' && !this.hostOpts.allowConsulService) {
+      return { kind: 'forbidden', service, reason: "the 'consul' service (Consul's own API) is not reachable through the load balancer (allowConsulService)" }
+    }
+    if (this.allow !== null && !this.allow.has(service)) {
+      return { kind: 'forbidden', service, reason: `service ${service} is not in allowServices` }
+    }
+    return { kind: 'service', service, tag, datacenter: dc }
+  }
+}
+
+const NONE: HostDecision = { kind: 'none' }
+
+/** `/api` matches `/api`, `/api/x` and `/api?q`, never `/apix`; `/` matches everything. */
+export function prefixMatches(url: string, prefix: string): boolean {
+  if (prefix.length === 1) return true
+  if (!url.startsWith(prefix)) return false
+  if (url.length === prefix.length) return true
+  const c = url.charCodeAt(prefix.length)
+  return c === 47 /* / */ || c === 63 /* ? */
+}
+
+/** The path forwarded after stripping a prefix: `/api/users?x` → `/users?x`, `/api` → `/`, `/api?x` → `/?x`. */
+export function stripPath(url: string, n: number): string {
+  const rest = url.slice(n)
+  return rest.length === 0 ? '/' : rest.charCodeAt(0) === 47 ? rest : `/${rest}`
+}
+
+/** Host header → lower-case host without port (`[::1]:8080` → `[::1]`). */
+export function hostOf(header: string | undefined): string {
+  if (!header) return ''
+  let h = header
+  if (h.charCodeAt(0) === 91 /* [ */) {
+    const end = h.indexOf(']')
+    h = end === -1 ? h : h.slice(0, end + 1)
+  } else {
+    const colon = h.indexOf(':')
+    if (colon !== -1) h = h.slice(0, colon)
+  }
+  if (h.endsWith('.')) h = h.slice(0, -1)
+  // Lower-casing allocates; most clients already send lower case.
+  for (let i = 0; i < h.length; i++) {
+    const c = h.charCodeAt(i)
+    if (c >= 65 && c <= 90) return h.toLowerCase()
+  }
+  return h
+}

@@ -1,0 +1,176 @@
+import { Agent, request, type Dispatcher } from 'undici'
+import { DockerError } from './errors.js'
+
+/** The parts of `GET /containers/{id}/json` the registrator reads. */
+export interface ContainerInspect {
+  Id: string
+  /** With the leading slash Docker puts there ("/web-1"). */
+  Name: string
+  State: { Status: string; Running: boolean; Paused: boolean; ExitCode: number; StartedAt?: string; Health?: { Status: string } }
+  Config: {
+    Image: string
+    Env: string[] | null
+    Labels: Record<string, string> | null
+    ExposedPorts?: Record<string, unknown> | null
+    Healthcheck?: { Test?: string[] | null } | null
+    StopSignal?: string
+  }
+  HostConfig: { NetworkMode?: string }
+  NetworkSettings: {
+    Ports?: Record<string, { HostIp: string; HostPort: string }[] | null> | null
+    Networks?: Record<string, { IPAddress?: string; GlobalIPv6Address?: string }> | null
+  }
+}
+
+export interface ContainerSummary {
+  Id: string
+  Names: string[]
+  /** created, restarting, running, removing, paused, exited, dead */
+  State: string
+}
+
+export interface DockerEvent {
+  Type: string
+  Action: string
+  Actor: { ID: string; Attributes?: Record<string, string> }
+  time: number
+  timeNano: number
+}
+
+export interface DockerClientOptions {
+  /** unix:///var/run/docker.sock, tcp://host:2375, http://host:2375 (TLS client certificates are not supported). */
+  url: string
+  /** Timeout of an ordinary call (the event stream has none: it is meant to stay open). */
+  timeoutMs?: number
+}
+
+/** The engine's events worth acting on; anything else (exec_*, attach, resize…) is filtered out by the engine. */
+export const WATCHED_ACTIONS = ['start', 'die', 'stop', 'kill', 'destroy', 'pause', 'unpause', 'health_status'] as const
+
+/** An event line longer than this is not an event: stop reading rather than buffer without bound. */
+const MAX_EVENT_LINE_BYTES = 1 << 20
+
+/**
+ * A small Docker Engine API client over the engine's unix socket (or TCP). Unversioned paths: the engine answers
+ * with its own API version, and every field read here exists since API 1.25.
+ */
+export class DockerClient {
+  readonly url: string
+  private readonly origin: string
+  private readonly timeoutMs: number
+  private readonly dispatcher: Dispatcher
+
+  constructor(opts: DockerClientOptions) {
+    this.url = opts.url
+    this.timeoutMs = opts.timeoutMs ?? 10_000
+    const u = new URL(opts.url)
+    if (u.protocol === 'unix:') {
+      // undici talks HTTP over the socket; the host part of the origin is only sent as the Host header.
+      this.origin = 'http://docker'
+      this.dispatcher = new Agent({ connect: { socketPath: decodeURIComponent(u.pathname) }, keepAliveTimeout: 10_000 })
+    } else {
+      this.origin = `${u.protocol === 'https:' ? 'https' : 'http'}://${u.host}`
+      this.dispatcher = new Agent({ keepAliveTimeout: 10_000 })
+    }
+  }
+
+  private async call<T>(method: 'GET' | 'POST', path: string, allow404 = false): Promise<T | null> {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(`${this.origin}${path}`, { method, dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+    } catch (err) {
+      throw transportError(this.url, `${method} ${path}`, err, this.timeoutMs)
+    }
+    const text = await res.body.text()
+    if (res.statusCode === 404 && allow404) return null
+    if (res.statusCode >= 300) throw new DockerError('CLB_DOCKER_HTTP', `Docker ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
+    try {
+      return (text ? JSON.parse(text) : null) as T
+    } catch (err) {
+      throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker ${method} ${path}: answer is not JSON`, res.statusCode, { cause: err })
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      const res = await request(`${this.origin}/_ping`, { dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+      await res.body.text()
+      if (res.statusCode !== 200) throw new DockerError('CLB_DOCKER_HTTP', `Docker /_ping answered ${res.statusCode}`, res.statusCode)
+    } catch (err) {
+      if (err instanceof DockerError) throw err
+      throw transportError(this.url, 'GET /_ping', err, this.timeoutMs)
+    }
+  }
+
+  /** Running and paused containers; with `all`, stopped ones too. */
+  async listContainers(all = false): Promise<ContainerSummary[]> {
+    return (await this.call<ContainerSummary[]>('GET', `/containers/json${all ? '?all=1' : ''}`)) ?? []
+  }
+
+  /** null when the container no longer exists (removed between the event and this call). */
+  async inspectContainer(id: string): Promise<ContainerInspect | null> {
+    return await this.call<ContainerInspect>('GET', `/containers/${encodeURIComponent(id)}/json`, true)
+  }
+
+  /**
+   * Follows `/events` until the engine closes it or `signal` aborts. `since` (seconds, with a fractional part) makes the
+   * engine replay what it still holds from that time on, so events during a reconnect are not lost. `onOpen` runs once
+   * the engine accepted the stream: anything that happens after it is delivered. Resolves never: it rejects with
+   * CLB_DOCKER_STREAM_ENDED when the stream closes, or with the transport error.
+   */
+  async streamEvents(opts: { since?: string; signal: AbortSignal; onOpen: () => void; onEvent: (e: DockerEvent) => void }): Promise<never> {
+    const filters = JSON.stringify({ type: ['container'], event: WATCHED_ACTIONS })
+    const path = `/events?filters=${encodeURIComponent(filters)}${opts.since ? `&since=${opts.since}` : ''}`
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(`${this.origin}${path}`, { dispatcher: this.dispatcher, signal: opts.signal, headersTimeout: this.timeoutMs, bodyTimeout: 0 })
+    } catch (err) {
+      throw transportError(this.url, 'GET /events', err, this.timeoutMs)
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text()
+      throw new DockerError('CLB_DOCKER_HTTP', `Docker GET /events answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
+    }
+    opts.onOpen()
+    let buf = ''
+    try {
+      for await (const chunk of res.body) {
+        buf += (chunk as Buffer).toString('utf8')
+        let nl: number
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim()
+          buf = buf.slice(nl + 1)
+          if (line) opts.onEvent(parseEvent(line))
+        }
+        if (buf.length > MAX_EVENT_LINE_BYTES) throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent a line longer than ${MAX_EVENT_LINE_BYTES} bytes`)
+      }
+    } catch (err) {
+      if (err instanceof DockerError) { res.body.destroy(); throw err }
+      throw transportError(this.url, 'GET /events', err, this.timeoutMs)
+    }
+    throw new DockerError('CLB_DOCKER_STREAM_ENDED', `Docker at ${this.url} closed the event stream`)
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.destroy()
+  }
+}
+
+function parseEvent(line: string): DockerEvent {
+  let e: DockerEvent
+  try {
+    e = JSON.parse(line) as DockerEvent
+  } catch (err) {
+    throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent a line that is not JSON: ${line.slice(0, 100)}`, null, { cause: err })
+  }
+  if (typeof e?.Action !== 'string' || typeof e.Actor?.ID !== 'string') throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent an event without Action/Actor: ${line.slice(0, 100)}`)
+  return e
+}
+
+function transportError(url: string, what: string, err: unknown, timeoutMs: number): DockerError {
+  const code = (err as { code?: string }).code
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new DockerError('CLB_DOCKER_TIMEOUT', `Docker ${what} timed out after ${timeoutMs} ms`, null, { cause: err })
+  }
+  return new DockerError('CLB_DOCKER_UNREACHABLE', `Docker at ${url} unreachable during ${what} (${code ?? (err as Error).message})`, null, { cause: err })
+}

@@ -1,0 +1,50 @@
+import { ConsulLbError } from '../errors.js'
+
+/**
+ * Failures of the Docker side. The registrator never lets one of these stop it: the event watcher reconnects with a
+ * capped back-off, a failed inspect only skips that container until the next event or resync.
+ */
+export type DockerErrorCode =
+  | 'CLB_DOCKER_UNREACHABLE' // socket missing, connection refused or reset
+  | 'CLB_DOCKER_TIMEOUT'
+  | 'CLB_DOCKER_HTTP' // the engine answered with an error status
+  | 'CLB_DOCKER_BAD_RESPONSE' // not the JSON we expected (or an event line too long)
+  | 'CLB_DOCKER_STREAM_ENDED' // /events closed by the engine (it restarts, or is shutting down)
+
+export class DockerError extends ConsulLbError {
+  readonly httpStatus: number | null
+  constructor(code: DockerErrorCode, message: string, httpStatus: number | null = null, options?: { cause?: unknown }) {
+    super(code, message, 502, options)
+    this.name = 'DockerError'
+    this.httpStatus = httpStatus
+  }
+}
+
+export type RegistratorErrorCode =
+  | 'CLB_REG_CONSUL_UNAVAILABLE' // Consul did not answer within --retry-attempts at startup
+  | 'CLB_REG_SYNC_FAILED' // a reconcile pass could not finish (Docker or Consul failed); retried with back-off
+  | 'CLB_REG_CONFLICT' // a service ID we would register exists in Consul but was not created by us: left alone
+  | 'CLB_REG_CLOSED' // the registrator was closed while an operation waited
+
+export class RegistratorError extends ConsulLbError {
+  constructor(code: RegistratorErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, 500, options)
+    this.name = 'RegistratorError'
+  }
+}
+
+/**
+ * An invalid container setting (SERVICE_* env var or label). Not thrown: collected per container, logged with the
+ * container name and the field, shown in /status; the container is still registered as well as it can be.
+ */
+export interface ConventionWarning {
+  readonly code: 'CLB_REG_BAD_CONVENTION'
+  /** The env var or label that holds the bad value, as the user wrote it (SERVICE_80_NAME). */
+  readonly field: string
+  readonly value: string
+  readonly message: string
+}
+
+export function conventionWarning(field: string, value: string, message: string): ConventionWarning {
+  return { code: 'CLB_REG_BAD_CONVENTION', field, value, message }
+}

@@ -1,0 +1,126 @@
+import t from 'tap'
+import { ConfigError } from '../src/errors.js'
+import { loadNginxConfig } from '../src/config/nginx.js'
+import { NginxError, parseNginxVersion, renderNginxConfig, selectCatalogServices, supportsUpstreamResolve } from '../src/nginx/index.js'
+import { parseRoute, type Route } from '../src/routes/route.js'
+import { renderOptions } from './helpers/nginx.js'
+
+const ROUTES = ['api.example.com=api:5000', '/ws=chat:9000,ws,strip', '/=web:80', 'api.example.com/v2.1=api2:5000,tag=v2,dc=dc2', 'shop.example.com/cart=cart:8000'].map((r) => parseRoute(r))
+
+function codeOf(fn: () => unknown): string | undefined {
+  try { fn() } catch (err) { return (err as { code?: string }).code }
+  return undefined
+}
+
+t.test('the same routes give the same bytes, in any order', async (t) => {
+  const a = renderNginxConfig(renderOptions({ routes: ROUTES }))
+  const b = renderNginxConfig(renderOptions({ routes: ROUTES }))
+  const c = renderNginxConfig(renderOptions({ routes: [...ROUTES].reverse() }))
+  t.equal(a, b)
+  t.equal(a, c, 'route order does not change the output')
+  const up = renderNginxConfig(renderOptions({ mode: 'upstream', routes: [...ROUTES, parseRoute('/srv=srv')] }))
+  t.equal(up, renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/srv=srv'), ...ROUTES].reverse() })))
+  const cat = renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['web', 'api'])
+  t.equal(cat, renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['api', 'web']))
+})
+
+t.test('every block names the route that made it', async (t) => {
+  const text = renderNginxConfig(renderOptions({ routes: ROUTES }))
+  for (const r of ROUTES) t.match(text, `# route: ${r.source}\n`, r.source)
+  t.match(text, 'server_name api.example.com;')
+  t.match(text, 'listen 8080 default_server;', 'the host-less server catches other hosts')
+  t.match(text, 'resolver 127.0.0.1:8600 valid=5s ipv6=off;')
+  t.match(text, 'resolver_timeout 3s;')
+  t.match(text, 'set $endpoint v2.api2.service.dc2.consul;')
+  t.match(text, 'location ~ ^/v2\\.1(?:/|$) {', 'dots in a path are literal in the regex')
+  t.match(text, 'rewrite ^/ws/?(.*)$ /$1 break;')
+  t.match(text, 'proxy_pass http://$endpoint:5000$request_uri;')
+  t.match(text, 'proxy_set_header Upgrade $http_upgrade;')
+  t.match(text, 'enable_truncate', 'the output says when nginx reaches every instance')
+  t.match(text, 'keeps no upstream connections alive', 'the output names the keep-alive cost')
+})
+
+t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', async (t) => {
+  const text = renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/=web'), parseRoute('/v2=web,tag=v2,dc=dc2'), parseRoute('/fixed=web:81')] }))
+  t.match(text, 'server service.consul service=web resolve;')
+  t.match(text, 'server service.dc2.consul service=_web._v2 resolve;')
+  t.match(text, 'server web.service.consul:81 resolve;')
+  t.match(text, 'zone consul_web 64k;')
+  t.match(text, 'keepalive 16;')
+  t.match(text, 'proxy_pass http://consul_web;')
+})
+
+t.test('the resolver mode refuses a route without a fixed port and says what to do', async (t) => {
+  const err = (() => { try { renderNginxConfig(renderOptions({ routes: [parseRoute('/=web')] })) } catch (e) { return e as NginxError } return null })()
+  t.equal(err?.code, 'CLB_NGINX_NO_PORT')
+  t.match(err?.message, /--mode upstream/)
+})
+
+t.test('upstream resolve is refused for nginx older than 1.27.3', async (t) => {
+  const routes = [parseRoute('/=web')]
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.22.1') }))), 'CLB_NGINX_VERSION_TOO_OLD')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', nginxVersion: parseNginxVersion('1.26.0') }), ['web'])), 'CLB_NGINX_VERSION_TOO_OLD')
+  t.doesNotThrow(() => renderNginxConfig(renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.27.3') })))
+  t.doesNotThrow(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80, nginxVersion: parseNginxVersion('1.22.1') }), ['web']), 'catalog with a fixed port works on any nginx')
+})
+
+t.test('nginx -v output is read, Plus included', async (t) => {
+  t.same(parseNginxVersion('nginx version: nginx/1.30.6 (Debian)').text, '1.30.6')
+  t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.25.3 (nginx-plus-r31)')), true)
+  t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.27.2')), false)
+  t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.28.0')), true)
+  t.equal(codeOf(() => parseNginxVersion('openresty')), 'CLB_NGINX_VERSION_UNKNOWN')
+})
+
+t.test('hostile names from routes never reach the text', async (t) => {
+  t.throws(() => parseRoute('/x=x; } server { listen 80'), ConfigError)
+  t.throws(() => parseRoute('evil.com;}=web:80'), ConfigError)
+  const base = parseRoute('/=web:80')
+  const hostile: Array<Partial<Route>> = [
+    { service: 'x; } server { listen 80' },
+    { host: 'a.com; }' },
+    { pathPrefix: '/a { return 200; }' },
+    { pathPrefix: '/a%3B' },
+    { tag: 'v1;' },
+    { datacenter: 'dc1 }' },
+    { port: 0 },
+  ]
+  for (const h of hostile) {
+    t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [{ ...base, ...h }] }))), 'CLB_NGINX_UNSAFE_NAME', JSON.stringify(h))
+  }
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], domain: 'consul; }' }))), 'CLB_NGINX_UNSAFE_NAME')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], listen: '80; }' }))), 'CLB_NGINX_UNSAFE_NAME')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '1.2.3.4;', port: 53, label: '1.2.3.4;:53' }] }))), 'CLB_NGINX_UNSAFE_NAME')
+  const text = renderNginxConfig(renderOptions({ routes: [{ ...base, source: 'web\n} server { listen 81; }' }] }))
+  t.notMatch(text, /\n\} server \{ listen 81/, 'a newline in a route source cannot end its comment')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['x; } server { listen 80'])), 'CLB_NGINX_UNSAFE_NAME', 'the renderer re-checks catalog names too')
+})
+
+t.test('catalog selection drops names Consul accepts but nginx must not see', async (t) => {
+  const sel = selectCatalogServices({ 'web': [], 'x; } server { listen 80': [], 'consul': [], 'Web': [], 'api': ['a b; }'], 'under_score': [] })
+  t.same(sel.services, ['api', 'web'])
+  t.same(sel.rejected.map((r) => r.name), ['under_score', 'x; } server { listen 80'])
+})
+
+t.test('the config names the bad field', async (t) => {
+  const fails = (sources: Parameters<typeof loadNginxConfig>[0]) => { try { loadNginxConfig(sources); return null } catch (e) { t.type(e, ConfigError); return (e as ConfigError).field } }
+  t.equal(fails({ flags: { routes: ['/=web:80'], watch: true } }), 'watch')
+  t.equal(fails({ flags: { mode: 'catalog', watch: true } }), 'out')
+  t.equal(fails({ flags: { routes: ['/=web:80'], listen: '80;' } }), 'listen')
+  t.equal(fails({ flags: { mode: 'resolver' } }), 'routes')
+  t.match(fails({ flags: { routes: ['/=web:80'], resolverTimeoutS: '0' } }), /resolver-timeout-s/)
+  const cfg = loadNginxConfig({ flags: { routes: ['/=web:80'] }, env: { CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' } })
+  t.equal(cfg.consul, 'http://127.0.0.1:8501', 'CONSUL_HTTP_ADDR without a scheme is accepted')
+  t.equal(cfg.consulToken, 's3cret')
+  t.equal(cfg.listen, '8080')
+  t.equal(cfg.mode, 'resolver')
+  const shared = loadNginxConfig({ object: { routes: ['/=web:80'], admin: 'off', balancer: 'p2c', mode: 'catalog' } })
+  t.equal(shared.mode, 'catalog', 'a config file shared with serve is accepted')
+})
+
+t.test('--full wraps the http text in a whole nginx.conf without modules', async (t) => {
+  const text = renderNginxConfig(renderOptions({ routes: ROUTES, full: true }))
+  t.match(text, /^# Whole nginx.conf/)
+  t.match(text, '\nhttp {\n    # Written by consul-lb nginx')
+  t.notMatch(text, /load_module|include/)
+})

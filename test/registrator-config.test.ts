@@ -1,0 +1,130 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { loadRegistratorConfig } from '../src/config/registrator.js'
+import { ConfigError } from '../src/errors.js'
+import { silentLogger } from '../src/log.js'
+import { DockerClient, type DockerEvent } from '../src/registrator/docker.js'
+import { Registrator } from '../src/registrator/index.js'
+import { DockerEventWatcher } from '../src/registrator/events.js'
+import { freePort } from './helpers/ports.js'
+import { waitFor } from './helpers/docker.js'
+
+const ROOT = resolve(import.meta.dirname, '..')
+
+t.test('defaults, env aliases and scheme-less CONSUL_HTTP_ADDR', async (t) => {
+  const c = loadRegistratorConfig({ env: { DOCKER_HOST: 'tcp://127.0.0.1:2375', CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' } })
+  t.equal(c.dockerUrl, 'http://127.0.0.1:2375')
+  t.equal(c.consulUrl, 'http://127.0.0.1:8501')
+  t.equal(c.consulToken, 's3cret')
+  t.equal(c.resyncMs, 30_000)
+  t.equal(c.deregister, 'always')
+  t.same(c.admin, { host: '127.0.0.1', port: 8082 })
+  t.equal(loadRegistratorConfig({ env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consulUrl, 'https://consul:8501')
+  t.equal(loadRegistratorConfig({ env: {} }).dockerUrl, 'unix:///var/run/docker.sock')
+  t.equal(loadRegistratorConfig({ flags: { admin: 'off' }, env: {} }).admin, null)
+})
+
+t.test('bad values fail at the edge with a ConfigError naming the field', async (t) => {
+  const bad = (sources: Parameters<typeof loadRegistratorConfig>[0], field: RegExp) => {
+    try {
+      loadRegistratorConfig(sources)
+      t.fail('accepted')
+    } catch (err) {
+      t.ok(err instanceof ConfigError)
+      t.match((err as ConfigError).field, field)
+      t.equal((err as ConfigError).code, 'CLB_CONFIG_INVALID')
+    }
+  }
+  bad({ flags: { resync: 'soon' } }, /--resync/)
+  bad({ flags: { deregister: 'never' } }, /--deregister/)
+  bad({ flags: { ip: '300.1.1.1' } }, /ip/)
+  bad({ flags: { docker: 'ftp://x' } }, /docker/)
+  bad({ flags: { consul: 'unix:///tmp/c.sock' } }, /consul/)
+  bad({ flags: { hostId: 'a:b' } }, /hostId/)
+  bad({ flags: { admin: 'localhost' } }, /admin/)
+  bad({ object: { resyncc: 3 } }, /resyncc/)
+})
+
+t.test('a shared config file may hold keys of other subcommands', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'clb-reg-cfg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'c.yaml')
+  writeFileSync(file, 'listen: 0.0.0.0:8080\nresync: 5\ntags: [a, b]\n')
+  const c = loadRegistratorConfig({ file, env: {} })
+  t.equal(c.resyncMs, 5000)
+  t.same(c.tags, ['a', 'b'])
+})
+
+/** A fake engine on a unix socket: /events sends one event and drops the connection, to watch the reconnect. */
+t.test('the event stream reconnects after a drop and asks the engine to replay from the last event (since=)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'clb-ev-'))
+  const socket = join(dir, 's')
+  const requests: string[] = []
+  const event: DockerEvent = { Type: 'container', Action: 'start', Actor: { ID: 'abc', Attributes: { name: 'x' } }, time: 1700000000, timeNano: 1700000000123456789 }
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    requests.push(req.url ?? '')
+    res.writeHead(200, { 'content-type': 'application/json' })
+    if (requests.length === 1) res.end(JSON.stringify(event) + '\n') // the engine "restarts" right after this event
+    else if (requests.length === 2) res.end(JSON.stringify(event) + '\n') // the replay repeats it: must be skipped
+    else res.write('') // stays open
+  })
+  await new Promise<void>((r) => server.listen(socket, r))
+  const docker = new DockerClient({ url: `unix://${socket}` })
+  const seen: DockerEvent[] = []
+  const connected: boolean[] = []
+  const watcher = new DockerEventWatcher(docker, { log: silentLogger(), initialDelayMs: 10, maxDelayMs: 50, onEvent: (e) => seen.push(e), onConnected: (r) => connected.push(r), onDisconnected: () => undefined })
+  t.teardown(async () => { await watcher.close(); await docker.close(); server.closeAllConnections(); await new Promise((r) => server.close(r)); rmSync(dir, { recursive: true, force: true }) })
+  watcher.start()
+  await waitFor('three connects', async () => requests.length >= 3, 5000, 10)
+  t.notMatch(requests[0], /since=/, 'the first connect replays nothing (the startup sync covers the past)')
+  t.match(requests[1], /since=1700000000(&|$)/, 'the reconnect replays from the last event')
+  t.match(decodeURIComponent(requests[0]!), /"event":\["start","die","stop","kill","destroy","pause","unpause","health_status"\]/)
+  t.same(connected.slice(0, 2), [false, true], 'each reconnect is reported (the registrator resyncs on it)')
+  t.equal(seen.length, 1, 'a replayed event is not delivered twice')
+})
+
+t.test('with --retry-attempts, start() gives up on an unreachable Consul with CLB_REG_CONSUL_UNAVAILABLE', async (t) => {
+  const config = loadRegistratorConfig({ object: { consul: 'http://127.0.0.1:1', docker: 'unix:///tmp/clb-no-such-docker.sock', retryAttempts: 2, retryInterval: 10 }, env: {} })
+  const r = new Registrator(config, { log: silentLogger() })
+  t.teardown(() => r.close())
+  await t.rejects(r.start(), { code: 'CLB_REG_CONSUL_UNAVAILABLE' })
+})
+
+function runCli(args: string[], env: Record<string, string> = {}) {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'registrator', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout.on('data', (b: Buffer) => { out += b.toString() })
+  proc.stderr.on('data', (b: Buffer) => { out += b.toString() })
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+  return { proc, exited, output: () => out }
+}
+
+t.test('consul-lb registrator: exit 2 on a bad value, naming it', async (t) => {
+  const r = runCli(['--resync', 'soon'])
+  const timer = setTimeout(() => r.proc.kill('SIGKILL'), 30_000)
+  t.equal(await r.exited, 2)
+  clearTimeout(timer)
+  t.match(r.output(), /--resync/)
+})
+
+t.test('consul-lb registrator: serves /status while Docker is away, exits 0 on SIGTERM', async (t) => {
+  const port = await freePort()
+  const r = runCli(['--docker', 'unix:///tmp/clb-no-such-docker.sock', '--consul', 'http://127.0.0.1:1', '--admin', `127.0.0.1:${port}`, '--host-id', 'cli-test'])
+  const timer = setTimeout(() => r.proc.kill('SIGKILL'), 60_000)
+  t.teardown(() => clearTimeout(timer))
+  const status = await waitFor('admin /status', async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(1000) })
+    const body = await res.json() as { registrator: { hostId: string; docker: { eventStream: string; lastError: { code: string } | null } } }
+    return body.registrator.docker.lastError ? body : null
+  }, 20_000)
+  t.equal(status.registrator.hostId, 'cli-test')
+  t.equal(status.registrator.docker.lastError?.code, 'CLB_DOCKER_UNREACHABLE')
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  t.match(metrics, /consul_lb_registrator_docker_disconnects_total\{code="CLB_DOCKER_UNREACHABLE"\} \d+/)
+  r.proc.kill('SIGTERM')
+  t.equal(await r.exited, 0, r.output().slice(-2000))
+})
