@@ -220,7 +220,10 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
 
 /** All contenders in run order; HAProxy only where installed (`skipped` says why not). */
 export function contenderSpecs(cores: number, haproxyThreads: number): { specs: ContenderSpec[]; skipped: string[] } {
-  const specs = [direct(), consulLb(1), consulLb(cores), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
+  // With one core the multi-worker contenders would duplicate the single-worker ones.
+  const specs = cores > 1
+    ? [direct(), consulLb(1), consulLb(cores), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
+    : [direct(), consulLb(1), nginxUpstream(1), nginxResolver()]
   const skipped: string[] = []
   const bin = haproxyBinary()
   if (bin) specs.push(haproxy(bin, haproxyThreads))

@@ -37,6 +37,8 @@ export interface ConvergenceResult {
   killToCriticalMs: number | null
   /** Failed client requests (errors, non-200) from the kill until the end of the window. */
   killFailedRequests: number
+  /** Status and body (or error code) of each failed request after the kill. */
+  killFailureReasons: string[]
   killWindowMs: number
   /** Failed client requests outside the join/leave/kill events (should be 0). */
   otherFailedRequests: number
@@ -69,9 +71,10 @@ async function startNodeBackend(): Promise<NodeBackend> {
 }
 
 /** Steady GET load: `connections` loops of one request at a time, until stop() or the deadline. */
-function startLoad(url: string, connections: number, deadlineMs: number): { failures: number[]; count: () => number; stop: () => Promise<void> } {
+function startLoad(url: string, connections: number, deadlineMs: number): { failures: number[]; reasons: string[]; count: () => number; stop: () => Promise<void> } {
   const pool = new Pool(url, { connections, pipelining: 1 })
   const failures: number[] = []
+  const reasons: string[] = []
   let requests = 0
   let running = true
   const end = Date.now() + deadlineMs
@@ -79,10 +82,11 @@ function startLoad(url: string, connections: number, deadlineMs: number): { fail
     while (running && Date.now() < end) {
       try {
         const r = await pool.request({ path: '/', method: 'GET', headersTimeout: 5000, bodyTimeout: 5000 })
-        await r.body.dump()
-        if (r.statusCode !== 200) failures.push(performance.now())
-      } catch {
+        const text = await r.body.text()
+        if (r.statusCode !== 200) { failures.push(performance.now()); reasons.push(`${r.statusCode} ${text.trim().slice(0, 200)}`) }
+      } catch (err) {
         failures.push(performance.now())
+        reasons.push(String((err as { code?: string }).code ?? err))
       }
       requests++
     }
@@ -90,6 +94,7 @@ function startLoad(url: string, connections: number, deadlineMs: number): { fail
   const loops = Array.from({ length: connections }, () => loop())
   return {
     failures,
+    reasons,
     count: () => requests,
     stop: async () => { running = false; await Promise.all(loops); await pool.close() },
   }
@@ -108,8 +113,9 @@ interface StatusInstance { instance: string; requests: number; ejected: boolean 
 
 async function instanceStatus(adminUrl: string, key: string): Promise<StatusInstance | null> {
   const r = await fetch(`${adminUrl}/status`, { signal: AbortSignal.timeout(2000) })
-  const s = await r.json() as { services: { service: string; instances: StatusInstance[] }[] }
-  for (const svc of s.services) for (const i of svc.instances) if (i.instance === key) return i
+  // /status has one key per provider; the proxy's view is under `proxy`.
+  const s = await r.json() as { proxy: { services: { service: string; instances: StatusInstance[] }[] } }
+  for (const svc of s.proxy.services) for (const i of svc.instances) if (i.instance === key) return i
   return null
 }
 
@@ -171,14 +177,15 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
     const killWindowMs = 8000
     const windowEnd = t0 + killWindowMs
     while (performance.now() < windowEnd) {
-      const now = performance.now()
       const st = await instanceStatus(adminUrl, key)
+      const now = performance.now()
       if (st === null || st.ejected) outAt ??= now
       if (st !== null && st.requests !== lastCount) { lastCount = st.requests; lastAttemptAt = now }
       if (criticalAt === null && !(await passing())) criticalAt = performance.now()
       await sleep(50)
     }
     const killFailedRequests = load.failures.length - failsBeforeKill
+    const killFailureReasons = load.reasons.slice(failsBeforeKill)
     const otherFailedRequests = failsBeforeKill - deregisterFailedRequests
     await load.stop()
     const requests = load.count()
@@ -190,7 +197,7 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
       killToLastAttemptMs: lastAttemptAt === null ? 0 : lastAttemptAt - t0,
       killToOutOfRotationMs: outAt === null ? null : outAt - t0,
       killToCriticalMs: criticalAt === null ? null : criticalAt - t0,
-      killFailedRequests, killWindowMs, otherFailedRequests,
+      killFailedRequests, killFailureReasons, killWindowMs, otherFailedRequests,
     }
   } finally {
     await load?.stop()

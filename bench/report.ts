@@ -45,7 +45,7 @@ export interface Summary {
 
 export interface TargetCheck { target: string; value: string; met: boolean | null }
 
-export interface Machine { cpu: string; cores: number; memGb: number; kernel: string; node: string; nginx: string; haproxy: string | null; wrk: string | null }
+export interface Machine { cpu: string; cores: number; loadavgBefore: string; loadavgAfter: string; memGb: number; kernel: string; node: string; nginx: string; haproxy: string | null; wrk: string | null }
 
 export interface BenchReport {
   startedAt: string
@@ -141,7 +141,7 @@ export function markdown(r: BenchReport): string {
   const lines = [
     `# consul-lb benchmark`,
     '',
-    `${r.finishedAt} · ${m.cpu}, ${m.cores} cores, ${fmt(m.memGb)} GB · ${m.kernel} · Node ${m.node} · ${m.nginx} · ${m.haproxy ?? 'no HAProxy'} · ${m.wrk ?? 'no wrk'}`,
+    `${r.finishedAt} · ${m.cpu}, ${m.cores} cores, ${fmt(m.memGb)} GB · ${m.kernel} · Node ${m.node} · ${m.nginx} · ${m.haproxy ?? 'no HAProxy'} · ${m.wrk ?? 'no wrk'} · load average before ${m.loadavgBefore}, after ${m.loadavgAfter}`,
     '',
     `Medians of ${r.settings.rounds} interleaved rounds of ${r.settings.durationS} s per contender and scenario; load generator, proxy and backends share the same ${m.cores} cores. ` +
       '"× nginx" is the ratio of req/s to nginx with a static upstream and keepalive (1 worker), "× direct" to one backend without a proxy, both measured in the same rounds. ' +
@@ -172,10 +172,10 @@ export function markdown(r: BenchReport): string {
       `| register → first request through consul-lb | ${fmt(c.joinToFirstRequestMs)} ms | |`,
       `| passing → first request (consul-lb's DNS refresh) | ${fmt(c.passingToFirstRequestMs)} ms | |`,
       `| deregister → last request to the instance | ${fmt(c.deregisterToLastRequestMs)} ms | ${c.deregisterFailedRequests} |`,
-      `| kill → last attempt consul-lb sent it | ${fmt(c.killToLastAttemptMs)} ms | |`,
+      `| kill → last attempt consul-lb sent it (upper bound: /status polled every ≈60 ms) | ≤ ${fmt(c.killToLastAttemptMs)} ms | |`,
       `| kill → ejected or out of consul-lb's pool | ${fmt(c.killToOutOfRotationMs)} ms | |`,
       `| kill → critical in Consul | ${fmt(c.killToCriticalMs)} ms | |`,
-      `| killed instance, ${c.killWindowMs / 1000} s window under load | | ${c.killFailedRequests} |`,
+      `| killed instance, ${c.killWindowMs / 1000} s window under load | | ${c.killFailedRequests}${c.killFailureReasons.length ? ` (${esc([...new Set(c.killFailureReasons)].join('; ')).replace(/\|/g, '/')})` : ''} |`,
       `| all other moments (${fmt(c.requests)} requests in total) | | ${c.otherFailedRequests} |`, '')
   }
   lines.push('## Targets (issue 5)', '', '| target | measured | met |', '|---|---|:---:|')

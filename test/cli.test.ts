@@ -108,11 +108,15 @@ t.test('--workers 2: both workers serve, metrics are aggregated, SIGTERM stops a
   const b = await startBackend('wk-1', '127.0.0.1', 0, t)
   await consul.register({ ID: b.id, Name: 'wk', Address: b.host, Port: b.port })
   const s = await startServe(t, ['--dns', consul.dnsAddr, '--workers', '2', '--log-level', 'warn'])
-  await sleep(1000)
+  // The primary's admin answers before the workers listen: wait for the first proxied answer.
+  const ready = Date.now() + 20_000
+  while ((await countBackends(s.port, 1, { host: 'wk.service.consul', keepAlive: false })).failures > 0 && Date.now() < ready) await sleep(200)
+  const before = Number(/consul_lb_requests_total\{service="wk",code="2xx"\} (\d+)/.exec(await (await fetch(`http://127.0.0.1:${s.admin}/metrics`)).text())?.[1] ?? 0)
   const r = await countBackends(s.port, 40, { host: 'wk.service.consul', keepAlive: false })
   t.same(r.counts, { 'wk-1': 40 })
   const metrics = await (await fetch(`http://127.0.0.1:${s.admin}/metrics`)).text()
-  t.match(metrics, /consul_lb_requests_total\{service="wk",code="2xx"\} 40/, 'counts from both workers add up')
+  const after = Number(/consul_lb_requests_total\{service="wk",code="2xx"\} (\d+)/.exec(metrics)?.[1] ?? 0)
+  t.equal(after - before, 40, 'counts from both workers add up')
   const status = await (await fetch(`http://127.0.0.1:${s.admin}/status`)).json() as { workers: { pid: number }[] }
   t.equal(status.workers.length, 2, 'status lists both workers')
   t.not(status.workers[0]!.pid, status.workers[1]!.pid)

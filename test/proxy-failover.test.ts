@@ -24,7 +24,7 @@ t.test('Consul stopped: requests flow from the stale cache for the window, then 
     served++
     await sleep(100)
   }
-  t.ok(served >= 10, `${served} requests served while Consul was down`)
+  t.ok(served >= 3, `${served} requests served while Consul was down`)
   const status = (p.proxy.status() as { services: { service: string; answer: string; lastError: { code: string } | null }[] }).services.find((s) => s.service === 'stale')!
   t.equal(status.answer, 'stale', '/status says the answer is stale')
   t.ok(status.lastError?.code?.startsWith('CLB_DNS_'), `/status names the DNS failure (${status.lastError?.code})`)

@@ -10,6 +10,8 @@ export interface AdminOptions {
   registry?: Registry
   /** Each entry becomes a key of the /status JSON; providers read state, they never change it. */
   status: Record<string, () => unknown>
+  /** Asked on every /status request (cluster mode asks the workers); its keys are merged into the answer. */
+  statusAsync?: () => Promise<Record<string, unknown>>
   /** /healthz answers 200 while this returns true (503 while shutting down). */
   isHealthy?: () => boolean
   /** Replaces /metrics output (cluster mode aggregates the workers' registries). */
@@ -39,7 +41,9 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       for (const [k, fn] of Object.entries(opts.status)) {
         try { body[k] = fn() } catch (err) { body[k] = { error: (err as Error).message } }
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n')
+      const send = (): void => { res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n') }
+      if (!opts.statusAsync) { send(); return }
+      opts.statusAsync().then((extra) => { Object.assign(body, extra); send() }, (err: Error) => { body.error = err.message; send() })
       return
     }
     if (path === '/metrics') {

@@ -61,7 +61,9 @@ export const powerOfTwo: Select = (members, ok) => {
   // Two random starting points, each advanced to the next eligible member; no array of candidates is built.
   const a = firstOk(members, ok, (Math.random() * n) | 0)
   if (a === null) return null
-  const b = firstOk(members, ok, (Math.random() * n) | 0)
+  // The second choice starts anywhere but at the first one, so two eligible members are really compared.
+  const ia = members.indexOf(a)
+  const b = n > 1 ? firstOk(members, ok, (ia + 1 + ((Math.random() * (n - 1)) | 0)) % n) : null
   if (b === null || b === a) return a
   return b.upstream.inflight / b.weight < a.upstream.inflight / a.weight ? b : a
 }

@@ -108,16 +108,14 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
   const primaryRegistry = new Registry()
   let registrator: EmbeddedRegistrator | null = null
   if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, primaryRegistry)
-  let lastStatus: unknown = null
-  const statusTimer = setInterval(() => { void ask('status').then((s) => { lastStatus = s }) }, 1000)
-  statusTimer.unref()
   let admin: AdminServer | null = null
   if (config.admin) {
     admin = await startAdmin({
       ...config.admin,
       log,
       registry: primaryRegistry,
-      status: { workers: () => lastStatus ?? 'collecting', ...(registrator ? { registrator: () => registrator!.status() } : {}) },
+      status: registrator ? { registrator: () => registrator!.status() } : {},
+      statusAsync: async () => ({ workers: await ask('status') }),
       isHealthy: () => !stopping,
       metricsText: async () => {
         const perWorker = await ask<unknown>('metrics')
@@ -129,7 +127,6 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
   log.info({ workers: config.workers }, 'cluster primary started')
   await untilSignal(log)
   stopping = true
-  clearInterval(statusTimer)
   const exits = Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((r) => { if (!w || w.isDead()) r(); else { w.once('exit', () => r()); w.process.kill('SIGTERM') } }))
   await Promise.all(exits)
   await registrator?.close()

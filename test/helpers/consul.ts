@@ -27,6 +27,8 @@ export interface ConsulOptions {
   extra?: Record<string, unknown>
   /** Node name (distinct names for several agents). */
   nodeName?: string
+  /** Run as a server of a cluster (not -dev): expect this many servers and join these serf_lan addresses. */
+  cluster?: { bootstrapExpect: number; join: string[] }
 }
 
 export interface ServiceRegistration {
@@ -76,12 +78,16 @@ export class ConsulAgent {
     const cfgFile = join(this.dir, 'agent.json')
     writeFileSync(cfgFile, JSON.stringify(cfg))
     this.output = ''
-    const proc = spawn(consulBinary(), ['agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', this.options.nodeName ?? 'consul-lb-test', '-config-file', cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = this.options.cluster
+    const mode = c
+      ? ['-server', '-bootstrap-expect', String(c.bootstrapExpect), '-data-dir', join(this.dir, 'data'), ...c.join.flatMap((j) => ['-retry-join', j]), '-retry-interval', '1s']
+      : ['-dev']
+    const proc = spawn(consulBinary(), ['agent', ...mode, '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', this.options.nodeName ?? 'consul-lb-test', '-config-file', cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc = proc
     const keep = (b: Buffer) => { this.output = (this.output + b.toString()).slice(-20000) }
     proc.stdout!.on('data', keep)
     proc.stderr!.on('data', keep)
-    const deadline = Date.now() + 60_000
+    const deadline = Date.now() + (c ? 90_000 : 60_000)
     while (Date.now() < deadline) {
       if (!this.isRunning) throw new Error(`consul exited (${proc.exitCode ?? proc.signalCode}):\n${this.output}`)
       try {
@@ -131,7 +137,8 @@ export class ConsulAgent {
     const deadline = Date.now() + timeoutMs
     let n = -1
     while (Date.now() < deadline) {
-      n = (await this.passing(service)).length
+      // During a leader election the API answers 500 for a moment: keep asking until the deadline.
+      n = await this.passing(service).then((l) => l.length, () => -1)
       if (n === count) return
       await sleep(100)
     }
@@ -160,3 +167,24 @@ export async function startConsul(t?: { teardown(fn: () => unknown): void }, opt
 }
 
 export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)) }
+
+/**
+ * Three Consul servers on 127.0.0.1 forming one cluster (raft quorum 2 of 3): for failover between DNS servers.
+ * All are stopped and their folders removed in teardown.
+ */
+export async function startConsulCluster(t: { teardown(fn: () => unknown): void }, size = 3): Promise<ConsulAgent[]> {
+  const dirs = Array.from({ length: size }, () => mkdtempSync(join(tmpdir(), 'consul-lb-cluster-')))
+  const ports = await freePorts(5 * size)
+  const agents = dirs.map((dir, i) => {
+    const [dns, http, serfLan, serfWan, server] = ports.slice(i * 5, i * 5 + 5) as [number, number, number, number, number]
+    return { dir, ports: { dns, http, serf_lan: serfLan, serf_wan: serfWan, server } }
+  })
+  const joinAddrs = agents.map((a) => `127.0.0.1:${a.ports.serf_lan}`)
+  const out = agents.map((a, i) => new ConsulAgent(a.ports, a.dir, { nodeName: `server-${i + 1}`, cluster: { bootstrapExpect: size, join: joinAddrs.filter((_, k) => k !== i) } }))
+  t.teardown(async () => {
+    await Promise.all(out.map((a) => a.stop()))
+    for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  })
+  await Promise.all(out.map((a) => a.start()))
+  return out
+}

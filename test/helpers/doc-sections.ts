@@ -1,0 +1,14 @@
+import { referenceTable } from '../../src/config/reference.js'
+import { COMMON_FIELDS, SERVE_FIELDS } from '../../src/config/serve.js'
+import { REGISTRATOR_FIELDS } from '../../src/config/registrator.js'
+import { NGINX_FIELDS } from '../../src/config/nginx.js'
+
+/** The README sections generated from the field tables: [marker name, markdown]. */
+export function DOC_SECTIONS(): [string, string][] {
+  return [
+    ['config-common', referenceTable(COMMON_FIELDS)],
+    ['config-serve', referenceTable(SERVE_FIELDS)],
+    ['config-registrator', referenceTable(REGISTRATOR_FIELDS)],
+    ['config-nginx', referenceTable(NGINX_FIELDS)],
+  ]
+}
