@@ -49,14 +49,14 @@ function direct(): ContenderSpec {
   }
 }
 
-function consulLb(workers: number): ContenderSpec {
-  const id = workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
-  const label = workers === 1 ? 'consul-lb (1 worker)' : `consul-lb (--workers ${workers})`
+function consulLb(workers: number, variant?: { id: string; cli: string }): ContenderSpec {
+  const id = variant ? `consul-lb-${variant.id}` : workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
+  const label = variant ? `consul-lb ${variant.id} (1 worker)` : workers === 1 ? 'consul-lb (1 worker)' : `consul-lb (--workers ${workers})`
   return {
     id, label,
     start: async (s) => {
       const port = await freePort()
-      const cli = join(ROOT, 'dist', 'cli.js')
+      const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
       if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
       // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
       const d = spawnTracked(process.execPath, [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--dns', s.consul.dnsAddr,
@@ -218,12 +218,14 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
   if (okInARow < 10) throw new Error(`${name} did not serve ${url} within ${timeoutMs} ms (last: ${last}):\n${d.output()}`)
 }
 
-/** All contenders in run order; HAProxy only where installed (`skipped` says why not). */
-export function contenderSpecs(cores: number, haproxyThreads: number): { specs: ContenderSpec[]; skipped: string[] } {
+/** All contenders in run order; HAProxy only where installed (`skipped` says why not); variants after consul-lb's. */
+export function contenderSpecs(cores: number, haproxyThreads: number, variants: { id: string; cli: string }[] = []): { specs: ContenderSpec[]; skipped: string[] } {
   // With one core the multi-worker contenders would duplicate the single-worker ones.
   const specs = cores > 1
     ? [direct(), consulLb(1), consulLb(cores), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
     : [direct(), consulLb(1), nginxUpstream(1), nginxResolver()]
+  // Experiments: another build of the CLI (a patched copy of dist/) measured beside the real one.
+  for (const v of variants) specs.push(consulLb(1, v))
   const skipped: string[] = []
   const bin = haproxyBinary()
   if (bin) specs.push(haproxy(bin, haproxyThreads))

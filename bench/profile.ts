@@ -4,7 +4,8 @@
  * rest. Writes bench/results/profile.md; the raw .cpuprofile stays in bench/results/tmp/ (git-ignored) for a
  * flame view in Chrome DevTools or speedscope.
  *
- *   npm run bench:profile -- --duration 15 --cli dist/cli.js
+ *   npm run bench:profile -- --duration 15 --cli /tmp/experiment/dist/cli.js
+ *   node --import tsx bench/profile.ts --from bench/results/tmp/cpuprof-…/….cpuprofile
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative, resolve } from 'node:path'
@@ -22,6 +23,8 @@ const { values: args } = parseArgs({
     cli: { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
     out: { type: 'string', default: join(ROOT, 'bench', 'results', 'profile.md') },
     top: { type: 'string', default: '30' },
+    /** Summarise an existing .cpuprofile instead of running the load. */
+    from: { type: 'string' },
   },
 })
 
@@ -73,9 +76,33 @@ export function summariseProfile(p: CpuProfile, top: number): string {
     e.us += us
     fn.set(key, e)
   }
+  // Native frames (writev, writeLatin1String: the socket writes) charged to the JS code that called them.
+  const parent = new Map<number, number>()
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const owners = new Map<string, number>()
+  for (const [id, us] of selfUs) {
+    let n = byId.get(id)!
+    const own = categorise(n.callFrame)
+    if (own === 'idle') continue
+    let label: string = own
+    if (own === 'native / V8 builtins') {
+      while (n.callFrame.url === '' && parent.has(n.id)) n = byId.get(parent.get(n.id)!)!
+      const callerCat = categorise(n.callFrame)
+      label = n.callFrame.url === '' ? own : `${callerCat === 'node (other JS)' ? 'node streams / net' : callerCat} (native calls, e.g. socket writes)`
+      if (callerCat === 'node (other JS)' || callerCat === 'node:http') {
+        // Walk further up to see whether a stream write was started by undici (upstream) or node:http (client).
+        let m = n
+        while (parent.has(m.id) && !['undici', 'node:http', 'consul-lb'].includes(categorise(m.callFrame))) m = byId.get(parent.get(m.id)!)!
+        label = `native calls under ${categorise(m.callFrame)} (socket writes ${categorise(m.callFrame) === 'undici' ? 'to the upstream' : 'to the client'})`
+      }
+    }
+    owners.set(label, (owners.get(label) ?? 0) + us)
+  }
   const pct = (us: number): string => `${((us / busy) * 100).toFixed(1)} %`
   const lines = ['| where the time went (self time, idle excluded) | share |', '|---|---:|']
   for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1])) lines.push(`| ${c} | ${pct(us)} |`)
+  lines.push('', '| the same, native time charged to its JS caller | share |', '|---|---:|')
+  for (const [c, us] of [...owners].sort((a, b) => b[1] - a[1])) lines.push(`| ${c} | ${pct(us)} |`)
   lines.push('', `Busy ${(busy / 1e6).toFixed(2)} s of ${((p.endTime - p.startTime) / 1e6).toFixed(2)} s profiled.`, '')
   const sorted = [...fn.values()].sort((a, b) => b.us - a.us)
   lines.push(`Top ${top} functions by self time:`, '', '| self | function | where | category |', '|---:|---|---|---|')
@@ -86,6 +113,10 @@ export function summariseProfile(p: CpuProfile, top: number): string {
 }
 
 async function main(): Promise<void> {
+  if (args.from) {
+    process.stdout.write(summariseProfile(JSON.parse(readFileSync(args.from, 'utf8')) as CpuProfile, Number(args.top)))
+    return
+  }
   const wrk = wrkBinary()
   if (!wrk) throw new Error('wrk is required for the profile run (apt-get install wrk)')
   const tmp = join(ROOT, 'bench', 'results', 'tmp')

@@ -6,6 +6,7 @@
  *   npm run bench -- --quick           1 round × 2 s, for trying the harness
  *   npm run bench -- --rounds 5 --duration 10 --only consul-lb,nginx-upstream --scenarios c50-small
  *   npm run bench -- --no-convergence --no-autocannon --out /tmp/bench
+ *   npm run bench -- --only consul-lb,consul-lb-exp --variant exp=/tmp/exp/dist/cli.js --out /tmp/ab   (A/B of a patch)
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -32,6 +33,8 @@ const { values: args } = parseArgs({
     'no-autocannon': { type: 'boolean', default: false },
     'no-convergence': { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
+    /** ID=PATH of another dist/cli.js (a patched copy), measured as contender consul-lb-ID; repeatable. */
+    variant: { type: 'string', multiple: true, default: [] },
     help: { type: 'boolean', default: false },
   },
 })
@@ -117,7 +120,12 @@ async function main(): Promise<void> {
   const wrk = wrkBinary()
   const skipped: string[] = []
   if (!wrk) skipped.push('wrk: not installed (apt-get install wrk as root); autocannon produced every figure')
-  const { specs: allSpecs, skipped: specSkips } = contenderSpecs(cores, positiveInt(args['haproxy-threads'], '--haproxy-threads'))
+  const variants = args.variant.map((v) => {
+    const eq = v.indexOf('=')
+    if (eq <= 0) { process.stderr.write(`bench: --variant expects ID=PATH (got ${v})\n`); process.exit(2) }
+    return { id: v.slice(0, eq), cli: v.slice(eq + 1) }
+  })
+  const { specs: allSpecs, skipped: specSkips } = contenderSpecs(cores, positiveInt(args['haproxy-threads'], '--haproxy-threads'), variants)
   skipped.push(...specSkips)
   const specs = args.only ? allSpecs.filter((s) => args.only!.split(',').includes(s.id)) : allSpecs
   mkdirSync(tmpDir, { recursive: true })

@@ -47,6 +47,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private done = false
   status = 0
   lastErrorCode: string | null = null
+  private resume: (() => void) | null = null
+  private drainHooked = false
 
   constructor(req: IncomingMessage, res: ServerResponse, target: ServiceTarget, host: ExchangeHost, path: string, headers: string[], body: IncomingMessage | LimitedBody | null) {
     this.req = req
@@ -114,13 +116,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     this.status = statusCode
     res.writeHead(statusCode, statusText || undefined, out)
-    // Backpressure: when the client reads slower than the upstream sends, pause undici until the socket drains.
-    res.on('drain', resume)
+    this.resume = resume
     return true
   }
 
   onData(chunk: Buffer): boolean {
-    return this.res.write(chunk)
+    if (this.res.write(chunk)) return true
+    // Backpressure: the client reads slower than the upstream sends; undici pauses until the socket drains.
+    // The listener is added only for responses that ever fill the socket buffer.
+    if (!this.drainHooked) {
+      this.drainHooked = true
+      this.res.on('drain', this.resume!)
+    }
+    return false
   }
 
   onComplete(): void {

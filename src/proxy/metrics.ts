@@ -26,10 +26,15 @@ export class ProxyMetrics {
   readonly ejections: Counter<'service'>
   readonly retries: Counter<'service'>
   readonly inflight: Gauge
+  /** Bound children: the request path increments these without a label lookup. */
+  readonly cacheHit: Counter.Internal
+  readonly cacheStale: Counter.Internal
+  readonly cacheMiss: Counter.Internal
   readonly proxyErrors: Counter<'code'>
   private readonly perService = new Map<string, ServiceMetrics>()
 
-  constructor(registry = new Registry()) {
+  /** `inflight` is read when /metrics is scraped: the request path keeps a plain number, not a gauge. */
+  constructor(registry = new Registry(), inflight: () => number = () => 0) {
     this.registry = registry
     this.requests = new Counter({ name: 'consul_lb_requests_total', help: 'Requests answered, by service and status class', labelNames: ['service', 'code'], registers: [registry] })
     this.upstreamLatency = new Histogram({ name: 'consul_lb_upstream_response_seconds', help: 'Time from dispatch to upstream response headers', labelNames: ['service'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] })
@@ -38,7 +43,10 @@ export class ProxyMetrics {
     this.cacheServes = new Counter({ name: 'consul_lb_cache_requests_total', help: 'Requests by the state of the cached answer they used (hit, stale, miss)', labelNames: ['result'], registers: [registry] })
     this.ejections = new Counter({ name: 'consul_lb_ejections_total', help: 'Instances ejected by passive health checks', labelNames: ['service'], registers: [registry] })
     this.retries = new Counter({ name: 'consul_lb_retries_total', help: 'Requests retried on another instance', labelNames: ['service'], registers: [registry] })
-    this.inflight = new Gauge({ name: 'consul_lb_requests_in_flight', help: 'Requests being proxied now', registers: [registry] })
+    this.inflight = new Gauge({ name: 'consul_lb_requests_in_flight', help: 'Requests being proxied now', registers: [registry], collect() { this.set(inflight()) } })
+    this.cacheHit = this.cacheServes.labels('hit')
+    this.cacheStale = this.cacheServes.labels('stale')
+    this.cacheMiss = this.cacheServes.labels('miss')
     this.proxyErrors = new Counter({ name: 'consul_lb_errors_total', help: 'Error answers by code (CLB_*)', labelNames: ['code'], registers: [registry] })
   }
 
@@ -57,11 +65,7 @@ export class ProxyMetrics {
   }
 
   resolverMetrics(): ResolverMetrics {
-    const hits = this.dnsRefreshes
-    const stale = this.cacheServes.labels('stale')
-    return {
-      refresh: (result) => hits.labels(result).inc(),
-      staleServed: () => stale.inc(),
-    }
+    const refreshes = this.dnsRefreshes
+    return { refresh: (result) => refreshes.labels(result).inc() }
   }
 }

@@ -58,7 +58,7 @@ export class Proxy implements ExchangeHost {
   constructor(config: ServeConfig, deps: ProxyDeps) {
     this.config = config
     this.log = deps.log
-    this.metrics = new ProxyMetrics(deps.registry)
+    this.metrics = new ProxyMetrics(deps.registry, () => this.inflight)
     this.maxInflightPerInstance = config.maxConnectionsPerInstance
     this.retries = config.retries
     this.retryAfterS = config.retryAfterS
@@ -171,7 +171,6 @@ export class Proxy implements ExchangeHost {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.inflight++
-    this.metrics.inflight.inc()
     const url = req.url ?? '/'
     const host = hostOf(req.headers.host)
     const found = this.targetFor(req, res, host, url)
@@ -194,12 +193,12 @@ export class Proxy implements ExchangeHost {
     const body = chunked ? (limit > 0 ? new LimitedBody(req, limit) : req) : cl !== undefined && cl !== '0' ? req : null
     const ex = new Exchange(req, res, target, this, path, this.forwardHeaders(req, host), body)
     if (target.entry.instances.length > 0) {
-      this.metrics.cacheServes.labels(target.entry.source === 'stale' ? 'stale' : 'hit').inc()
+      ;(target.entry.source === 'stale' ? this.metrics.cacheStale : this.metrics.cacheHit).inc()
       ex.start()
       return
     }
     // No instance cached: a cold name waits for its first answer; an empty pool fails at once or waits (config).
-    this.metrics.cacheServes.labels('miss').inc()
+    this.metrics.cacheMiss.inc()
     if (target.entry.hasAnswer) { this.whenEmpty(ex, req, res, target); return }
     void this.resolver.waitFor(target.entry, this.coldWaitMs, false).then(() => {
       if (res.destroyed) { this.done('client-gone', 499); return }
@@ -304,14 +303,12 @@ export class Proxy implements ExchangeHost {
     const cls = status >= 100 && status < 600 ? ((status / 100) | 0) - 1 : 4
     ex.target.metrics.byClass[cls]!.inc()
     this.inflight--
-    this.metrics.inflight.dec()
     if (status >= 500 && ex.lastErrorCode !== null) this.metrics.proxyErrors.labels(status === 504 ? 'CLB_UPSTREAM_TIMEOUT' : status === 503 ? 'CLB_NO_HEALTHY_INSTANCE' : 'CLB_UPSTREAM_FAILED').inc()
     if (this.closing && this.inflight === 0) this.drained?.()
   }
 
   private done(code: string, status: number): void {
     this.inflight--
-    this.metrics.inflight.dec()
     this.metrics.requests.labels('_none', `${(status / 100) | 0}xx`).inc()
     if (status >= 400) this.metrics.proxyErrors.labels(code).inc()
     if (this.closing && this.inflight === 0) this.drained?.()

@@ -16,7 +16,6 @@ export interface ResolverOptions {
 
 export interface ResolverMetrics {
   refresh(result: 'ok' | 'nxdomain' | 'empty' | 'error'): void
-  staleServed(): void
 }
 
 export interface ServiceKey {

@@ -11,6 +11,8 @@ export interface Backend {
   host: string
   port: number
   hits: number
+  /** `METHOD /path` of every request seen, health checks included. */
+  seen: string[]
   server: Server
   /** Last request seen (for header assertions). */
   last: { method: string; url: string; headers: IncomingMessage['headers'] } | null
@@ -22,9 +24,10 @@ export interface Backend {
 export async function startBackend(id: string, host = '127.0.0.1', port = 0, t?: { teardown(fn: () => unknown): void }): Promise<Backend> {
   const sockets = new Set<Socket>()
   const b: Backend = {
-    id, host, port: 0, hits: 0, last: null,
+    id, host, port: 0, hits: 0, last: null, seen: [],
     server: createServer((req, res) => {
       b.hits++
+      if (b.seen.length < 10_000) b.seen.push(`${req.method} ${req.url}`)
       b.last = { method: req.method!, url: req.url!, headers: req.headers }
       if (req.url?.startsWith('/echo')) {
         const chunks: Buffer[] = []
