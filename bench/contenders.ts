@@ -68,6 +68,23 @@ function consulLb(workers: number, variant?: { id: string; cli: string }): Conte
   }
 }
 
+/** bench/minimal-proxy.ts: the plain node:http + undici dispatch pattern, the floor of what consul-lb builds on. */
+function nodeMinimal(): ContenderSpec {
+  const id = 'node-minimal'
+  const label = 'minimal node:http + undici proxy (static)'
+  return {
+    id, label,
+    start: async (s) => {
+      const port = await freePort()
+      const d = spawnTracked(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'minimal-proxy.ts'), '--listen', `127.0.0.1:${port}`,
+        '--upstreams', s.backends.map((b) => `${b.host}:${b.port}`).join(',')])
+      const url = `http://127.0.0.1:${port}`
+      await waitServing(url, d, label)
+      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
+    },
+  }
+}
+
 function nginxUpstream(workers: number): ContenderSpec {
   const id = workers === 1 ? 'nginx-upstream' : `nginx-upstream-w${workers}`
   const label = workers === 1 ? 'nginx upstream+keepalive' : `nginx upstream+keepalive (${workers} workers)`
@@ -85,7 +102,6 @@ function nginxUpstream(workers: number): ContenderSpec {
         'server {',
         `    listen 127.0.0.1:${port};`,
         '    server_name _;',
-        '    client_max_body_size 1m;',
         '    location / {',
         `        proxy_pass http://${SERVICE}_static;`,
         ...PROXY_HEADERS.map((l) => `        ${l}`),
@@ -109,7 +125,7 @@ function nginxResolver(): ContenderSpec {
         listen: `127.0.0.1:${port}`, resolverValidS: 5, resolverTimeoutS: 3, keepalive: 16, connectTimeoutS: 2, readTimeoutS: 60,
         catalogPort: null, full: false, nginxVersion: null,
       })
-      const body = [...NGINX_KEEPALIVE, 'client_max_body_size 1m;', site].join('\n')
+      const body = [...NGINX_KEEPALIVE, site].join('\n')
       return await nginxContender(s, id, label, body, port, 1)
     },
   }
@@ -222,8 +238,8 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
 export function contenderSpecs(cores: number, haproxyThreads: number, variants: { id: string; cli: string }[] = []): { specs: ContenderSpec[]; skipped: string[] } {
   // With one core the multi-worker contenders would duplicate the single-worker ones.
   const specs = cores > 1
-    ? [direct(), consulLb(1), consulLb(cores), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
-    : [direct(), consulLb(1), nginxUpstream(1), nginxResolver()]
+    ? [direct(), consulLb(1), consulLb(cores), nodeMinimal(), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
+    : [direct(), consulLb(1), nodeMinimal(), nginxUpstream(1), nginxResolver()]
   // Experiments: another build of the CLI (a patched copy of dist/) measured beside the real one.
   for (const v of variants) specs.push(consulLb(1, v))
   const skipped: string[] = []

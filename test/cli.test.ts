@@ -37,6 +37,9 @@ t.test('bad flags, env and config exit with code 2 and a message naming the fiel
     [['serve'], { CONSUL_LB_TTL_FLOOR_MS: 'soon' }, /env CONSUL_LB_TTL_FLOOR_MS: expected an integer/],
     [['serve', '--ttl-floor-ms', '5000', '--ttl-ceiling-ms', '1000'], {}, /ttlCeilingMs: must be >= ttlFloorMs/],
     [['serve', '--dns', '127.0.0.1:abc'], {}, /dns: "127.0.0.1:abc": expected HOST:PORT/],
+    [['serve'], { CONSUL_LB_TTL_FLOR_MS: '100' }, /env CONSUL_LB_TTL_FLOR_MS: unknown setting; did you mean CONSUL_LB_TTL_FLOOR_MS\?/],
+    [['serve', '--client-headers-timeout-ms', '9000', '--client-request-timeout-ms', '5000'], {}, /clientHeadersTimeoutMs: must be <= clientRequestTimeoutMs/],
+    [['serve', '--listen', '999.1.1.1:80'], {}, /--listen: expected HOST:PORT/],
   ]
   for (const [args, env, re] of cases) {
     const r = await run(args, env)
@@ -122,4 +125,18 @@ t.test('--workers 2: both workers serve, metrics are aggregated, SIGTERM stops a
   t.not(status.workers[0]!.pid, status.workers[1]!.pid)
   s.proc.kill('SIGTERM')
   t.equal(await s.exited, 0)
+})
+
+t.test('a process that cannot start fully fails with exit 1 instead of running half-started', async (t) => {
+  const busy = await import('node:net').then((net) => net.createServer())
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => busy.close())
+  const taken = (busy.address() as { port: number }).port
+  const port = await freePort()
+  const admin = await run(['serve', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${taken}`, '--dns', '127.0.0.1:1', '--log-level', 'silent'])
+  t.equal(admin.code, 1, 'admin port taken → exit 1 (not a proxy without admin)')
+  t.match(admin.stderr, /EADDRINUSE/)
+  const workers = await run(['serve', '--workers', '2', '--listen', `127.0.0.1:${taken}`, '--admin', 'off', '--dns', '127.0.0.1:1', '--log-level', 'silent'])
+  t.equal(workers.code, 1, 'workers that cannot listen → exit 1, not a restart loop')
+  t.match(workers.stderr, /CLB_WORKER_START_FAILED/)
 })

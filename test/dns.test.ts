@@ -87,7 +87,7 @@ function resolverFor(c: DnsClient, over: Partial<ConstructorParameters<typeof Se
 async function firstAnswer(r: ServiceResolver, service: string) {
   const e = r.acquire({ service, tag: null, datacenter: null, port: null })
   r.touch(e, Date.now())
-  await r.waitFor(e, 2000, false)
+  await r.waitFor(e, 2000, 'answer')
   return e
 }
 

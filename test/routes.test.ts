@@ -51,14 +51,25 @@ t.test('configured routes win in order, then Host <svc>.service.consul forms, th
   t.equal(r.matchRoute('other.example.com', '/api/x')?.stripLength, 4)
   t.equal(r.matchRoute('x.apps.example.com', '/')?.target, 'apps')
   t.equal(r.matchRoute('other.example.com', '/'), null)
-  t.same(r.decideHost('web.service.consul'), { kind: 'service', service: 'web', tag: null, datacenter: null })
-  t.same(r.decideHost('v2.web.service.consul'), { kind: 'service', service: 'web', tag: 'v2', datacenter: null })
-  t.same(r.decideHost('web.service.dc2.consul'), { kind: 'service', service: 'web', tag: null, datacenter: 'dc2' })
-  t.same(r.decideHost('v2.web.service.dc2.consul'), { kind: 'service', service: 'web', tag: 'v2', datacenter: 'dc2' })
+  t.match(r.decideHost('web.service.consul'), { kind: 'service', service: 'web', tag: null, datacenter: null })
+  t.match(r.decideHost('v2.web.service.consul'), { kind: 'service', service: 'web', tag: 'v2', datacenter: null })
+  t.match(r.decideHost('web.service.dc2.consul'), { kind: 'service', service: 'web', tag: null, datacenter: 'dc2' })
+  t.match(r.decideHost('v2.web.service.dc2.consul'), { kind: 'service', service: 'web', tag: 'v2', datacenter: 'dc2' })
   for (const h of ['node1.node.consul', '7f000001.addr.dc1.consul', 'q.query.consul', 'web.service.example.com', 'consul', 'a.b.c.d.service.consul']) {
     t.same(r.decideHost(h), { kind: 'none' }, `${h} is not followed`)
   }
   t.equal(r.decideHost('consul.service.consul').kind, 'forbidden', "Consul's own API is refused by default")
+})
+
+t.test('wildcard routes apply in configuration order, with path prefixes, for named and unnamed hosts', async (t) => {
+  const routes = ['www.example.com/static=static', '*.example.com/api=api', '*.b.example.com=bsvc', '*.example.com=any'].map((r) => parseRoute(r))
+  const r = new Router(routes.map((route) => ({ route, target: route.service })), { enabled: false, domain: 'consul', allowServices: [], allowConsulService: false })
+  t.equal(r.matchRoute('www.example.com', '/api/1')?.target, 'api', 'a wildcard with a path applies to a named host')
+  t.equal(r.matchRoute('www.example.com', '/static/x')?.target, 'static')
+  t.equal(r.matchRoute('www.example.com', '/other')?.target, 'any')
+  t.equal(r.matchRoute('x.b.example.com', '/')?.target, 'bsvc', 'a later, narrower wildcard still applies')
+  t.equal(r.matchRoute('x.b.example.com', '/api')?.target, 'api', 'first match wins across wildcards')
+  t.equal(r.matchRoute('example.com', '/'), null, '*.example.com does not cover example.com')
 })
 
 t.test('an allow-list limits Host routing; allowConsulService opens the consul service', async (t) => {

@@ -4,6 +4,7 @@ import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client
 import { startAdmin, type AdminServer } from '../admin/server.js'
 import { COMMON_FIELDS, SERVE_FIELDS, loadServeConfig, type ServeConfig } from '../config/serve.js'
 import { createLogger, type Logger } from '../log.js'
+import { ConsulLbError } from '../errors.js'
 import { Proxy } from '../proxy/proxy.js'
 import { addFieldOptions, flagsFrom } from './options.js'
 import { EMBEDDED_REGISTRATOR_FIELDS, startEmbeddedRegistrator, type EmbeddedRegistrator } from './embedded-registrator.js'
@@ -45,16 +46,23 @@ export async function runServe(config: ServeConfig, registratorSources: { flags:
   const proxy = new Proxy(config, { log, registry })
   await proxy.listen()
   let registrator: EmbeddedRegistrator | null = null
-  if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, registry)
   let admin: AdminServer | null = null
-  if (config.admin) {
-    admin = await startAdmin({
-      ...config.admin,
-      log,
-      registry,
-      status: { proxy: () => proxy.status(), ...(registrator ? { registrator: () => registrator!.status() } : {}) },
-      isHealthy: () => !proxy.isClosing,
-    })
+  try {
+    if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, registry)
+    if (config.admin) {
+      admin = await startAdmin({
+        ...config.admin,
+        log,
+        registry,
+        status: { proxy: () => proxy.status(), ...(registrator ? { registrator: () => registrator!.status() } : {}) },
+        isHealthy: () => !proxy.isClosing,
+      })
+    }
+  } catch (err) {
+    // A half-started process (proxy up, admin port taken) must not keep serving: stop what started, then fail.
+    await registrator?.close()
+    await proxy.close(0)
+    throw err
   }
   await untilSignal(log)
   await registrator?.close()
@@ -83,14 +91,27 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
   const env = { [WORKER_ENV]: JSON.stringify(config) }
   let stopping = false
   let restarts = 0
+  const restartTimers = new Set<NodeJS.Timeout>()
+  const listened = new Set<number>()
+  let fatal: ((err: Error) => void) | null = null
+  const failed = new Promise<never>((_, reject) => { fatal = reject })
+  failed.catch(() => { /* observed by the race below */ })
   const fork = (): void => { cluster.fork(env) }
   for (let i = 0; i < config.workers; i++) fork()
+  cluster.on('listening', (worker) => { listened.add(worker.id) })
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return
+    if (!listened.has(worker.id)) {
+      // It died before it ever listened (port taken, no permission): restarting it would loop forever.
+      fatal?.(new ConsulLbError('CLB_WORKER_START_FAILED', `worker ${worker.id} exited (code ${code ?? signal}) before listening on ${config.listen.host}:${config.listen.port}; see its log above`))
+      return
+    }
     restarts++
     const delay = Math.min(100 * 2 ** Math.min(restarts, 6), 5000)
     log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker exited; restarting it')
-    setTimeout(fork, delay).unref()
+    // Not unref'd: with every worker dead, this timer is what keeps the primary (and its promise to restart) alive.
+    const timer = setTimeout(() => { restartTimers.delete(timer); fork() }, delay)
+    restartTimers.add(timer)
   })
   let nextId = 0
   const ask = <T>(type: string): Promise<T[]> => {
@@ -107,30 +128,41 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
   }
   const primaryRegistry = new Registry()
   let registrator: EmbeddedRegistrator | null = null
-  if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, primaryRegistry)
   let admin: AdminServer | null = null
-  if (config.admin) {
-    admin = await startAdmin({
-      ...config.admin,
-      log,
-      registry: primaryRegistry,
-      status: registrator ? { registrator: () => registrator!.status() } : {},
-      statusAsync: async () => ({ workers: await ask('status') }),
-      isHealthy: () => !stopping,
-      metricsText: async () => {
-        const perWorker = await ask<unknown>('metrics')
-        const own = await primaryRegistry.getMetricsAsJSON()
-        return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
-      },
-    })
+  const stopWorkers = async (): Promise<void> => {
+    stopping = true
+    for (const t of restartTimers) clearTimeout(t)
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w && !w.isDead())
+    const exits = workers.map((w) => new Promise<void>((r) => { w!.once('exit', () => r()); w!.process.kill('SIGTERM') }))
+    // Workers get their own shutdown deadline plus a margin; then they are killed.
+    const killer = setTimeout(() => { for (const w of workers) if (!w!.isDead()) w!.process.kill('SIGKILL') }, config.shutdownTimeoutMs + 5000)
+    await Promise.all(exits)
+    clearTimeout(killer)
   }
-  log.info({ workers: config.workers }, 'cluster primary started')
-  await untilSignal(log)
-  stopping = true
-  const exits = Object.values(cluster.workers ?? {}).map((w) => new Promise<void>((r) => { if (!w || w.isDead()) r(); else { w.once('exit', () => r()); w.process.kill('SIGTERM') } }))
-  await Promise.all(exits)
-  await registrator?.close()
-  await admin?.close()
+  try {
+    if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, primaryRegistry)
+    if (config.admin) {
+      admin = await startAdmin({
+        ...config.admin,
+        log,
+        registry: primaryRegistry,
+        status: registrator ? { registrator: () => registrator!.status() } : {},
+        statusAsync: async () => ({ workers: await ask('status') }),
+        isHealthy: () => !stopping,
+        metricsText: async () => {
+          const perWorker = await ask<unknown>('metrics')
+          const own = await primaryRegistry.getMetricsAsJSON()
+          return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
+        },
+      })
+    }
+    log.info({ workers: config.workers }, 'cluster primary started')
+    await Promise.race([untilSignal(log), failed])
+  } finally {
+    await stopWorkers()
+    await registrator?.close()
+    await admin?.close()
+  }
 }
 
 function untilSignal(log: Logger): Promise<void> {

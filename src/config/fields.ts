@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { z } from 'zod'
 
 /**
@@ -80,6 +81,9 @@ export function splitList(s: string): string[] {
 function portOf(s: string): number | null {
   const m = HOSTPORT.exec(s)
   if (!m) return null
+  // A dotted-number host must be a real IPv4 address (999.1.1.1 would only fail at bind time, as a DNS lookup).
+  const host = s.slice(0, s.lastIndexOf(':'))
+  if (/^[0-9.]+$/.test(host) && isIP(host) !== 4) return null
   const port = Number(m[1])
   return port >= 0 && port <= 65535 ? port : null
 }

@@ -3,6 +3,9 @@ import { parse as parseYaml } from 'yaml'
 import { ConfigError } from '../errors.js'
 import { envName, fieldSchema, flagName, type FieldSpec } from './fields.js'
 
+/** CONSUL_LB_* variables that are not settings: the scripts' cache folder, the cluster primary's hand-off. */
+const NON_SETTING_ENV = new Set(['CONSUL_LB_CACHE', 'CONSUL_LB_WORKER_CONFIG'])
+
 export interface ConfigSources {
   /** Values given on the command line, keyed by field key; undefined means "not given". */
   flags?: Record<string, unknown>
@@ -50,6 +53,13 @@ export function loadFields(fields: readonly FieldSpec[], sources: ConfigSources,
     }
   }
   const env = sources.env ?? {}
+  // A misspelt CONSUL_LB_* variable is as wrong as a misspelt file key: say so rather than run on a default.
+  const knownEnv = new Map([...known].map((k) => [envName(k), k]))
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('CONSUL_LB_') || NON_SETTING_ENV.has(name) || knownEnv.has(name)) continue
+    const hint = nearest(name, [...knownEnv.keys()])
+    throw new ConfigError(`env ${name}`, `unknown setting${hint ? `; did you mean ${hint}?` : ''}`)
+  }
   const out: Record<string, unknown> = {}
   for (const f of fields) {
     let raw: unknown = f.default

@@ -41,7 +41,7 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
   { key: 'maxConnectionsPerInstance', kind: 'int', default: 256, min: 1, max: 65535, arg: '<n>', help: 'cap on concurrent upstream connections per instance' },
   { key: 'clientHeadersTimeoutMs', kind: 'int', default: 15000, min: 100, max: 600000, arg: '<ms>', help: 'a client must send its request headers within this time' },
   { key: 'clientRequestTimeoutMs', kind: 'int', default: 300000, min: 0, max: 86400000, arg: '<ms>', help: 'a client must send its whole request within this time (0: no limit)' },
-  { key: 'clientKeepAliveMs', kind: 'int', default: 5000, min: 0, max: 600000, arg: '<ms>', help: 'idle keep-alive time of client connections' },
+  { key: 'clientKeepAliveMs', kind: 'int', default: 5000, min: 1, max: 600000, arg: '<ms>', help: 'idle keep-alive time of client connections' },
   { key: 'maxHeaderBytes', kind: 'int', default: 16384, min: 1024, max: 1048576, arg: '<bytes>', help: 'largest request header block accepted (431 above it)' },
   { key: 'maxBodyBytes', kind: 'int', default: 104857600, min: 0, max: 1099511627776, arg: '<bytes>', help: 'largest request body forwarded (413 above it); 0: no limit' },
   { key: 'workers', kind: 'int', default: 1, min: 1, max: 256, arg: '<n>', help: 'worker processes (Node cluster) sharing the listener' },
@@ -139,6 +139,9 @@ export function loadServeConfig(sources: ConfigSources): ServeConfig {
   const ttlFloorMs = v.ttlFloorMs as number
   const ttlCeilingMs = v.ttlCeilingMs as number
   if (ttlCeilingMs < ttlFloorMs) throw new ConfigError('ttlCeilingMs', `must be >= ttlFloorMs (${ttlFloorMs})`)
+  const reqTimeout = v.clientRequestTimeoutMs as number
+  // Node refuses a headers timeout longer than the request timeout (at listen time, as a crash): refuse it here.
+  if (reqTimeout > 0 && (v.clientHeadersTimeoutMs as number) > reqTimeout) throw new ConfigError('clientHeadersTimeoutMs', `must be <= clientRequestTimeoutMs (${reqTimeout}) unless that is 0`)
   const admin = String(v.admin)
   let adminAddr: { host: string; port: number } | null = null
   if (admin !== 'off') {

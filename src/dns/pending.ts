@@ -9,12 +9,11 @@ interface Pending {
 }
 
 /**
- * Queries in flight on one transport, by DNS message id: id allocation (random start, never reusing an id still in
+ * Queries in flight on one transport, by DNS message id: id allocation (random, never reusing an id still in
  * flight), a timeout per query, and settling by id when an answer (or a transport failure) arrives.
  */
 export class PendingQueries {
   private readonly map = new Map<number, Pending>()
-  private nextId = randomInt(0x10000)
   private readonly server: string
 
   constructor(server: string) {
@@ -23,8 +22,9 @@ export class PendingQueries {
 
   /** Registers a query; returns its id and the promise of its answer. */
   add(name: string, timeoutMs: number): { id: number; answer: Promise<DnsMessage> } {
-    let id = this.nextId = (this.nextId + 1) & 0xffff
-    while (this.map.has(id)) id = this.nextId = (this.nextId + 1) & 0xffff
+    // A random id per query: a forged answer must guess it (and, over UDP, come from the connected server address).
+    let id = randomInt(0x10000)
+    while (this.map.has(id)) id = randomInt(0x10000)
     const answer = new Promise<DnsMessage>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.map.delete(id)

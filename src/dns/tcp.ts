@@ -16,6 +16,8 @@ export class TcpTransport {
   private connecting: Promise<Socket> | null = null
   private readonly pending: PendingQueries
   private buffered: Buffer = Buffer.alloc(0)
+  private connectingSocket: Socket | null = null
+  private closed = false
 
   constructor(host: string, port: number, label: string) {
     this.host = host
@@ -25,6 +27,7 @@ export class TcpTransport {
   }
 
   async query(name: string, type: QueryType, timeoutMs: number): Promise<DnsMessage> {
+    if (this.closed) throw new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: transport closed`)
     const deadline = Date.now() + timeoutMs
     try {
       return await this.once(name, type, timeoutMs)
@@ -46,7 +49,7 @@ export class TcpTransport {
     const frame = Buffer.allocUnsafe(query.length + 2)
     frame.writeUInt16BE(query.length, 0)
     query.copy(frame, 2)
-    this.open().then(
+    this.open(timeoutMs).then(
       (sock) => { if (this.pending.has(id)) sock.write(frame) },
       (err: Error) => this.pending.settle(id, err),
     )
@@ -58,20 +61,28 @@ export class TcpTransport {
     }
   }
 
-  private open(): Promise<Socket> {
+  private open(timeoutMs: number): Promise<Socket> {
     if (this.socket) return Promise.resolve(this.socket)
     if (this.connecting) return this.connecting
     this.connecting = new Promise<Socket>((resolve, reject) => {
       const sock = connect({ host: this.host, port: this.port, noDelay: true })
       sock.unref()
+      this.connectingSocket = sock
+      // A server that drops SYNs must not leave a connect pending for the OS's minutes-long timeout.
+      sock.setTimeout(timeoutMs, () => sock.destroy(Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })))
       const onConnectError = (err: Error) => {
         this.connecting = null
+        this.connectingSocket = null
+        sock.destroy()
         reject(new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: ${err.message}`, { cause: err }))
       }
       sock.once('error', onConnectError)
       sock.once('connect', () => {
         sock.off('error', onConnectError)
+        sock.setTimeout(0)
         this.connecting = null
+        this.connectingSocket = null
+        if (this.closed) { sock.destroy(); reject(new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: transport closed`)); return }
         this.socket = sock
         this.buffered = Buffer.alloc(0)
         sock.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -106,9 +117,12 @@ export class TcpTransport {
   }
 
   close(): void {
+    this.closed = true
     const s = this.socket
     this.socket = null
     s?.destroy()
+    this.connectingSocket?.destroy()
+    this.connectingSocket = null
     this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: transport closed`))
   }
 }

@@ -4,16 +4,19 @@ import { decodeResponse, encodeQuery, messageId, type DnsMessage, type QueryType
 import { PendingQueries } from './pending.js'
 
 /**
- * One UDP socket per server, reused for every query; responses are matched by id and source port. Queries carry
- * EDNS0 with a 4096-byte buffer so Consul does not cap answers at 3 records.
+ * One UDP socket per server, connected to it (the kernel then drops datagrams from any other address, and an ICMP
+ * "port unreachable" fails the queries at once instead of after the timeout), reused for every query; answers are
+ * matched by random id. Queries carry EDNS0 with a 4096-byte buffer so Consul does not cap answers at 3 records.
  */
 export class UdpTransport {
   readonly label: string
   private readonly host: string
   private readonly port: number
-  private socket: Socket | null = null
+  private socket: Promise<Socket> | null = null
+  private current: Socket | null = null
   private readonly pending: PendingQueries
   private readonly ednsPayload: number
+  private closed = false
 
   constructor(host: string, port: number, label: string, ednsPayload = 4096) {
     this.host = host
@@ -24,20 +27,23 @@ export class UdpTransport {
   }
 
   query(name: string, type: QueryType, timeoutMs: number): Promise<DnsMessage> {
-    const sock = this.open()
+    if (this.closed) return Promise.reject(new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: transport closed`))
     const { id, answer } = this.pending.add(name, timeoutMs)
-    sock.send(encodeQuery(id, name, type, this.ednsPayload), this.port, this.host, (err) => {
-      if (err) this.pending.settle(id, new DnsError('CLB_DNS_UNREACHABLE', `cannot send DNS query to udp://${this.label}: ${err.message}`, { cause: err }))
-    })
+    const packet = encodeQuery(id, name, type, this.ednsPayload)
+    this.open().then(
+      (sock) => sock.send(packet, (err) => {
+        if (err) this.pending.settle(id, new DnsError('CLB_DNS_UNREACHABLE', `cannot send DNS query to udp://${this.label}: ${err.message}`, { cause: err }))
+      }),
+      (err: Error) => this.pending.settle(id, new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err })),
+    )
     return answer
   }
 
-  private open(): Socket {
+  private open(): Promise<Socket> {
     if (this.socket) return this.socket
     const sock = createSocket(this.host.includes(':') ? 'udp6' : 'udp4')
-    sock.on('message', (msg, rinfo) => {
-      // Only the configured server may answer (a stray packet on our port is not a DNS answer).
-      if (rinfo.port !== this.port) return
+    this.current = sock
+    sock.on('message', (msg) => {
       const id = messageId(msg)
       if (!this.pending.has(id)) return // late answer to a query that already timed out
       try {
@@ -46,19 +52,33 @@ export class UdpTransport {
         this.pending.settle(id, err as Error)
       }
     })
-    sock.on('error', (err) => {
-      this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err }))
-      this.close()
-    })
     sock.unref()
-    this.socket = sock
-    return sock
+    this.socket = new Promise<Socket>((resolve, reject) => {
+      sock.once('error', reject)
+      sock.connect(this.port, this.host, () => {
+        sock.off('error', reject)
+        sock.on('error', (err) => {
+          // ECONNREFUSED (ICMP port unreachable) and friends: fail what is in flight, reopen on the next query.
+          this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err }))
+          this.reset(sock)
+        })
+        resolve(sock)
+      })
+    })
+    this.socket.catch(() => this.reset(sock))
+    return this.socket
+  }
+
+  private reset(sock: Socket): void {
+    if (this.current !== sock) return
+    this.current = null
+    this.socket = null
+    try { sock.close() } catch { /* already closed: nothing left to release */ }
   }
 
   close(): void {
-    const s = this.socket
-    this.socket = null
-    if (s) { try { s.close() } catch { /* already closed by an error: nothing left to release */ } }
+    this.closed = true
+    if (this.current) this.reset(this.current)
     this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: transport closed`))
   }
 }

@@ -11,19 +11,22 @@ export interface ExchangeHost {
   readonly maxInflightPerInstance: number
   readonly retries: number
   readonly retryAfterS: number
-  recordFailure(u: Upstream, code: string, service: string, now: number): void
+  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void
   recordSuccess(u: Upstream): void
   /** Whether one more retry fits the retry budget (retries in flight vs requests in flight). */
   mayRetry(): boolean
   retryStarted(): void
   retryEnded(): void
   logFailure(ex: Exchange, u: Upstream, err: Error, final: boolean): void
-  finished(ex: Exchange, status: number): void
+  finished(ex: Exchange, status: number, code: string | null): void
 }
 
-/** Errors that mean "this instance did not take the request": counted against it and worth a try elsewhere. */
+/** Errors that mean "this instance did not take the request (well)": counted against it. */
 const INSTANCE_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_HEADERS_TIMEOUT'])
-
+/** Failures before a connection existed: the request cannot have reached the instance, whatever its method. */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
+/** RFC 9110 §9.2.2: methods whose repetition has the effect of one request. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
 /**
@@ -47,6 +50,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private done = false
   status = 0
   lastErrorCode: string | null = null
+  private lastUpstream: Upstream | null = null
   private resume: (() => void) | null = null
   private drainHooked = false
 
@@ -65,25 +69,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (!this.done && this.abortFn !== null && !this.res.writableFinished) this.abortFn()
   }
 
+  /** Sends the first attempt (the service has instances). */
   start(): void {
-    const now = Date.now()
-    const u = this.target.pool.pick(now, this.host.maxInflightPerInstance, this.tried)
+    const u = this.target.pool.pick(Date.now(), this.host.maxInflightPerInstance, null)
     if (u === null) {
       this.finish(null)
-      if (this.attempts === 0) {
-        sendError(this.req, this.res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${this.target.service}`, this.host.retryAfterS)
-        this.host.finished(this, 503)
-      } else {
-        sendError(this.req, this.res, 502, 'CLB_UPSTREAM_FAILED', `all ${this.attempts} attempts to ${this.target.service} failed (last: ${this.lastErrorCode})`)
-        this.host.finished(this, 502)
-      }
+      sendError(this.req, this.res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${this.target.service} (every instance is at its connection cap)`, this.host.retryAfterS)
+      this.host.finished(this, 503, 'CLB_NO_HEALTHY_INSTANCE')
       return
     }
+    this.dispatch(u)
+  }
+
+  private dispatch(u: Upstream): void {
     this.upstream = u
     this.attempts++
     u.inflight++
     u.requests++
-    this.startedAt = now
+    this.startedAt = Date.now()
     this.abortFn = null
     u.pool.dispatch(this.opts, this)
   }
@@ -97,7 +100,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return true // 1xx interim answers (103 Early Hints) are not relayed
     const u = this.upstream!
     this.host.recordSuccess(u)
-    this.target.metrics.latency.observe((Date.now() - this.startedAt) / 1000)
+    this.target.stats.observe((Date.now() - this.startedAt) / 1000)
     const res = this.res
     if (res.destroyed) return false
     // Response headers go out as a flat [name, value, …] list, hop-by-hop ones removed.
@@ -134,60 +137,73 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onComplete(): void {
     this.res.end()
     this.finish(this.upstream)
-    this.host.finished(this, this.status)
+    this.host.finished(this, this.status, null)
   }
 
   onError(err: Error): void {
     const u = this.upstream!
     const code = (err as { code?: string }).code ?? 'ERR'
     this.lastErrorCode = code
+    this.lastUpstream = u
     const now = Date.now()
-    const isInstanceFailure = INSTANCE_FAILURES.has(code)
     const clientGone = this.res.destroyed || code === 'UND_ERR_ABORTED'
-    if (isInstanceFailure && !clientGone) this.host.recordFailure(u, code, this.target.service, now)
+    if (INSTANCE_FAILURES.has(code) && !clientGone) this.host.recordFailure(u, code, this.target, now)
     u.inflight--
     this.upstream = null
     if (clientGone) {
       this.finish(null)
-      this.host.finished(this, 499)
+      this.host.finished(this, 499, null)
       return
     }
-    if (!this.res.headersSent && isInstanceFailure && this.mayRetry()) {
-      this.host.logFailure(this, u, err, false)
+    if (!this.res.headersSent && this.isRetryable(code)) {
       ;(this.tried ??= []).push(u)
-      this.target.metrics.retries.inc()
-      if (!this.retrying) { this.retrying = true; this.host.retryStarted() }
-      this.start()
-      return
+      const next = this.target.pool.pick(now, this.host.maxInflightPerInstance, this.tried)
+      if (next !== null) {
+        this.host.logFailure(this, u, err, false)
+        this.target.stats.retries++
+        if (!this.retrying) { this.retrying = true; this.host.retryStarted() }
+        this.dispatch(next)
+        return
+      }
     }
     this.host.logFailure(this, u, err, true)
+    this.failFinal(code, err)
+  }
+
+  /** The last attempt failed: the one answer that says why (413, 504, 502), or a cut connection mid-response. */
+  private failFinal(code: string, err: Error): void {
     this.finish(null)
     if (this.res.headersSent) {
       // Part of the answer is out: the only honest signal left is to cut the connection.
       this.res.destroy(err)
-      this.host.finished(this, this.status)
+      this.host.finished(this, this.status, null)
       return
     }
+    const where = `${this.target.service} instance ${this.lastUpstream?.key ?? '?'}`
+    const tries = this.attempts > 1 ? ` after ${this.attempts} attempts` : ''
     if (code === 'CLB_BODY_TOO_LARGE') {
       sendError(this.req, this.res, 413, code, err.message)
-      this.host.finished(this, 413)
+      this.host.finished(this, 413, code)
     } else if (TIMEOUTS.has(code)) {
-      sendError(this.req, this.res, 504, 'CLB_UPSTREAM_TIMEOUT', `${this.target.service} instance ${u.key} did not answer in time`)
-      this.host.finished(this, 504)
+      sendError(this.req, this.res, 504, 'CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`)
+      this.host.finished(this, 504, 'CLB_UPSTREAM_TIMEOUT')
     } else {
-      sendError(this.req, this.res, 502, 'CLB_UPSTREAM_FAILED', `${this.target.service} instance ${u.key} failed (${code})${this.attempts > 1 ? ` after ${this.attempts} attempts` : ''}`)
-      this.host.finished(this, 502)
+      sendError(this.req, this.res, 502, 'CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`)
+      this.host.finished(this, 502, 'CLB_UPSTREAM_FAILED')
     }
   }
 
   /**
-   * A retry is safe when nothing of the request body has been read (a body we started sending cannot be replayed,
-   * and a non-idempotent request whose body was sent must never run twice), within the attempt count and budget.
+   * A retry is safe when nothing of the request body has been read (a body we started sending cannot be replayed)
+   * and the request either is idempotent or provably never reached the instance (refused, unreachable, connect
+   * timeout): a POST that timed out waiting for headers was received and must not run twice. Bounded by the
+   * attempt count and the retry budget.
    */
-  private mayRetry(): boolean {
-    if (this.attempts > this.host.retries) return false
+  private isRetryable(code: string): boolean {
+    if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries) return false
     const b = this.body
     if (b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started)) return false
+    if (!CONNECT_FAILURES.has(code) && !IDEMPOTENT.has(this.req.method!) && (b !== null || code === 'UND_ERR_HEADERS_TIMEOUT')) return false
     return this.retrying || this.host.mayRetry()
   }
 

@@ -2,7 +2,9 @@
  * Hop-by-hop headers (RFC 9110 §7.6.1) are meant for one connection and are never forwarded, in either direction.
  * Header names arrive in their original case from rawHeaders; the length check first keeps the common case cheap.
  */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+// `expect` is answered by this listener (Node sends the 100 Continue) and undici refuses to forward it;
+// `http2-settings` belongs to an h2c upgrade of this connection (RFC 7540 §3.2.1).
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'http2-settings'])
 const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length))
 
 export function isHopByHop(name: string): boolean {

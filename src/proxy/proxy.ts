@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import { Pool } from 'undici'
 import type { Registry } from 'prom-client'
-import { selectorFor, type Select } from '../balancer/policies.js'
+import { selectorFor } from '../balancer/policies.js'
 import { UpstreamRegistry, type Upstream } from '../balancer/upstream.js'
 import type { ServeConfig } from '../config/serve.js'
 import { DnsClient } from '../dns/client.js'
@@ -13,12 +13,15 @@ import { ServiceResolver, type ServiceKey } from '../resolver/resolver.js'
 import { LimitedBody } from './body.js'
 import { Exchange, type ExchangeHost } from './exchange.js'
 import { connectionTokens, isHopByHop } from './headers.js'
-import { ProxyMetrics } from './metrics.js'
+import { ProxyMetrics, type ServiceStats } from './metrics.js'
 import { sendError } from './respond.js'
 import { Router, hostOf, stripPath } from './router.js'
 import { ServiceTarget } from './target.js'
+import { readHead, type RequestHead } from './request-head.js'
 import { UpgradeProxy } from './upgrade.js'
 import { proxyStatus } from './status.js'
+
+const STATUS_TEXT: Record<number, string> = { 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }
 
 export interface ProxyDeps {
   log: Logger
@@ -41,7 +44,6 @@ export class Proxy implements ExchangeHost {
   readonly maxInflightPerInstance: number
   readonly retries: number
   readonly retryAfterS: number
-  private readonly select: Select
   private readonly routeTargets: ServiceTarget[] = []
   /** Host-routed targets, bounded: clients choose Host headers. */
   private readonly hostTargets: LRUCache<string, ServiceTarget>
@@ -92,9 +94,8 @@ export class Proxy implements ExchangeHost {
       ejectForMs: config.ejectForMs,
       maxConnectionsPerInstance: config.maxConnectionsPerInstance,
     })
-    this.select = selectorFor(config.balancer)
     for (const route of config.routes) {
-      this.routeTargets.push(this.makeTarget({ service: route.service, tag: route.tag, datacenter: route.datacenter, port: route.port }))
+      this.routeTargets.push(this.makeTarget({ service: route.service, tag: route.tag, datacenter: route.datacenter, port: route.port }, true))
     }
     this.router = new Router(config.routes.map((route, i) => ({ route, target: this.routeTargets[i]! })), {
       enabled: config.hostRouting,
@@ -106,15 +107,16 @@ export class Proxy implements ExchangeHost {
     this.upgrades = new UpgradeProxy(this.log.child({ module: 'upgrade' }), config.connectTimeoutMs)
   }
 
-  private makeTarget(k: ServiceKey): ServiceTarget {
-    return new ServiceTarget(k, this.resolver, this.upstreams, this.select, this.metrics.service(k.service))
+  private makeTarget(k: ServiceKey, configured: boolean): ServiceTarget {
+    // A selector per target: policies with state (least-connections' tie-break rotation) must not be shared.
+    return new ServiceTarget(k, this.resolver, this.upstreams, selectorFor(this.config.balancer), this.metrics, configured)
   }
 
   /** Binds the listener; resolves configured routes first (bounded wait: a Consul that is down must not block start). */
   async listen(): Promise<{ host: string; port: number }> {
     const now = Date.now()
     for (const t of this.routeTargets) this.resolver.touch(t.entry, now)
-    await Promise.all(this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.coldWaitMs, false)))
+    await Promise.all(this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.coldWaitMs, 'answer')))
     const c = this.config
     const server = createServer({
       maxHeaderSize: c.maxHeaderBytes,
@@ -151,20 +153,18 @@ export class Proxy implements ExchangeHost {
   get isClosing(): boolean { return this.closing }
 
   /** Finds the target for a request, or answers it (404 / 403) and returns null. */
-  private targetFor(req: IncomingMessage, res: ServerResponse | null, host: string, url: string): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
+  private targetFor(host: string, url: string): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
     const m = this.router.matchRoute(host, url)
     if (m !== null) return { target: m.target, path: m.stripLength === 0 ? url : stripPath(url, m.stripLength) }
     const d = this.router.decideHost(host)
     if (d.kind === 'service') {
-      const key = ServiceResolver.keyOf({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null }, this.config.domain)
-      let t = this.hostTargets.get(key)
+      let t = this.hostTargets.get(d.key)
       if (t === undefined) {
-        t = this.makeTarget({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null })
-        this.hostTargets.set(key, t)
+        t = this.makeTarget({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null }, false)
+        this.hostTargets.set(d.key, t)
       }
       return { target: t, path: url }
     }
-    void req; void res
     if (d.kind === 'forbidden') return { status: 403, code: 'CLB_SERVICE_NOT_ALLOWED', message: d.reason }
     return { status: 404, code: 'CLB_NO_ROUTE', message: `no route matched host "${host}" path "${url.split('?')[0]}"` }
   }
@@ -172,27 +172,38 @@ export class Proxy implements ExchangeHost {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.inflight++
     const url = req.url ?? '/'
-    const host = hostOf(req.headers.host)
-    const found = this.targetFor(req, res, host, url)
+    const head = readHead(req)
+    const host = hostOf(head.host)
+    const found = this.targetFor(host, url)
     if (!('target' in found)) {
       sendError(req, res, found.status, found.code, found.message)
-      this.done(found.code, found.status)
+      this.done(this.metrics.unrouted, found.status, found.code)
       return
     }
     const { target, path } = found
     const now = Date.now()
     this.resolver.touch(target.entry, now)
-    const cl = req.headers['content-length']
-    const chunked = req.headers['transfer-encoding'] !== undefined
+    const cl = head.contentLength
+    const chunked = head.chunked
     const limit = this.config.maxBodyBytes
     if (cl !== undefined && limit > 0 && Number(cl) > limit) {
       sendError(req, res, 413, 'CLB_BODY_TOO_LARGE', `request body of ${cl} bytes is over the ${limit}-byte limit`)
-      this.done('CLB_BODY_TOO_LARGE', 413)
+      this.done(target.stats, 413, 'CLB_BODY_TOO_LARGE')
       return
     }
     const body = chunked ? (limit > 0 ? new LimitedBody(req, limit) : req) : cl !== undefined && cl !== '0' ? req : null
-    const ex = new Exchange(req, res, target, this, path, this.forwardHeaders(req, host), body)
-    if (target.entry.instances.length > 0) {
+    const ex = new Exchange(req, res, target, this, path, this.forwardHeaders(req, head), body)
+    const entry = target.entry
+    if (entry.revalidating) {
+      // Woken after idleness with an expired answer: wait (bounded) for the refresh in flight.
+      void this.resolver.waitFor(entry, this.coldWaitMs, 'revalidated').then(() => {
+        if (res.destroyed) { this.done(target.stats, 499, null); return }
+        if (entry.instances.length > 0) ex.start()
+        else this.whenEmpty(ex, req, res, target)
+      })
+      return
+    }
+    if (entry.instances.length > 0) {
       ;(target.entry.source === 'stale' ? this.metrics.cacheStale : this.metrics.cacheHit).inc()
       ex.start()
       return
@@ -200,8 +211,8 @@ export class Proxy implements ExchangeHost {
     // No instance cached: a cold name waits for its first answer; an empty pool fails at once or waits (config).
     this.metrics.cacheMiss.inc()
     if (target.entry.hasAnswer) { this.whenEmpty(ex, req, res, target); return }
-    void this.resolver.waitFor(target.entry, this.coldWaitMs, false).then(() => {
-      if (res.destroyed) { this.done('client-gone', 499); return }
+    void this.resolver.waitFor(target.entry, this.coldWaitMs, 'answer').then(() => {
+      if (res.destroyed) { this.done(target.stats, 499, null); return }
       if (target.entry.instances.length > 0) ex.start()
       else this.whenEmpty(ex, req, res, target)
     })
@@ -210,11 +221,11 @@ export class Proxy implements ExchangeHost {
   /** The service has no instance: 503 at once, or (emptyPool=wait) hold the request until one appears. */
   private whenEmpty(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
     if (this.config.emptyPool !== 'wait' || this.config.emptyPoolWaitMs === 0) { this.noInstance(req, res, target); return }
-    void this.resolver.waitFor(target.entry, this.config.emptyPoolWaitMs, true).then(() => this.startOrFail(ex, req, res, target))
+    void this.resolver.waitFor(target.entry, this.config.emptyPoolWaitMs, 'instances').then(() => this.startOrFail(ex, req, res, target))
   }
 
   private startOrFail(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    if (res.destroyed) { this.done('client-gone', 499); return }
+    if (res.destroyed) { this.done(target.stats, 499, null); return }
     if (target.entry.instances.length > 0) ex.start()
     else this.noInstance(req, res, target)
   }
@@ -225,18 +236,18 @@ export class Proxy implements ExchangeHost {
       ? `Consul DNS failed: ${e.lastError.code}`
       : e.hasAnswer ? 'Consul lists no passing instance' : 'no answer from Consul DNS yet'
     sendError(req, res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service} (${why})`, this.retryAfterS)
-    this.done('CLB_NO_HEALTHY_INSTANCE', 503)
+    this.done(target.stats, 503, 'CLB_NO_HEALTHY_INSTANCE')
   }
 
   /**
    * Request headers for the upstream as a flat [name, value, …] list: hop-by-hop headers dropped, Host kept,
    * X-Forwarded-For appended to, X-Forwarded-Proto and X-Forwarded-Host set (this listener is the edge).
    */
-  private forwardHeaders(req: IncomingMessage, host: string): string[] {
+  forwardHeaders(req: IncomingMessage, head: RequestHead): string[] {
     const raw = req.rawHeaders
     const out: string[] = []
     let xff: string | null = null
-    const tokens = connectionTokens(req.headers.connection)
+    const tokens = connectionTokens(head.connection)
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!
       const len = name.length
@@ -248,39 +259,62 @@ export class Proxy implements ExchangeHost {
     }
     const client = req.socket.remoteAddress ?? ''
     out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`, 'x-forwarded-proto', 'http')
-    if (req.headers.host !== undefined) out.push('x-forwarded-host', req.headers.host)
-    void host
+    if (head.host !== undefined) out.push('x-forwarded-host', head.host)
     return out
   }
 
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Node removed its own error listener when it handed us the socket: without one, a client reset while we wait
+    // for DNS or the instance would crash the process.
+    socket.on('error', this.onUpgradeSocketError)
     const url = req.url ?? '/'
-    const host = hostOf(req.headers.host)
-    const found = this.targetFor(req, null, host, url)
+    const rh = readHead(req)
+    const found = this.targetFor(hostOf(rh.host), url)
     const reject = (status: number, code: string, message: string): void => {
-      socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : status === 403 ? 'Forbidden' : 'Service Unavailable'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`)
+      if (!socket.destroyed) socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`)
       this.metrics.proxyErrors.labels(code).inc()
     }
     if (!('target' in found)) { reject(found.status, found.code, found.message); return }
     const { target, path } = found
     const go = (): void => {
+      if (socket.destroyed) return
       const u = target.pool.pick(Date.now(), this.maxInflightPerInstance, null)
       if (u === null) { reject(503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service}`); return }
-      this.upgrades.forward(req, socket, head, u, path, (ok) => {
-        if (!ok) this.recordFailure(u, 'UPGRADE_FAILED', target.service, Date.now())
+      // A raw relay keeps Connection/Upgrade (the instance needs them) and adds the forwarding headers.
+      this.upgrades.forward(req, socket, head, u, path, this.upgradeHeaders(req, rh), (ok, code) => {
+        if (!ok && code !== null) this.recordFailure(u, code, target, Date.now())
       })
     }
     this.resolver.touch(target.entry, Date.now())
-    if (target.entry.instances.length > 0) go()
-    else void this.resolver.waitFor(target.entry, this.coldWaitMs, false).then(go)
+    if (target.entry.instances.length > 0 && !target.entry.revalidating) go()
+    else void this.resolver.waitFor(target.entry, this.coldWaitMs, target.entry.revalidating ? 'revalidated' : 'answer').then(go)
+  }
+
+  private readonly onUpgradeSocketError = (): void => {
+    this.metrics.proxyErrors.labels('CLB_CLIENT_RESET').inc()
+  }
+
+  private upgradeHeaders(req: IncomingMessage, rh: RequestHead): string[] {
+    const raw = req.rawHeaders
+    const out: string[] = []
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i]!.toLowerCase()
+      if (n === 'x-forwarded-for' || n === 'x-forwarded-proto' || n === 'x-forwarded-host') continue
+      out.push(raw[i]!, raw[i + 1]!)
+    }
+    const prior = req.headers['x-forwarded-for']
+    const client = req.socket.remoteAddress ?? ''
+    out.push('x-forwarded-for', prior ? `${prior}, ${client}` : client, 'x-forwarded-proto', 'http')
+    if (rh.host !== undefined) out.push('x-forwarded-host', rh.host)
+    return out
   }
 
   // ExchangeHost: the shared state exchanges report to.
 
-  recordFailure(u: Upstream, code: string, service: string, now: number): void {
+  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void {
     if (this.upstreams.recordFailure(u, code, now)) {
-      this.metrics.service(service).ejections.inc()
-      this.log.warn({ service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason }, 'instance ejected')
+      target.stats.ejections++
+      this.log.warn({ service: target.service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason }, 'instance ejected')
     }
   }
 
@@ -299,18 +333,15 @@ export class Proxy implements ExchangeHost {
     else if (this.log.isLevelEnabled('info')) this.log.info({ service: ex.target.service, instance: u.key, code, attempt: ex.attempts }, 'attempt failed; retrying on another instance')
   }
 
-  finished(ex: Exchange, status: number): void {
-    const cls = status >= 100 && status < 600 ? ((status / 100) | 0) - 1 : 4
-    ex.target.metrics.byClass[cls]!.inc()
-    this.inflight--
-    if (status >= 500 && ex.lastErrorCode !== null) this.metrics.proxyErrors.labels(status === 504 ? 'CLB_UPSTREAM_TIMEOUT' : status === 503 ? 'CLB_NO_HEALTHY_INSTANCE' : 'CLB_UPSTREAM_FAILED').inc()
-    if (this.closing && this.inflight === 0) this.drained?.()
+  finished(ex: Exchange, status: number, code: string | null): void {
+    this.done(ex.target.stats, status, code)
   }
 
-  private done(code: string, status: number): void {
+  /** Every request ends here once: counted by service and status class, error answers by code. */
+  private done(stats: ServiceStats, status: number, code: string | null): void {
+    stats.count(status)
     this.inflight--
-    this.metrics.requests.labels('_none', `${(status / 100) | 0}xx`).inc()
-    if (status >= 400) this.metrics.proxyErrors.labels(code).inc()
+    if (code !== null) this.metrics.proxyErrors.labels(code).inc()
     if (this.closing && this.inflight === 0) this.drained?.()
   }
 

@@ -7,6 +7,8 @@ export interface CompiledRoute<T> {
   readonly route: Route
   readonly target: T
   readonly prefix: string
+  /** `.example.com` for a `*.example.com` route, else null. */
+  readonly wildcard: string | null
 }
 
 export interface RouteMatch<T> {
@@ -25,7 +27,7 @@ export interface HostRoutingOptions {
 
 /** What Host-based routing decided about a Host header: a service, or why not. */
 export type HostDecision =
-  | { kind: 'service'; service: string; tag: string | null; datacenter: string | null }
+  | { kind: 'service'; service: string; tag: string | null; datacenter: string | null; key: string }
   | { kind: 'none' }
   | { kind: 'forbidden'; service: string; reason: string }
 
@@ -36,8 +38,8 @@ export type HostDecision =
  */
 export class Router<T> {
   private readonly byHost = new Map<string, CompiledRoute<T>[]>()
-  private readonly wildcards: { suffix: string; routes: CompiledRoute<T>[] }[] = []
-  private readonly anyHost: CompiledRoute<T>[]
+  /** For hosts no route names exactly: the host-less and wildcard routes, in configuration order. */
+  private readonly fallback: CompiledRoute<T>[]
   private readonly hostOpts: HostRoutingOptions
   private readonly domainSuffix: string
   private readonly allow: Set<string> | null
@@ -48,34 +50,23 @@ export class Router<T> {
     this.hostOpts = hostOpts
     this.domainSuffix = `.${hostOpts.domain}`
     this.allow = hostOpts.allowServices.length > 0 ? new Set(hostOpts.allowServices) : null
-    const compiled = routes.map(({ route, target }) => ({ route, target, prefix: route.pathPrefix }))
-    this.anyHost = compiled.filter((c) => c.route.host === null)
-    // Each host's list keeps configuration order and includes the host-less routes in their places.
+    const compiled = routes.map(({ route, target }) => ({ route, target, prefix: route.pathPrefix, wildcard: route.host?.startsWith('*.') ? route.host.slice(1) : null }))
+    this.fallback = compiled.filter((c) => c.route.host === null || c.wildcard !== null)
+    // Each named host's list keeps configuration order and holds every route that can apply to it: its own, the
+    // host-less ones and the wildcards that cover it.
     for (const c of compiled) {
       const h = c.route.host
-      if (h === null) continue
-      if (h.startsWith('*.')) {
-        if (!this.wildcards.some((w) => w.suffix === h.slice(1))) {
-          this.wildcards.push({ suffix: h.slice(1), routes: compiled.filter((x) => x.route.host === null || x.route.host === h) })
-        }
-      } else if (!this.byHost.has(h)) {
-        this.byHost.set(h, compiled.filter((x) => x.route.host === null || x.route.host === h))
-      }
+      if (h === null || c.wildcard !== null || this.byHost.has(h)) continue
+      this.byHost.set(h, compiled.filter((x) => x.route.host === null || x.route.host === h || (x.wildcard !== null && covers(x.wildcard, h))))
     }
   }
 
   /** `host` is lower-case without port; `url` is the request target (path and query). */
   matchRoute(host: string, url: string): RouteMatch<T> | null {
-    let list = this.byHost.get(host)
-    if (list === undefined) {
-      list = this.anyHost
-      for (let i = 0; i < this.wildcards.length; i++) {
-        const w = this.wildcards[i]!
-        if (host.endsWith(w.suffix) && host.length > w.suffix.length) { list = w.routes; break }
-      }
-    }
+    const list = this.byHost.get(host) ?? this.fallback
     for (let i = 0; i < list.length; i++) {
       const c = list[i]!
+      if (c.wildcard !== null && !covers(c.wildcard, host)) continue
       if (prefixMatches(url, c.prefix)) return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
     }
     return null
@@ -113,11 +104,17 @@ export class Router<T> {
     if (this.allow !== null && !this.allow.has(service)) {
       return { kind: 'forbidden', service, reason: `service ${service} is not in allowServices` }
     }
-    return { kind: 'service', service, tag, datacenter: dc }
+    // The cache key of the target, computed once per Host name rather than per request.
+    return { kind: 'service', service, tag, datacenter: dc, key: `${tag ?? ''}/${service}/${dc ?? ''}` }
   }
 }
 
 const NONE: HostDecision = { kind: 'none' }
+
+/** `*.example.com` covers `a.example.com` and `a.b.example.com`, not `example.com`. */
+function covers(suffix: string, host: string): boolean {
+  return host.length > suffix.length && host.endsWith(suffix)
+}
 
 /** `/api` matches `/api`, `/api/x` and `/api?q`, never `/apix`; `/` matches everything. */
 export function prefixMatches(url: string, prefix: string): boolean {

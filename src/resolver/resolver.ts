@@ -60,9 +60,15 @@ export class ServiceEntry {
   /** @internal */ inflight: Promise<void> | null = null
   /** @internal */ dormant = true
   /** @internal */ closed = false
-  /** @internal */ waiters: (() => void)[] = []
+  /** @internal */ waiters = new Set<() => void>()
   /** @internal */ failures = 0
-  private readonly listeners: ((e: ServiceEntry) => void)[] = []
+  private listeners: ((e: ServiceEntry) => void)[] = []
+  /**
+   * Woken from idleness with an expired answer: the next requests wait (up to the DNS timeout) for the refresh in
+   * flight instead of using an answer that may be minutes old; if the refresh fails, the old answer is used
+   * (stale-if-error) while it is within its window.
+   */
+  revalidating = false
 
   constructor(key: string, service: string, name: string, port: number | null) {
     this.key = key
@@ -71,8 +77,11 @@ export class ServiceEntry {
     this.port = port
   }
 
-  /** Called (synchronously) whenever `instances` changes. */
-  onChange(fn: (e: ServiceEntry) => void): void { this.listeners.push(fn) }
+  /** Calls `fn` (synchronously) whenever `instances` changes; returns the function that unsubscribes it. */
+  onChange(fn: (e: ServiceEntry) => void): () => void {
+    this.listeners.push(fn)
+    return () => { this.listeners = this.listeners.filter((f) => f !== fn) }
+  }
 
   /** @internal */
   emitChange(): void {
@@ -82,7 +91,7 @@ export class ServiceEntry {
   /** @internal */
   wakeWaiters(): void {
     const w = this.waiters
-    this.waiters = []
+    this.waiters = new Set()
     for (const fn of w) fn()
   }
 }
@@ -135,28 +144,38 @@ export class ServiceResolver {
     e.lastAccess = now
     if (e.dormant && !this.closed) {
       e.dormant = false
-      if (e.hasAnswer && now - e.expiresAt > this.opts.staleIfErrorMs) this.drop(e, now)
+      if (e.hasAnswer && now > e.expiresAt) e.revalidating = true
       void this.refresh(e)
     }
   }
 
   /**
-   * Resolves when the entry has an answer with instances (or had its first answer, if `needInstances` is false),
-   * or after `timeoutMs`. Used on a cold start and by the "wait for an instance" empty-pool mode.
+   * Resolves when the entry reaches `until` — its first answer (`answer`), an answer with instances (`instances`), or
+   * the end of a revalidation (`revalidated`) — or after `timeoutMs`. Used on a cold start, after idleness, and by
+   * the "wait for an instance" empty-pool mode. A waiter that timed out is not woken again.
    */
-  waitFor(e: ServiceEntry, timeoutMs: number, needInstances: boolean): Promise<void> {
-    if (needInstances ? e.instances.length > 0 : e.hasAnswer) return Promise.resolve()
+  waitFor(e: ServiceEntry, timeoutMs: number, until: 'answer' | 'instances' | 'revalidated'): Promise<void> {
+    const reached = (): boolean => (until === 'answer' ? e.hasAnswer : until === 'instances' ? e.instances.length > 0 : !e.revalidating)
+    if (reached()) return Promise.resolve()
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, timeoutMs)
-      function done(): void { clearTimeout(timer); resolve() }
-      const check = (): void => {
-        if (needInstances ? e.instances.length > 0 : e.hasAnswer) done()
-        else if (!e.closed) e.waiters.push(check)
-        else done()
+      let settled = false
+      const done = (): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        e.waiters.delete(check) // a waiter that timed out leaves at once, not at the next refresh
+        resolve()
       }
-      e.waiters.push(check)
-      // An empty-pool wait asks again sooner than the negative TTL would.
-      if (needInstances && e.hasAnswer && !e.inflight) void this.refresh(e)
+      const timer = setTimeout(done, timeoutMs)
+      const check = (): void => {
+        if (settled) return
+        if (reached() || e.closed) done()
+        else e.waiters.add(check)
+      }
+      e.waiters.add(check)
+      // An empty-pool wait asks again sooner than the negative TTL would, but at most every 250 ms per service
+      // however many requests wait (each waiter must not become a DNS query).
+      if (until === 'instances' && e.hasAnswer && !e.inflight && Date.now() - e.fetchedAt >= 250) void this.refresh(e)
     })
   }
 
@@ -166,6 +185,7 @@ export class ServiceResolver {
     if (e.timer) { clearTimeout(e.timer); e.timer = null }
     e.inflight = this.doRefresh(e).finally(() => {
       e.inflight = null
+      e.revalidating = false
       e.wakeWaiters()
       this.schedule(e)
     })
@@ -238,6 +258,12 @@ export class ServiceResolver {
     if (aaaa.status === 'fulfilled') msgs.push(aaaa.value)
     const first = msgs[0]!
     const parsed = instancesFromAddresses(msgs.map((m) => m.message), e.port)
+    // Consul answers AAAA for an IPv4-only service with no records: one query failing and the other empty is a
+    // failure (keep the last answer, stale-if-error), not "no instances".
+    if (parsed.instances.length === 0) {
+      if (a.status === 'rejected') throw a.reason
+      if (aaaa.status === 'rejected') throw aaaa.reason
+    }
     const kind = parsed.instances.length > 0 ? 'ok' : msgs.some((m) => m.kind === 'nxdomain') ? 'nxdomain' : 'empty'
     return { instances: parsed.instances, minTtlS: parsed.minTtlS, kind, transport: first.transport, server: first.server, capped: msgs.some((m) => m.capped) }
   }
