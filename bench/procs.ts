@@ -23,15 +23,8 @@ export function spawnTracked(bin: string, args: string[], keepChars = 20_000): S
   return { proc, output: () => output }
 }
 
-/** SIGTERM by PID, SIGKILL after `graceMs`; resolves once it has exited. */
-export async function stopTracked(proc: ChildProcess | null | undefined, graceMs = 5000): Promise<void> {
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()))
-  proc.kill('SIGTERM')
-  const timer = setTimeout(() => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL') }, graceMs)
-  await exited
-  clearTimeout(timer)
-}
+/** SIGTERM by PID, SIGKILL after `graceMs`; resolves once it has exited (the tests' helper). */
+export { stopChild as stopTracked } from '../test/helpers/process.js'
 
 /** Last resort on exit (synchronous): SIGKILL what is still running, each by its own PID. */
 export function killAllTrackedSync(): void {

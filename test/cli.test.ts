@@ -10,7 +10,7 @@ import { countBackends } from './helpers/http.js'
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.ts')
 
-function run(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res) => {
     const p = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = '', stderr = ''
@@ -77,13 +77,15 @@ async function startServe(t: { teardown(fn: () => unknown): void }, args: string
   proc.stderr!.on('data', (b: Buffer) => { out += b })
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
   t.teardown(() => { if (proc.exitCode === null) proc.kill('SIGKILL') })
-  const deadline = Date.now() + 20_000
+  // Generous: each process compiles the TypeScript sources at start, slow on a loaded 2-core machine.
+  const deadline = Date.now() + 90_000
   while (Date.now() < deadline) {
     const ok = await fetch(`http://127.0.0.1:${admin}/healthz`).then((r) => r.ok, () => false)
     if (ok) break
     if (proc.exitCode !== null) throw new Error(`serve exited ${proc.exitCode}: ${out}`)
     await sleep(100)
   }
+  if (!(await fetch(`http://127.0.0.1:${admin}/healthz`).then((r) => r.ok, () => false))) throw new Error(`serve did not become healthy within 90 s:\n${out}`)
   return { proc, port, admin, exited, output: () => out }
 }
 
@@ -112,7 +114,7 @@ t.test('--workers 2: both workers serve, metrics are aggregated, SIGTERM stops a
   await consul.register({ ID: b.id, Name: 'wk', Address: b.host, Port: b.port })
   const s = await startServe(t, ['--dns', consul.dnsAddr, '--workers', '2', '--log-level', 'warn'])
   // The primary's admin answers before the workers listen: wait for the first proxied answer.
-  const ready = Date.now() + 20_000
+  const ready = Date.now() + 60_000
   while ((await countBackends(s.port, 1, { host: 'wk.service.consul', keepAlive: false })).failures > 0 && Date.now() < ready) await sleep(200)
   const before = Number(/consul_lb_requests_total\{service="wk",code="2xx"\} (\d+)/.exec(await (await fetch(`http://127.0.0.1:${s.admin}/metrics`)).text())?.[1] ?? 0)
   const r = await countBackends(s.port, 40, { host: 'wk.service.consul', keepAlive: false })

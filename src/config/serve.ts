@@ -33,7 +33,8 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
   { key: 'emptyPoolWaitMs', kind: 'int', default: 2000, min: 0, max: 600000, arg: '<ms>', help: 'how long a request waits for an instance when --empty-pool=wait' },
   { key: 'retryAfterS', kind: 'int', default: 1, min: 0, max: 3600, arg: '<s>', help: 'Retry-After sent with 503 answers' },
   { key: 'retries', kind: 'int', default: 2, min: 0, max: 10, arg: '<n>', help: 'extra attempts on another instance for requests that failed before any response byte' },
-  { key: 'retryBudgetPercent', kind: 'int', default: 20, min: 0, max: 100, arg: '<pct>', help: 'retries in flight may be at most this share of requests in flight (min 3), so retries cannot amplify an outage' },
+  { key: 'retryBudgetPercent', kind: 'int', default: 20, min: 0, max: 100, arg: '<pct>', help: 'retries in flight may be at most this share of requests in flight (but see --retry-budget-min), so retries cannot amplify an outage' },
+  { key: 'retryBudgetMin', kind: 'int', default: 32, min: 0, max: 100000, arg: '<n>', help: 'retries in flight always allowed, whatever the share: an instance that dies takes all its keep-alive connections with it at once' },
   { key: 'connectTimeoutMs', kind: 'int', default: 2000, min: 10, max: 600000, arg: '<ms>', help: 'upstream connect timeout' },
   { key: 'upstreamHeadersTimeoutMs', kind: 'int', default: 60000, min: 10, max: 3600000, arg: '<ms>', help: 'time to wait for upstream response headers (then 504)' },
   { key: 'upstreamBodyTimeoutMs', kind: 'int', default: 60000, min: 10, max: 3600000, arg: '<ms>', help: 'longest pause between upstream body chunks' },
@@ -79,6 +80,7 @@ export interface ServeConfig {
   retryAfterS: number
   retries: number
   retryBudgetPercent: number
+  retryBudgetMin: number
   connectTimeoutMs: number
   upstreamHeadersTimeoutMs: number
   upstreamBodyTimeoutMs: number

@@ -120,6 +120,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.status = statusCode
     res.writeHead(statusCode, statusText || undefined, out)
     this.resume = resume
+    // No cork() here: measured with strace, Node already sends header block, body and end of a small answer in one
+    // writev, and undici the request in one write; corking changed nothing.
     return true
   }
 

@@ -321,7 +321,7 @@ export class Proxy implements ExchangeHost {
   recordSuccess(u: Upstream): void { this.upstreams.recordSuccess(u) }
 
   mayRetry(): boolean {
-    return this.retriesInFlight < Math.max(3, this.inflight * this.retryBudgetRatio)
+    return this.retriesInFlight < Math.max(this.config.retryBudgetMin, this.inflight * this.retryBudgetRatio)
   }
 
   retryStarted(): void { this.retriesInFlight++ }
