@@ -41,15 +41,18 @@ t.test('Host headers lose port and case', async (t) => {
   t.equal(hostOf(undefined), '')
 })
 
-t.test('configured routes win in order, then Host <svc>.service.consul forms, then nothing', async (t) => {
-  const routes = ['shop.example.com/cart=cart', 'shop.example.com=shop', '/api=api,strip', '*.apps.example.com=apps'].map((r) => parseRoute(r))
+t.test('configured routes: the most specific wins (as in the nginx configs the emitter writes), then Host <svc>.service.consul forms, then nothing', async (t) => {
+  const routes = ['shop.example.com/cart=cart', 'shop.example.com=shop', '/api=api,strip', '/api/v2=apiv2', '*.apps.example.com=apps', 'shop.example.com/api=shopapi'].map((r) => parseRoute(r))
   const r = new Router(routes.map((route) => ({ route, target: route.service })), { enabled: true, domain: 'consul', allowServices: [], allowConsulService: false })
   t.equal(r.matchRoute('shop.example.com', '/cart/1')?.target, 'cart')
-  t.equal(r.matchRoute('shop.example.com', '/carts')?.target, 'shop')
-  t.equal(r.matchRoute('shop.example.com', '/api/x')?.target, 'shop', 'first match wins: the shop route is listed before /api')
+  t.equal(r.matchRoute('shop.example.com', '/carts')?.target, 'shop', 'segment boundary: /carts is not /cart')
+  t.equal(r.matchRoute('shop.example.com', '/api/x')?.target, 'shopapi', "the host's own /api beats the host-less /api")
+  t.equal(r.matchRoute('shop.example.com', '/api/v2/x')?.target, 'apiv2', 'a longer host-less prefix beats the host route')
   t.equal(r.matchRoute('other.example.com', '/api/x')?.target, 'api', 'host-less routes apply to every host')
   t.equal(r.matchRoute('other.example.com', '/api/x')?.stripLength, 4)
+  t.equal(r.matchRoute('other.example.com', '/api/v2')?.target, 'apiv2', 'longest prefix, whatever the order given')
   t.equal(r.matchRoute('x.apps.example.com', '/')?.target, 'apps')
+  t.equal(r.matchRoute('x.apps.example.com', '/api')?.target, 'api')
   t.equal(r.matchRoute('other.example.com', '/'), null)
   t.match(r.decideHost('web.service.consul'), { kind: 'service', service: 'web', tag: null, datacenter: null })
   t.match(r.decideHost('v2.web.service.consul'), { kind: 'service', service: 'web', tag: 'v2', datacenter: null })
@@ -61,14 +64,15 @@ t.test('configured routes win in order, then Host <svc>.service.consul forms, th
   t.equal(r.decideHost('consul.service.consul').kind, 'forbidden', "Consul's own API is refused by default")
 })
 
-t.test('wildcard routes apply in configuration order, with path prefixes, for named and unnamed hosts', async (t) => {
-  const routes = ['www.example.com/static=static', '*.example.com/api=api', '*.b.example.com=bsvc', '*.example.com=any'].map((r) => parseRoute(r))
+t.test('wildcards: an exact host name beats a wildcard, the longest wildcard beats a shorter one (nginx server_name rules)', async (t) => {
+  const routes = ['www.example.com/static=static', '*.example.com/api=api', '*.b.example.com=bsvc', '*.example.com=any', '/health=health'].map((r) => parseRoute(r))
   const r = new Router(routes.map((route) => ({ route, target: route.service })), { enabled: false, domain: 'consul', allowServices: [], allowConsulService: false })
-  t.equal(r.matchRoute('www.example.com', '/api/1')?.target, 'api', 'a wildcard with a path applies to a named host')
   t.equal(r.matchRoute('www.example.com', '/static/x')?.target, 'static')
-  t.equal(r.matchRoute('www.example.com', '/other')?.target, 'any')
-  t.equal(r.matchRoute('x.b.example.com', '/')?.target, 'bsvc', 'a later, narrower wildcard still applies')
-  t.equal(r.matchRoute('x.b.example.com', '/api')?.target, 'api', 'first match wins across wildcards')
+  t.equal(r.matchRoute('www.example.com', '/api/1'), null, 'www.example.com has its own routes: wildcard ones do not apply (as nginx picks one server)')
+  t.equal(r.matchRoute('www.example.com', '/health')?.target, 'health', 'host-less routes apply everywhere')
+  t.equal(r.matchRoute('x.example.com', '/api/1')?.target, 'api')
+  t.equal(r.matchRoute('x.example.com', '/other')?.target, 'any')
+  t.equal(r.matchRoute('x.b.example.com', '/api')?.target, 'bsvc', 'the longest wildcard takes the host')
   t.equal(r.matchRoute('example.com', '/'), null, '*.example.com does not cover example.com')
 })
 

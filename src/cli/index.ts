@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, ConsulLbError } from '../errors.js'
 import { serveCommand } from './serve.js'
@@ -24,7 +25,8 @@ export function buildProgram(): Command {
   return program
 }
 
-const PACKAGE_VERSION = '0.1.0'
+// dist/cli/index.js and src/cli/index.ts both sit two folders below package.json.
+const PACKAGE_VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version
 
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram()

@@ -282,9 +282,11 @@ function regexLiteral(path: string): string {
 
 function proxyBlock(opts: RenderOptions, r: Route, style: Style): string[] {
   const lines: string[] = []
+  // `set` before `rewrite … break`: break ends every rewrite-module directive of the location, `set` included, and
+  // an unset $endpoint makes nginx answer 500 (caught by test/routes-parity.test.ts).
+  if (style === 'resolver') lines.push(`set $endpoint ${serviceDnsName(r.service, r.tag, r.datacenter, opts.domain)};`)
   if (r.stripPrefix) lines.push(`rewrite ^${regexLiteral(r.pathPrefix)}/?(.*)$ /$1 break;`)
   if (style === 'resolver') {
-    lines.push(`set $endpoint ${serviceDnsName(r.service, r.tag, r.datacenter, opts.domain)};`)
     // With variables and no URI part nginx passes the rewritten URI after `rewrite … break`; otherwise the original.
     lines.push(r.stripPrefix ? `proxy_pass http://$endpoint:${r.port};` : `proxy_pass http://$endpoint:${r.port}$request_uri;`)
   } else {

@@ -32,14 +32,17 @@ export type HostDecision =
   | { kind: 'forbidden'; service: string; reason: string }
 
 /**
- * Matches requests to targets: configured routes first (in the order given; Host plus path prefix on segment
- * boundaries), then Host `<svc>.service.<domain>` names. The route table is built once; per request it costs a Map
- * lookup by host and a short scan of that host's prefixes.
+ * Matches requests to targets: configured routes first, then Host `<svc>.service.<domain>` names. Among configured
+ * routes the choice is nginx's, so that `serve` and the configs `consul-lb nginx` writes route alike: the routes of
+ * the host are those naming it exactly, else those of the longest `*.` wildcard covering it, plus the host-less ones;
+ * among them the longest path prefix (on segment boundaries) wins, a host's own route over a host-less one with the
+ * same prefix, then the order given. The tables are built once; per request it costs a Map lookup and a short scan.
  */
 export class Router<T> {
   private readonly byHost = new Map<string, CompiledRoute<T>[]>()
-  /** For hosts no route names exactly: the host-less and wildcard routes, in configuration order. */
-  private readonly fallback: CompiledRoute<T>[]
+  /** Wildcard suffixes, longest first, each with its routes plus the host-less ones. */
+  private readonly wildcards: { suffix: string; routes: CompiledRoute<T>[] }[] = []
+  private readonly anyHost: CompiledRoute<T>[]
   private readonly hostOpts: HostRoutingOptions
   private readonly domainSuffix: string
   private readonly allow: Set<string> | null
@@ -51,22 +54,34 @@ export class Router<T> {
     this.domainSuffix = `.${hostOpts.domain}`
     this.allow = hostOpts.allowServices.length > 0 ? new Set(hostOpts.allowServices) : null
     const compiled = routes.map(({ route, target }) => ({ route, target, prefix: route.pathPrefix, wildcard: route.host?.startsWith('*.') ? route.host.slice(1) : null }))
-    this.fallback = compiled.filter((c) => c.route.host === null || c.wildcard !== null)
-    // Each named host's list keeps configuration order and holds every route that can apply to it: its own, the
-    // host-less ones and the wildcards that cover it.
+    const hostless = compiled.filter((c) => c.route.host === null)
+    this.anyHost = bySpecificity(hostless)
     for (const c of compiled) {
       const h = c.route.host
-      if (h === null || c.wildcard !== null || this.byHost.has(h)) continue
-      this.byHost.set(h, compiled.filter((x) => x.route.host === null || x.route.host === h || (x.wildcard !== null && covers(x.wildcard, h))))
+      if (h === null) continue
+      if (c.wildcard !== null) {
+        if (!this.wildcards.some((w) => w.suffix === c.wildcard)) {
+          this.wildcards.push({ suffix: c.wildcard, routes: bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]) })
+        }
+      } else if (!this.byHost.has(h)) {
+        this.byHost.set(h, bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]))
+      }
     }
+    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length)
   }
 
   /** `host` is lower-case without port; `url` is the request target (path and query). */
   matchRoute(host: string, url: string): RouteMatch<T> | null {
-    const list = this.byHost.get(host) ?? this.fallback
+    let list = this.byHost.get(host)
+    if (list === undefined) {
+      list = this.anyHost
+      for (let i = 0; i < this.wildcards.length; i++) {
+        const w = this.wildcards[i]!
+        if (covers(w.suffix, host)) { list = w.routes; break }
+      }
+    }
     for (let i = 0; i < list.length; i++) {
       const c = list[i]!
-      if (c.wildcard !== null && !covers(c.wildcard, host)) continue
       if (prefixMatches(url, c.prefix)) return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
     }
     return null
@@ -110,6 +125,14 @@ export class Router<T> {
 }
 
 const NONE: HostDecision = { kind: 'none' }
+
+/**
+ * Longest prefix first; for equal prefixes a route naming a host before a host-less one; then the order given
+ * (Array.prototype.sort is stable).
+ */
+function bySpecificity<T>(routes: CompiledRoute<T>[]): CompiledRoute<T>[] {
+  return [...routes].sort((a, b) => b.prefix.length - a.prefix.length || (a.route.host === null ? 1 : 0) - (b.route.host === null ? 1 : 0))
+}
 
 /** `*.example.com` covers `a.example.com` and `a.b.example.com`, not `example.com`. */
 function covers(suffix: string, host: string): boolean {
