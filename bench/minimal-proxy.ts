@@ -17,9 +17,11 @@ let next = 0
 
 class Relay implements Dispatcher.DispatchHandler {
   private readonly res: ServerResponse
+  private resume: (() => void) | null = null
   constructor(res: ServerResponse) { this.res = res }
   onConnect(): void {}
-  onHeaders(statusCode: number, raw: Buffer[]): boolean {
+  onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
+    this.resume = resume
     const out: string[] = []
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toString('latin1')
@@ -31,7 +33,12 @@ class Relay implements Dispatcher.DispatchHandler {
     this.res.writeHead(statusCode, out)
     return true
   }
-  onData(chunk: Buffer): boolean { return this.res.write(chunk) }
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true
+    // Backpressure: undici pauses until the client socket drains (without this a 64 KiB answer stalls).
+    this.res.once('drain', this.resume!)
+    return false
+  }
   onComplete(): void { this.res.end() }
   onError(): void {
     if (this.res.headersSent) this.res.destroy()

@@ -122,7 +122,7 @@ async function main(): Promise<void> {
   const tmp = join(ROOT, 'bench', 'results', 'tmp')
   const profDir = join(tmp, `cpuprof-${Date.now()}`)
   mkdirSync(profDir, { recursive: true })
-  const scripts = writeWrkScripts(tmp)
+  const scripts = writeWrkScripts(join(profDir, 'wrk'))
   const sc = SCENARIOS.find((s) => s.id === 'c50-small')!
   let stack: Stack | null = null
   try {

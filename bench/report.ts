@@ -87,6 +87,11 @@ export function summarise(ms: Measurement[], contenders: { id: string; label: st
           vsNginx: null, vsDirect: null, addedP50Us: null,
         })
       }
+      // A run that completed nothing (a stalled contender) counts as errors, not as a silent zero.
+      for (const r of rows) {
+        const dead = ms.filter((m) => m.scenario === sc.id && m.contender === r.contender && m.tool === tool && m.requests === 0).length
+        if (dead > 0) r.errors += dead
+      }
       const nginx = rows.find((r) => r.contender === 'nginx-upstream')
       const direct = rows.find((r) => r.contender === 'direct')
       for (const r of rows) {

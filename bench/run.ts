@@ -2,7 +2,7 @@
  * `npm run bench`: consul-lb against direct, nginx (static upstream, and resolver mode from our emitter) and HAProxy,
  * in interleaved rounds on the same machine and backends; then convergence figures. Writes bench/results/latest.{json,md,svg}.
  *
- *   npm run bench                      full run (3 rounds × 5 s, about 12 min on 2 cores)
+ *   npm run bench                      full run (8 contenders × 5 scenarios × 3 rounds × 5 s, about 14 min on 2 cores)
  *   npm run bench -- --quick           1 round × 2 s, for trying the harness
  *   npm run bench -- --rounds 5 --duration 10 --only consul-lb,nginx-upstream --scenarios c50-small
  *   npm run bench -- --no-convergence --no-autocannon --out /tmp/bench
@@ -51,7 +51,8 @@ const cores = availableParallelism()
 const scenarios = args.scenarios ? SCENARIOS.filter((s) => args.scenarios!.split(',').includes(s.id)) : SCENARIOS
 const acScenarios = args['no-autocannon'] ? [] : args['autocannon-scenarios'].split(',')
 const outDir = args.out
-const tmpDir = join(outDir, 'tmp')
+// Only this run's wrk scripts: bench/results/tmp/ also keeps bench:profile's raw profiles.
+const tmpDir = join(outDir, 'tmp', `wrk-${process.pid}`)
 
 /** The 1, 5 and 15 min load averages: other work on a shared machine shows up here. */
 function loadavg(): string {

@@ -13,7 +13,8 @@ export function isHopByHop(name: string): boolean {
 
 /** Names listed in a Connection header are hop-by-hop too ("Connection: close, x-foo"). */
 export function connectionTokens(value: string | undefined): Set<string> | null {
-  if (!value) return null
+  // The values nearly every peer sends name no header: skip the split (the profile showed it on every response).
+  if (!value || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') return null
   let set: Set<string> | null = null
   for (const t of value.split(',')) {
     const n = t.trim().toLowerCase()
