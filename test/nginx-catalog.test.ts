@@ -146,3 +146,33 @@ t.test('one-shot catalog emission skips hostile names and writes the rest', asyn
   t.same(res.services, ['web'])
   t.notMatch(res.text, /listen 80;|x;|web\}/)
 })
+
+t.test('a failed reload is retried until nginx takes the new file (not only at the next change of the set)', async (t) => {
+  const dir = tempDir(t, 'consul-lb-reload-')
+  const out = join(dir, 'site.conf')
+  // A catalog that never changes: the first answer at once, then blocking queries that return the same index.
+  const client = {
+    catalogServices: async (index?: string) => {
+      if (index !== undefined) await sleep(150)
+      return { index: '7', value: { web: [] } }
+    },
+  } as unknown as ConsulClient
+  let attempts = 0
+  const watcher = new CatalogWatcher({
+    client,
+    render: (services) => renderNginxHttp(renderOptions({ mode: 'catalog', catalogPort: 80 }), services),
+    outPath: out,
+    reload: async () => { if (++attempts === 1) throw new Error('nginx: [error] invalid PID number "" in "/run/nginx.pid"') },
+    debounceMs: 0,
+    initialBackoffMs: 50,
+    maxBackoffMs: 100,
+    log: silentLogger(),
+  })
+  t.teardown(() => watcher.close())
+  const log = eventLog(watcher)
+  watcher.start()
+  await log.next((e) => e.type === 'reloaded', 0, 5000)
+  t.equal(attempts, 2, 'the reload ran again after the failure')
+  t.equal(watcher.writes, 1, 'the file was written once')
+  t.equal(watcher.reloads, 1)
+})

@@ -1,7 +1,11 @@
 import t from 'tap'
 import { ConfigError } from '../src/errors.js'
 import { loadNginxConfig } from '../src/config/nginx.js'
-import { NginxError, parseNginxVersion, renderNginxConfig, selectCatalogServices, supportsUpstreamResolve } from '../src/nginx/index.js'
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { silentLogger } from '../src/log.js'
+import { emitNginxConfig, NginxError, parseNginxVersion, renderNginxConfig, selectCatalogServices, supportsUpstreamResolve } from '../src/nginx/index.js'
+import { tempDir } from './helpers/tmp.js'
 import { parseRoute, type Route } from '../src/routes/route.js'
 import { renderOptions } from './helpers/nginx.js'
 
@@ -70,6 +74,7 @@ t.test('nginx -v output is read, Plus included', async (t) => {
   t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.27.2')), false)
   t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.28.0')), true)
   t.equal(codeOf(() => parseNginxVersion('openresty')), 'CLB_NGINX_VERSION_UNKNOWN')
+  t.equal(parseNginxVersion('nginx version: openresty/1.21.4.1').text, '1.21.4', 'OpenResty: the nginx it is built on')
 })
 
 t.test('hostile names from routes never reach the text', async (t) => {
@@ -91,6 +96,12 @@ t.test('hostile names from routes never reach the text', async (t) => {
   t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], domain: 'consul; }' }))), 'CLB_NGINX_UNSAFE_NAME')
   t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], listen: '80; }' }))), 'CLB_NGINX_UNSAFE_NAME')
   t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '1.2.3.4;', port: 53, label: '1.2.3.4;:53' }] }))), 'CLB_NGINX_UNSAFE_NAME')
+  const labelled = renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '127.0.0.1', port: 8600, label: '127.0.0.1:8600; } server { listen 81; ' }] }))
+  t.notMatch(labelled, /listen 81/, 'a DNS server is written from its checked host and port, never from its free-text label')
+  t.match(labelled, 'resolver 127.0.0.1:8600 valid=5s ipv6=off;')
+  t.match(renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '::1', port: 8600, label: 'x' }] })), 'resolver [::1]:8600 valid=')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], keepalive: '16; } server { listen 81' as unknown as number }))), 'CLB_NGINX_UNSAFE_NAME', 'numbers are checked too')
+  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], resolverValidS: 1.5 }))), 'CLB_NGINX_UNSAFE_NAME')
   const text = renderNginxConfig(renderOptions({ routes: [{ ...base, source: 'web\n} server { listen 81; }' }] }))
   t.notMatch(text, /\n\} server \{ listen 81/, 'a newline in a route source cannot end its comment')
   t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['x; } server { listen 80'])), 'CLB_NGINX_UNSAFE_NAME', 'the renderer re-checks catalog names too')
@@ -109,6 +120,9 @@ t.test('the config names the bad field', async (t) => {
   t.equal(fails({ flags: { routes: ['/=web:80'], listen: '80;' } }), 'listen')
   t.equal(fails({ flags: { mode: 'resolver' } }), 'routes')
   t.match(fails({ flags: { routes: ['/=web:80'], resolverTimeoutS: '0' } }), /resolver-timeout-s/)
+  t.match(fails({ flags: { routes: ['/=web:80'], nginxVersion: 'latest' } }), /nginxVersion|nginx-version/, 'a bad --nginx-version fails at start-up (exit 2), not at the first emission')
+  t.match(fails({ flags: { routes: ['/=web:80'], catalogPort: '80' } }), /catalogPort|catalog-port/, '--catalog-port outside the catalog mode is not silently ignored')
+  t.equal(loadNginxConfig({ flags: { routes: ['/=web:80'] }, env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consul, 'https://consul:8501', 'CONSUL_HTTP_SSL is honoured, as by the registrator')
   const cfg = loadNginxConfig({ flags: { routes: ['/=web:80'] }, env: { CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' } })
   t.equal(cfg.consul, 'http://127.0.0.1:8501', 'CONSUL_HTTP_ADDR without a scheme is accepted')
   t.equal(cfg.consulToken, 's3cret')
@@ -123,4 +137,26 @@ t.test('--full wraps the http text in a whole nginx.conf without modules', async
   t.match(text, /^# Whole nginx.conf/)
   t.match(text, '\nhttp {\n    # Written by consul-lb nginx')
   t.notMatch(text, /load_module|include/)
+})
+
+t.test('routes that all name a host: other hosts and uncovered paths get 404, as from consul-lb serve', async (t) => {
+  const text = renderNginxConfig(renderOptions({ routes: [parseRoute('api.example.com=api:5000'), parseRoute('shop.example.com/cart=cart:8000')] }))
+  t.match(text, /# Requests for any other host\.\nserver \{\n    listen 8080 default_server;\n    server_name _;\n\n    # No route covers other paths\.\n    location \/ \{\n        return 404;\n    \}\n\}/, 'a default server that answers 404')
+  const shop = text.slice(text.indexOf('# Host shop.example.com.'), text.indexOf('# Requests for any other host.'))
+  t.match(shop, 'location / {\n        return 404;', 'the host without a / route answers 404 for other paths')
+  t.equal(text.match(/return 404;/g)?.length, 2, 'api.example.com has its own / route')
+  const catalog = renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['web'])
+  t.match(catalog, 'location / {\n        return 404;', 'catalog mode: / is not nginx\'s welcome page')
+})
+
+t.test('the resolver mode does not ask nginx for its version: an nginx whose -v cannot be read does not stop it', async (t) => {
+  const dir = tempDir(t, 'consul-lb-fake-nginx-')
+  const bin = join(dir, 'nginx')
+  writeFileSync(bin, '#!/bin/sh\necho "nginx version: mystery-fork" >&2\n')
+  chmodSync(bin, 0o755)
+  let written = ''
+  await emitNginxConfig(loadNginxConfig({ flags: { routes: ['/=web:80'], nginxBin: bin } }), silentLogger(), async (text) => { written = text })
+  t.match(written, 'set $endpoint web.service.consul;')
+  const err = await emitNginxConfig(loadNginxConfig({ flags: { mode: 'upstream', routes: ['/=web'], nginxBin: bin } }), silentLogger(), async () => {}).catch((e: unknown) => e)
+  t.equal((err as NginxError).code, 'CLB_NGINX_VERSION_UNKNOWN', 'the upstream mode still needs it, and says so')
 })

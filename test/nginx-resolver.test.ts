@@ -5,7 +5,7 @@ import { emitNginxConfig, renderNginxHttp, TRUNCATE_WARNING } from '../src/nginx
 import { parseRoute } from '../src/routes/route.js'
 import { startBackend } from './helpers/backends.js'
 import { startConsul } from './helpers/consul.js'
-import { dnsOf, freePortOn, nginxBinary, renderOptions, sleep, spread, startNginx } from './helpers/nginx.js'
+import { dnsOf, freePortOn, nginxBinary, renderOptions, sleep, spread, startNginx, wsEcho } from './helpers/nginx.js'
 
 /**
  * The resolver mode against a real nginx 1.22 and a real Consul agent. Resolver mode reads A records only, so the
@@ -21,8 +21,11 @@ t.test('nginx follows Consul without a reload: three backends, a fourth joins, o
   for (let i = 0; i < 3; i++) await consul.register({ ID: `web-${i + 1}`, Name: 'web', Address: ADDRS[i]!, Port: port })
   await consul.waitPassing('web', 3)
 
-  const nginx = await startNginx(t, '1.22', (p) => renderNginxHttp(renderOptions({ routes: [parseRoute(`/=web:${port}`)], dns: [dnsOf(consul.dnsAddr)], listen: `127.0.0.1:${p}`, resolverValidS: 1 })))
+  const nginx = await startNginx(t, '1.22', (p) => renderNginxHttp(renderOptions({ routes: [parseRoute(`/=web:${port}`), parseRoute(`/ws=web:${port},ws,strip`)], dns: [dnsOf(consul.dnsAddr)], listen: `127.0.0.1:${p}`, resolverValidS: 1 })))
   const masterPid = nginx.pid
+
+  // A WebSocket route of the resolver mode carries the upgrade (strip form: set, rewrite … break, variable proxy_pass).
+  t.match(await wsEcho(t, nginx.port, '/ws/chat'), /^web-[123]:hello$/, 'a ws route carries WebSocket upgrades in the resolver mode')
 
   const first = await spread(nginx, 60)
   t.same([...first.keys()].sort(), ['web-1', 'web-2', 'web-3'], `all three get traffic (${JSON.stringify(Object.fromEntries(first))})`)

@@ -1,5 +1,4 @@
 import t from 'tap'
-import WebSocket from 'ws'
 import { loadNginxConfig } from '../src/config/nginx.js'
 import { silentLogger } from '../src/log.js'
 import { emitNginxConfig, parseNginxVersion, renderNginxHttp, renderOptionsFrom } from '../src/nginx/index.js'
@@ -7,7 +6,7 @@ import { parseRoute } from '../src/routes/route.js'
 import { startBackend } from './helpers/backends.js'
 import { startConsul } from './helpers/consul.js'
 import { freePort } from './helpers/ports.js'
-import { dnsOf, nginxBinary, renderOptions, sleep, spread, startNginx, type NginxProcess } from './helpers/nginx.js'
+import { dnsOf, nginxBinary, renderOptions, sleep, spread, startNginx, wsEcho, type NginxProcess } from './helpers/nginx.js'
 
 /**
  * The upstream mode (`server service.consul service=web resolve;`) on nginx 1.30 from Debian testing: nginx reads
@@ -30,14 +29,17 @@ for (const enableTruncate of [true, false]) {
   t.test(`upstream resolve mode, ten instances on ten SRV ports, enable_truncate ${enableTruncate ? 'on: all ten' : 'off: at most 3'}`, async (t) => {
     const consul = await startConsul(t, { enableTruncate })
     let upstreamConnections = 0
+    const ports: number[] = []
     for (let i = 1; i <= 10; i++) {
       const port = await freePort()
+      ports.push(port)
       const b = await startBackend(`web-${i}`, '127.0.0.1', port, t)
       b.server.on('connection', () => { upstreamConnections++ })
       await consul.register({ ID: `web-${i}`, Name: 'web', Address: '127.0.0.1', Port: port, Tags: i <= 2 ? ['v2'] : [] })
     }
     await consul.waitPassing('web', 10)
-    const routes = [parseRoute('/=web'), parseRoute('/v2=web,tag=v2,strip'), parseRoute('/ws=web,ws')]
+    // `/fixed` is the upstream form with a fixed port: `server web.service.consul:PORT resolve;` (A records).
+    const routes = [parseRoute('/=web'), parseRoute('/v2=web,tag=v2,strip'), parseRoute('/ws=web,ws'), parseRoute(`/fixed=web:${ports[0]}`)]
     const nginx = await startNginx(t, '1.30', (p) => renderNginxHttp(renderOptions({ mode: 'upstream', routes, dns: [dnsOf(consul.dnsAddr)], listen: `127.0.0.1:${p}`, resolverValidS: 300, nginxVersion: V130 })))
     await waitServing(nginx)
     const before = upstreamConnections
@@ -59,14 +61,10 @@ for (const enableTruncate of [true, false]) {
     t.equal(echo.headers['x-forwarded-for'], '127.0.0.1')
     t.equal(echo.headers['x-forwarded-proto'], 'http')
 
-    const ws = new WebSocket(`ws://127.0.0.1:${nginx.port}/ws/chat`)
-    t.teardown(() => ws.terminate())
-    const reply = await new Promise<string>((resolve, reject) => {
-      ws.once('open', () => ws.send('hello'))
-      ws.once('message', (d) => resolve(String(d)))
-      ws.once('error', reject)
-    })
-    t.match(reply, /^web-\d+:hello$/, 'a ws route carries WebSocket upgrades')
+    await waitServing(nginx, '/fixed/x')
+    t.same([...(await spread(nginx, 5, '/fixed/x')).keys()], ['web-1'], 'a fixed-port upstream reaches the instance on that port')
+
+    t.match(await wsEcho(t, nginx.port, '/ws/chat'), /^web-\d+:hello$/, 'a ws route carries WebSocket upgrades')
   })
 }
 

@@ -98,9 +98,16 @@ t.test('a registration made by hand is never removed, even with the same ID form
   t.teardown(async () => { await consul.deregister(`${hostId}:ghost:80`); await consul.deregister('by-hand') })
   await consul.register({ ID: `${hostId}:ghost:80`, Name: 'ghost', Port: 1234 })
   await consul.register({ ID: 'by-hand', Name: 'by-hand', Port: 1235, Meta: { 'clb-registrator': 'another-host' } })
-  await docker.run({ name: 'ghost', publish: ['80'] })
+  // A HEALTHCHECK and a pause: the registrator would mirror the one and drain the other on the service it registered,
+  // but the service with this ID is not its own.
+  await docker.run({ name: 'ghost', publish: ['80'], healthCmd: 'true' })
   const registrator = await startRegistrator(t, docker, consul, { hostId, cleanup: true })
-  await registrator.syncNow()
+  await docker.docker(['pause', 'ghost'])
+  const paused = await registrator.syncNow()
+  t.ok(paused.ok, `a sync with a foreign registration under the container's ID succeeds (${JSON.stringify(paused.error)})`)
+  const checks = await consul.api('GET', '/v1/agent/checks') as Record<string, { ServiceID: string }>
+  t.same(Object.keys(checks).filter((id) => checks[id]!.ServiceID === `${hostId}:ghost:80`), [], 'no maintenance and no check was put on the hand-made registration')
+  await docker.docker(['unpause', 'ghost'])
   await docker.docker(['rm', '-f', 'ghost'])
   await registrator.syncNow()
   const s1 = await registrator.syncNow()

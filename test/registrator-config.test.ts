@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path'
 import { loadRegistratorConfig } from '../src/config/registrator.js'
 import { ConfigError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
+import { ConsulClient } from '../src/consul/client.js'
 import { DockerClient, type DockerEvent } from '../src/registrator/docker.js'
 import { Registrator } from '../src/registrator/index.js'
 import { DockerEventWatcher } from '../src/registrator/events.js'
@@ -127,4 +128,65 @@ t.test('consul-lb registrator: serves /status while Docker is away, exits 0 on S
   t.match(metrics, /consul_lb_registrator_docker_disconnects_total\{code="CLB_DOCKER_UNREACHABLE"\} \d+/)
   r.proc.kill('SIGTERM')
   t.equal(await r.exited, 0, r.output().slice(-2000))
+})
+
+t.test('close() while start() waits for Consul: start() gives up and leaves no timer or stream behind', async (t) => {
+  // A Consul that answers /v1/agent/self only after close() was called.
+  const server = createServer((_req, res) => { setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"Config":{"NodeName":"n","Datacenter":"dc1"}}'), 300) })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => { server.closeAllConnections(); return new Promise((r) => server.close(r)) })
+  const port = (server.address() as { port: number }).port
+  const config = loadRegistratorConfig({ object: { consul: `http://127.0.0.1:${port}`, docker: 'unix:///tmp/clb-no-such-docker.sock', retryAttempts: 3, retryInterval: 10, admin: 'off' }, env: {} })
+  const r = new Registrator(config, { log: silentLogger() })
+  const starting = r.start().then(() => null, (err: unknown) => err)
+  await new Promise((res) => setTimeout(res, 50))
+  await r.close()
+  t.equal(((await starting) as { code?: string } | null)?.code, 'CLB_REG_CLOSED', 'start() reports that it was closed')
+  t.equal((r as unknown as { tickTimer: unknown }).tickTimer, null, 'no resync timer was started after close()')
+  t.equal((r.status() as { docker: { connects: number } }).docker.connects, 0, 'the event stream was never opened')
+})
+
+t.test('a Consul answer that is not JSON, or is cut off, fails with a stable code (not a bare SyntaxError)', async (t) => {
+  let mode: 'html' | 'cut' = 'html'
+  const server = createServer((_req, res) => {
+    if (mode === 'html') { res.writeHead(200, { 'content-type': 'text/html' }).end('<html>502 Bad Gateway</html>'); return }
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
+    res.write('{"web":')
+    setTimeout(() => res.destroy(), 20)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => { server.closeAllConnections(); return new Promise((r) => server.close(r)) })
+  const client = new ConsulClient({ address: `http://127.0.0.1:${(server.address() as { port: number }).port}` })
+  t.teardown(() => client.destroy())
+  await t.rejects(client.catalogServices(), { code: 'CLB_CONSUL_BAD_RESPONSE' })
+  mode = 'cut'
+  await t.rejects(client.agentServices(), { code: 'CLB_CONSUL_UNREACHABLE' })
+})
+
+t.test('resync ticks faster than a slow Consul answers do not pile up full syncs (a drain would wait behind them)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'clb-slow-'))
+  const socket = join(dir, 's')
+  // An engine with no containers whose event stream stays open, and a Consul that takes 2 s per answer.
+  const engine = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    if (req.url?.startsWith('/events')) res.write('')
+    else res.end('[]')
+  })
+  await new Promise<void>((r) => engine.listen(socket, r))
+  const consul = createServer((_req, res) => { setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'), 2000) })
+  await new Promise<void>((r) => consul.listen(0, '127.0.0.1', r))
+  const config = loadRegistratorConfig({ object: { consul: `http://127.0.0.1:${(consul.address() as { port: number }).port}`, docker: `unix://${socket}`, resync: 1, admin: 'off' }, env: {} })
+  const r = new Registrator(config, { log: silentLogger() })
+  t.teardown(async () => {
+    await r.close()
+    for (const s of [engine, consul]) { s.closeAllConnections(); await new Promise((res) => s.close(res)) }
+    rmSync(dir, { recursive: true, force: true })
+  })
+  await r.start()
+  let most = 0
+  for (let i = 0; i < 30; i++) {
+    await new Promise((res) => setTimeout(res, 200))
+    most = Math.max(most, (r.status() as { queuedOperations: number }).queuedOperations)
+  }
+  t.ok(most <= 1, `at most one full sync waits behind the running one (saw ${most} queued)`)
 })

@@ -34,14 +34,14 @@ t.test('a label wins over an env var of the same name', async (t) => {
   t.same(w, [])
 })
 
-t.test('per-port settings win over container-wide ones, for that port only', async (t) => {
+t.test('per-port settings win over container-wide ones, for that port only; a container-wide name gets -<port> with several ports, as in registrator', async (t) => {
   const d = desiredForContainer(container({
     env: ['SERVICE_NAME=all', 'SERVICE_443_NAME=secure', 'SERVICE_TAGS=x', 'SERVICE_443_TAGS=y'],
     ports: { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }], '443/tcp': [{ HostIp: '0.0.0.0', HostPort: '8443' }] },
     exposed: ['80/tcp', '443/tcp'],
   }), OPTS)
   t.same(d.services.map((s) => [s.registration.ID, s.registration.Name, s.registration.Tags, s.registration.Port]), [
-    ['host1:web-1:80', 'all', ['x'], 8080],
+    ['host1:web-1:80', 'all-80', ['x'], 8080],
     ['host1:web-1:443', 'secure', ['y'], 8443],
   ])
   t.equal(d.services[0]!.registration.Address, undefined, 'a 0.0.0.0 binding registers no address: Consul uses the agent\'s')
@@ -112,6 +112,10 @@ t.test('host networking registers only named ports; internal mode the container 
   t.equal(missing.services[0]!.registration.Address, '10.0.0.5', 'an unknown network falls back to the first, with a warning')
   t.equal(missing.warnings[0]!.field, 'SERVICE_NETWORK')
   t.equal(desiredForContainer(container({ env: ['SERVICE_IP=not-an-ip'] }), OPTS).warnings[0]!.field, 'SERVICE_IP')
+  const perPort = desiredForContainer(container({ env: ['SERVICE_80_IP=192.0.2.9'] }), OPTS)
+  t.same([perPort.services[0]!.registration.Address, perPort.warnings.map((w) => w.field)], ['127.0.0.1', ['SERVICE_80_IP']], 'a per-port address setting is reported, not silently dropped')
+  const published = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=b'] }), OPTS)
+  t.same([published.services[0]!.registration.Address, published.warnings.map((w) => w.field)], ['127.0.0.1', ['SERVICE_NETWORK']], 'SERVICE_NETWORK without internal mode is reported, not silently ignored')
 })
 
 t.test('a HEALTHCHECK adds a TTL mirror whose status does not change the registration hash', async (t) => {

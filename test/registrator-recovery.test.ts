@@ -46,20 +46,23 @@ t.test('--deregister=on-success keeps a crashed container in maintenance until i
   await waitFor('crasher deregistered on destroy', async () => (await health('crasher')).length === 0, 5000)
 })
 
-t.test('docker stop drains first: the instance is in maintenance while the container still runs', async (t) => {
-  const hostId = 'drain'
-  docker.removeOnTeardown(t, 'slowstop')
-  // The shell traps SIGTERM and takes ~2 s to exit, like a server finishing its in-flight requests.
-  await docker.run({ name: 'slowstop', publish: ['80'], env: { SERVICE_NAME: 'slowstop' }, cmd: ['sh', '-c', 'trap "sleep 2; exit 0" TERM; httpd -p 80 -h /www; while true; do sleep 0.2; done'] })
-  await startRegistrator(t, docker, consul, { hostId })
-  await waitFor('slowstop registered', async () => (await health('slowstop')).length === 1)
-  const stopping = docker.docker(['stop', '-t', '10', 'slowstop'])
-  await waitFor('maintenance on', async () => (await health('slowstop'))[0]?.Checks.some((c) => c.CheckID.startsWith('_service_maintenance:')), 5000, 20)
-  t.equal((await docker.inspect('slowstop')).State.Running, true, 'maintenance was set before the container exited')
-  await stopping
-  await waitFor('slowstop deregistered', async () => (await health('slowstop')).length === 0, 5000)
-  await docker.docker(['rm', '-f', 'slowstop'])
-})
+// The shell traps the stop signal and takes ~2 s to exit, like a server finishing its in-flight requests. Docker's
+// `kill` event reports the signal by number: TERM (15) by default, the image's STOPSIGNAL otherwise (httpd: WINCH, 28).
+for (const { name, stopSignal } of [{ name: 'slowstop', stopSignal: null }, { name: 'winch', stopSignal: 'WINCH' }]) {
+  t.test(`docker stop drains first: the instance is in maintenance while the container still runs (stop signal ${stopSignal ?? 'TERM'})`, async (t) => {
+    const hostId = `drain-${name}`
+    docker.removeOnTeardown(t, name)
+    await docker.run({ name, publish: ['80'], env: { SERVICE_NAME: name }, extra: stopSignal ? ['--stop-signal', `SIG${stopSignal}`] : [], cmd: ['sh', '-c', `trap "sleep 2; exit 0" ${stopSignal ?? 'TERM'}; httpd -p 80 -h /www; while true; do sleep 0.2; done`] })
+    await startRegistrator(t, docker, consul, { hostId })
+    await waitFor(`${name} registered`, async () => (await health(name)).length === 1)
+    const stopping = docker.docker(['stop', '-t', '10', name])
+    await waitFor('maintenance on', async () => (await health(name))[0]?.Checks.some((c) => c.CheckID.startsWith('_service_maintenance:')), 5000, 20)
+    t.equal((await docker.inspect(name)).State.Running, true, 'maintenance was set before the container exited')
+    await stopping
+    await waitFor(`${name} deregistered`, async () => (await health(name)).length === 0, 5000)
+    await docker.docker(['rm', '-f', name])
+  })
+}
 
 t.test('pause puts the instance into maintenance, unpause takes it out; an operator\'s maintenance is left alone', async (t) => {
   const hostId = 'pause'

@@ -51,6 +51,8 @@ async function runRegistrator(config: ReturnType<typeof loadRegistratorConfig>, 
     if (config.admin) admin = await startAdmin({ ...config.admin, log, registry, status: { registrator: () => registrator.status() }, isHealthy: () => !stopping })
     await registrator.start()
   } catch (err) {
+    // SIGTERM while start() waited for Consul is a stop, not a failure: exit 0 like any other stop.
+    if (stopping) { await stopped; return }
     clearInterval(keepAlive)
     await Promise.all([registrator.close(), admin?.close()])
     throw err

@@ -2,8 +2,10 @@ import { ConfigError } from '../errors.js'
 import { isDomain } from '../routes/names.js'
 import type { Route } from '../routes/route.js'
 import { isNginxListen } from '../nginx/validate.js'
+import { parseNginxVersion } from '../nginx/version.js'
 import type { FieldSpec } from './fields.js'
 import { loadFields, type ConfigSources } from './load.js'
+import { consulUrl, isTrue } from './registrator.js'
 import { COMMON_FIELDS, OTHER_COMMAND_KEYS, parseDnsServers, parseRoutes, registerOtherKeys, SERVE_FIELDS, type DnsServer } from './serve.js'
 
 /** Settings of `consul-lb nginx` beyond COMMON_FIELDS (dns, domain, routes, logLevel), which it shares with serve. */
@@ -15,7 +17,7 @@ export const NGINX_FIELDS: readonly FieldSpec[] = [
   { key: 'full', kind: 'bool', default: false, help: 'emit a whole nginx.conf instead of an http-context file for conf.d/' },
   { key: 'nginxVersion', kind: 'string', default: null, arg: '<x.y.z>', help: 'the nginx version the output is for (default: ask `nginx -v` when nginx is on PATH)' },
   { key: 'nginxBin', kind: 'string', default: 'nginx', arg: '<path>', help: 'nginx binary for -v, -t' },
-  { key: 'consul', kind: 'string', default: 'http://127.0.0.1:8500', arg: '<url>', envAliases: ['CONSUL_HTTP_ADDR'], help: "Consul HTTP API (catalog mode; --check's enable_truncate probe)" },
+  { key: 'consul', kind: 'string', default: 'http://127.0.0.1:8500', arg: '<url>', envAliases: ['CONSUL_HTTP_ADDR'], help: "Consul HTTP API (catalog mode; --check's enable_truncate probe); a scheme-less host:port means http://, or https:// with CONSUL_HTTP_SSL=true" },
   { key: 'consulToken', kind: 'string', default: null, arg: '<token>', envAliases: ['CONSUL_HTTP_TOKEN'], secret: true, help: 'Consul ACL token' },
   { key: 'watch', kind: 'bool', default: false, help: 'catalog mode: keep running, re-emit and reload when the set of services changes' },
   { key: 'reloadCommand', kind: 'string', default: null, arg: '<command>', help: 'shell command run after each rewrite in --watch (for example "nginx -s reload")' },
@@ -71,27 +73,20 @@ export function loadNginxConfig(sources: ConfigSources): NginxConfig {
   if (v.watch && mode !== 'catalog') throw new ConfigError('watch', 'only the catalog mode watches Consul (the other modes need no reloads: nginx resolves names at request time)')
   if (v.reloadCommand !== null && !v.watch) throw new ConfigError('reloadCommand', 'is only used with --watch')
   if (v.watch && v.out === '-') throw new ConfigError('out', '--watch needs a file to rewrite (--out FILE)')
+  if (v.catalogPort !== null && mode !== 'catalog') throw new ConfigError('catalogPort', 'is only used in the catalog mode (routes name their own ports: SERVICE:PORT)')
+  // Checked here, not when the emitter first needs it: a typo must fail at start-up with exit 2, naming the field.
+  if (v.nginxVersion !== null) {
+    try { parseNginxVersion(String(v.nginxVersion)) } catch { throw new ConfigError('nginxVersion', `"${v.nginxVersion}": expected a version such as 1.27.3`) }
+  }
   const routes = parseRoutes(v.routes as unknown[], routesField)
   if (mode !== 'catalog' && routes.length === 0) throw new ConfigError(routesField, 'at least one route is needed in the resolver and upstream modes (for example --route api.example.com=api:8080)')
   return {
     ...(v as unknown as NginxConfig),
     listen,
     mode,
-    consul: normaliseConsulAddress(String(v.consul)),
+    consul: consulUrl(String(v.consul), isTrue(sources.env?.CONSUL_HTTP_SSL)),
     dns: parseDnsServers(v.dns, 'dns'),
     domain,
     routes,
   }
-}
-
-/** CONSUL_HTTP_ADDR is often written without a scheme (`127.0.0.1:8500`), as Consul's own CLI accepts it. */
-function normaliseConsulAddress(addr: string): string {
-  const withScheme = /^[a-z]+:\/\//i.test(addr) ? addr : `http://${addr}`
-  try {
-    const u = new URL(withScheme)
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme')
-  } catch {
-    throw new ConfigError('consul', `"${addr}": expected an http(s) URL such as http://127.0.0.1:8500`)
-  }
-  return withScheme.replace(/\/+$/, '')
 }

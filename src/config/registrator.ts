@@ -69,7 +69,7 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(hostId)) throw new ConfigError('hostId', `"${hostId}": letters, digits, dot, dash and underscore only (at most 128)`)
   return {
     dockerUrl: dockerUrl(String(v.docker)),
-    consulUrl: consulUrl(String(v.consul), ['true', '1'].includes(String(env.CONSUL_HTTP_SSL ?? '').toLowerCase())),
+    consulUrl: consulUrl(String(v.consul), isTrue(env.CONSUL_HTTP_SSL)),
     consulToken: (v.consulToken as string | null) ?? null,
     ip: ip ?? null,
     internal: v.internal as boolean,
@@ -104,7 +104,15 @@ function dockerUrl(raw: string): string {
   return `${u.protocol}//${u.host}`
 }
 
-/** CONSUL_HTTP_ADDR is often just host:port, as Consul's own CLI accepts it. */
+/** CONSUL_HTTP_SSL and the like, read as Consul's own CLI reads them. */
+export function isTrue(envValue: string | undefined): boolean {
+  return ['true', '1'].includes(String(envValue ?? '').trim().toLowerCase())
+}
+
+/**
+ * The Consul HTTP address of every subcommand (registrator, nginx). CONSUL_HTTP_ADDR is often just host:port, as
+ * Consul's own CLI accepts it; `ssl` (CONSUL_HTTP_SSL) then chooses https.
+ */
 export function consulUrl(raw: string, ssl: boolean): string {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `${ssl ? 'https' : 'http'}://${raw}`
   let u: URL | null = null

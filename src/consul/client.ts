@@ -66,6 +66,7 @@ export class ConsulClient {
     if (body !== undefined) headers['content-type'] = 'application/json'
     const timeout = this.timeoutMs + extraWaitMs
     let res: Dispatcher.ResponseData
+    let text: string
     try {
       res = await request(`${this.address}${path}`, {
         method,
@@ -75,6 +76,8 @@ export class ConsulClient {
         headersTimeout: timeout,
         bodyTimeout: timeout,
       })
+      // Inside the try: a body cut off or stalled (agent restarting mid-answer) is a transport failure with a code too.
+      text = await res.body.text()
     } catch (err) {
       const code = (err as { code?: string }).code
       if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
@@ -82,12 +85,18 @@ export class ConsulClient {
       }
       throw new ConsulApiError('CLB_CONSUL_UNREACHABLE', `Consul at ${this.address} unreachable (${code ?? (err as Error).message})`, null, { cause: err })
     }
-    const text = await res.body.text()
     if (res.statusCode >= 300) {
       throw new ConsulApiError('CLB_CONSUL_HTTP', `Consul ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
     }
     const index = res.headers['x-consul-index']
-    return { value: (text ? JSON.parse(text) : null) as T, index: typeof index === 'string' ? index : null }
+    let value: T
+    try {
+      value = (text ? JSON.parse(text) : null) as T
+    } catch (err) {
+      // A proxy or load balancer in front of the agent answering with an HTML page, for example.
+      throw new ConsulApiError('CLB_CONSUL_BAD_RESPONSE', `Consul ${method} ${path}: answer is not JSON (${text.slice(0, 100).trim()})`, res.statusCode, { cause: err })
+    }
+    return { value, index: typeof index === 'string' ? index : null }
   }
 
   async agentServices(): Promise<Record<string, AgentService>> {

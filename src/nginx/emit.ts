@@ -4,14 +4,19 @@ import type { Logger } from '../log.js'
 import { checkNginxConfig, consulTruncateEnabled, TRUNCATE_WARNING } from './check.js'
 import { NginxError } from './errors.js'
 import { runReloadCommand, writeFileAtomically } from './output.js'
-import { assertNginxSupports, renderNginxHttp, wrapFullConfig, type RenderOptions } from './render.js'
+import { assertNginxSupports, needsUpstreamResolve, renderNginxHttp, wrapFullConfig, type RenderOptions } from './render.js'
 import { selectCatalogServices } from './validate.js'
 import { detectNginxVersion, parseNginxVersion, type NginxVersion } from './version.js'
 import { CatalogWatcher } from './watch.js'
 
-/** --nginx-version when given, else `nginx -v` of --nginx-bin when it is installed, else null (no gating). */
-export async function resolveNginxVersion(cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin'>): Promise<NginxVersion | null> {
+/**
+ * --nginx-version when given, else `nginx -v` of --nginx-bin when it is installed, else null (no gating). Only the
+ * modes that need `server … resolve` ask nginx: the resolver mode runs on every nginx, so an nginx whose -v we cannot
+ * read (a fork, a wrapper) must not stop it.
+ */
+export async function resolveNginxVersion(cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin' | 'mode' | 'catalogPort'>): Promise<NginxVersion | null> {
   if (cfg.nginxVersion !== null) return parseNginxVersion(cfg.nginxVersion)
+  if (!needsUpstreamResolve(cfg)) return null
   return await detectNginxVersion(cfg.nginxBin)
 }
 
@@ -42,6 +47,13 @@ export interface EmitResult {
   warnings: string[]
 }
 
+/** The render options for cfg, refused (CLB_NGINX_VERSION_TOO_OLD) before anything else when nginx cannot run the mode. */
+async function supportedRenderOptions(cfg: NginxConfig): Promise<RenderOptions> {
+  const opts = renderOptionsFrom(cfg, await resolveNginxVersion(cfg))
+  assertNginxSupports(opts)
+  return opts
+}
+
 function consulClientFor(cfg: NginxConfig): ConsulClient {
   return new ConsulClient({ address: cfg.consul, token: cfg.consulToken ?? undefined })
 }
@@ -51,9 +63,7 @@ function consulClientFor(cfg: NginxConfig): ConsulClient {
  * enable_truncate, then write to cfg.out (stdout for "-"). Throws an NginxError with a stable code on refusal.
  */
 export async function emitNginxConfig(cfg: NginxConfig, log: Logger, write: (text: string) => Promise<void> = defaultWriter(cfg)): Promise<EmitResult> {
-  const version = await resolveNginxVersion(cfg)
-  const opts = renderOptionsFrom(cfg, version)
-  assertNginxSupports(opts)
+  const opts = await supportedRenderOptions(cfg)
   let services: string[] | null = null
   const client = cfg.mode === 'catalog' || cfg.check ? consulClientFor(cfg) : null
   try {
@@ -68,7 +78,7 @@ export async function emitNginxConfig(cfg: NginxConfig, log: Logger, write: (tex
     if (cfg.check) {
       const res = await checkNginxConfig(body, cfg.nginxBin)
       if (!res.ok) throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the output; nothing written:\n${res.output}`)
-      log.info({ nginx: version?.text ?? 'unknown' }, 'nginx -t accepted the output')
+      log.info({ nginx: opts.nginxVersion?.text ?? 'unknown' }, 'nginx -t accepted the output')
       warnings.push(...(await truncateWarnings(client!, log)))
     }
     await write(text)
@@ -102,9 +112,7 @@ function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
  * cfg.check, reloading with cfg.reloadCommand. The caller starts it and closes it (then closes the returned client).
  */
 export async function createCatalogWatcher(cfg: NginxConfig, log: Logger, extra: { waitS?: number } = {}): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
-  const version = await resolveNginxVersion(cfg)
-  const opts = renderOptionsFrom(cfg, version)
-  assertNginxSupports(opts)
+  const opts = await supportedRenderOptions(cfg)
   const client = consulClientFor(cfg)
   const reloadCommand = cfg.reloadCommand
   const watcher = new CatalogWatcher({

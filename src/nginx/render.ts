@@ -1,7 +1,7 @@
 import type { DnsServer } from '../config/serve.js'
 import { serviceDnsName, type Route } from '../routes/route.js'
 import { NginxError } from './errors.js'
-import { assertRouteSafe, assertSettingsSafe, commentText } from './validate.js'
+import { assertRouteSafe, assertSettingsSafe, commentText, type EmittedSettings } from './validate.js'
 import { supportsUpstreamResolve, UPSTREAM_RESOLVE_SINCE, type NginxVersion } from './version.js'
 
 /**
@@ -18,22 +18,11 @@ import { supportsUpstreamResolve, UPSTREAM_RESOLVE_SINCE, type NginxVersion } fr
 export type NginxMode = 'resolver' | 'upstream' | 'catalog'
 type Style = 'resolver' | 'upstream'
 
-export interface RenderOptions {
+/** The settings (EmittedSettings: DNS, domain, listen, resolver and proxy timings) and what to render. */
+export interface RenderOptions extends EmittedSettings {
   mode: NginxMode
   /** Routes for the resolver and upstream modes; ignored in catalog mode (services come from Consul). */
   routes: readonly Route[]
-  dns: readonly DnsServer[]
-  domain: string
-  /** nginx's `listen` argument: `8080`, `127.0.0.1:8080`, `[::1]:8080`. */
-  listen: string
-  /** `resolver … valid=`: how long nginx caches an answer (Consul answers with TTL 0 by default). */
-  resolverValidS: number
-  /** nginx's default is 30 s: a request would hang that long before its 502 while Consul DNS is down. */
-  resolverTimeoutS: number
-  /** Idle upstream connections kept per worker and upstream (upstream style only). */
-  keepalive: number
-  connectTimeoutS: number
-  readTimeoutS: number
   /** Catalog mode: a fixed port for every service (resolver style, any nginx); null reads SRV ports (upstream style). */
   catalogPort: number | null
   /** A whole nginx.conf instead of an http-context file for conf.d/. */
@@ -103,11 +92,15 @@ export function wrapFullConfig(httpBody: string, extras: FullConfigExtras = {}):
  * mode checks this before it asks Consul). Unknown version: allowed; the output's header names the requirement.
  */
 export function assertNginxSupports(opts: Pick<RenderOptions, 'mode' | 'catalogPort' | 'nginxVersion'>): void {
-  const needsResolve = opts.mode === 'upstream' || (opts.mode === 'catalog' && opts.catalogPort === null)
-  if (needsResolve && opts.nginxVersion && !supportsUpstreamResolve(opts.nginxVersion)) {
+  if (needsUpstreamResolve(opts) && opts.nginxVersion && !supportsUpstreamResolve(opts.nginxVersion)) {
     const v = UPSTREAM_RESOLVE_SINCE
     throw new NginxError('CLB_NGINX_VERSION_TOO_OLD', `nginx ${opts.nginxVersion.text} cannot re-resolve upstream servers ("server … resolve" needs nginx >= ${v.major}.${v.minor}.${v.patch} or nginx Plus); use --mode resolver with fixed ports${opts.mode === 'catalog' ? ' (--catalog-port)' : ''}, or a newer nginx`)
   }
+}
+
+/** The upstream mode, and the catalog mode without a fixed port, write `server … resolve` (nginx >= 1.27.3). */
+export function needsUpstreamResolve(opts: Pick<RenderOptions, 'mode' | 'catalogPort'>): boolean {
+  return opts.mode === 'upstream' || (opts.mode === 'catalog' && opts.catalogPort === null)
 }
 
 function routesFor(opts: RenderOptions, services: readonly string[] | undefined): { routes: Route[]; style: Style } {
@@ -130,7 +123,7 @@ function routesFor(opts: RenderOptions, services: readonly string[] | undefined)
 function header(opts: RenderOptions, style: Style): string[] {
   const lines = [
     `# Written by consul-lb nginx (mode ${opts.mode}${opts.mode === 'catalog' ? `, ${style} style` : ''}). Do not edit: re-run consul-lb nginx.`,
-    `# Consul DNS ${opts.dns.map((d) => d.label).join(', ')}, domain ${opts.domain}.`,
+    `# Consul DNS ${opts.dns.map(dnsServerText).join(', ')}, domain ${opts.domain}.`,
     '#',
     '# nginx sends no EDNS, so by default Consul answers it with at most 3 addresses and no TC bit: nginx reaches',
     '# every instance only when the Consul agent has dns_config { enable_truncate = true } (nginx then retries over TCP).',
@@ -153,7 +146,7 @@ function header(opts: RenderOptions, style: Style): string[] {
 function httpLevel(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
   const lines = [
     `# Answers are cached ${opts.resolverValidS}s (Consul's TTL is 0: nginx would otherwise ask again every second).`,
-    `resolver ${opts.dns.map((d) => d.label).join(' ')} valid=${opts.resolverValidS}s ipv6=off;`,
+    `resolver ${opts.dns.map(dnsServerText).join(' ')} valid=${opts.resolverValidS}s ipv6=off;`,
     `# nginx's default of 30s would make a request hang that long before its 502 while Consul is down.`,
     `resolver_timeout ${opts.resolverTimeoutS}s;`,
     '',
@@ -170,6 +163,14 @@ function httpLevel(opts: RenderOptions, routes: readonly Route[], style: Style):
   }
   if (style === 'upstream') lines.push(...upstreams(opts, routes))
   return lines
+}
+
+/**
+ * A DNS server as nginx's `resolver` reads it, built from the validated host and port: `label` is free text an
+ * embedding caller may set to anything, so it never reaches the file.
+ */
+function dnsServerText(d: DnsServer): string {
+  return d.host.includes(':') ? `[${d.host}]:${d.port}` : `${d.host}:${d.port}`
 }
 
 function upstreamName(r: Route): string {
@@ -234,12 +235,20 @@ function dedupePaths(routes: Route[]): Route[] {
 function servers(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
   const groups = groupByHost(routes)
   const hasHostServers = groups.some((g) => g.host !== null)
+  // Without a host-less route nginx would make the first host's server the default for the port, and send every
+  // other Host to that host's service; consul-lb serve answers 404 there, so the emitted config does too.
+  if (!groups.some((g) => g.host === null)) groups.push({ host: null, routes: [] })
   const lines: string[] = []
   for (const g of groups) {
     const isCatchAll = g.host === null
     lines.push(isCatchAll ? '# Requests for any other host.' : `# Host ${g.host}.`)
     lines.push('server {', `${INDENT}listen ${opts.listen}${isCatchAll && hasHostServers ? ' default_server' : ''};`, `${INDENT}server_name ${g.host ?? '_'};`, '')
     for (const r of g.routes) lines.push(...locations(opts, r, style))
+    if (!g.routes.some((r) => r.pathPrefix === '/')) {
+      // Without it, a path no route covers falls to nginx's implicit static-file location (its welcome page, or any
+      // file under the prefix's html/ folder); consul-lb serve answers 404.
+      lines.push(`${INDENT}# No route covers other paths.`, `${INDENT}location / {`, `${INDENT}${INDENT}return 404;`, `${INDENT}}`, '')
+    }
     if (opts.mode === 'catalog') {
       lines.push(
         `${INDENT}# nginx's own counters, for the local host only.`,

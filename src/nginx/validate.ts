@@ -36,12 +36,34 @@ export function assertRouteSafe(route: Route): void {
   if (route.port !== null && !isPort(route.port)) unsafe('port', route.port, origin)
 }
 
-export function assertSettingsSafe(s: { domain: string; dns: readonly DnsServer[]; listen: string }): void {
+/** The render settings that are written into the text as they are (checked by assertSettingsSafe). */
+export interface EmittedSettings {
+  dns: readonly DnsServer[]
+  domain: string
+  /** nginx's `listen` argument: `8080`, `127.0.0.1:8080`, `[::1]:8080`. */
+  listen: string
+  /** `resolver … valid=`: how long nginx caches an answer (Consul answers with TTL 0 by default). */
+  resolverValidS: number
+  /** nginx's default is 30 s: a request would hang that long before its 502 while Consul DNS is down. */
+  resolverTimeoutS: number
+  /** Idle upstream connections kept per worker and upstream (upstream style only). */
+  keepalive: number
+  connectTimeoutS: number
+  readTimeoutS: number
+}
+
+/** Throws CLB_NGINX_UNSAFE_NAME unless every setting written into the text is safe (the numbers too: an embedding
+ * caller without TypeScript could hand over a string such as `16; evil`). */
+export function assertSettingsSafe(s: EmittedSettings): void {
   if (!isDomain(s.domain)) unsafe('domain', s.domain, 'settings')
   for (const d of s.dns) {
-    if (!DNS_SERVER_HOST.test(d.host) || !isPort(d.port)) unsafe('DNS server', d.label, 'settings')
+    if (typeof d.host !== 'string' || !DNS_SERVER_HOST.test(d.host) || !isPort(d.port)) unsafe('DNS server', `${d.host}:${d.port}`, 'settings')
   }
   if (!isNginxListen(s.listen)) unsafe('listen address', s.listen, 'settings')
+  for (const key of ['resolverValidS', 'resolverTimeoutS', 'keepalive', 'connectTimeoutS', 'readTimeoutS'] as const) {
+    const n = s[key]
+    if (!Number.isInteger(n) || n < 1) unsafe(`${key} (a whole number >= 1)`, n, 'settings')
+  }
 }
 
 /**

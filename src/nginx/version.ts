@@ -16,9 +16,12 @@ export interface NginxVersion {
  */
 export const UPSTREAM_RESOLVE_SINCE = { major: 1, minor: 27, patch: 3 } as const
 
-/** Reads `nginx version: nginx/1.22.1`, `nginx/1.30.6 (Debian)`, `nginx/1.25.3 (nginx-plus-r31)` or a bare `1.27.3`. */
+/**
+ * Reads `nginx version: nginx/1.22.1`, `nginx/1.30.6 (Debian)`, `nginx/1.25.3 (nginx-plus-r31)`, OpenResty's
+ * `openresty/1.21.4.1` (its first three numbers are the nginx it is built on) or a bare `1.27.3`.
+ */
 export function parseNginxVersion(text: string): NginxVersion {
-  const m = /(?:^|nginx\/)(\d+)\.(\d+)\.(\d+)/.exec(text.trim())
+  const m = /(?:^|nginx\/|openresty\/)(\d+)\.(\d+)\.(\d+)/.exec(text.trim())
   if (!m) throw new NginxError('CLB_NGINX_VERSION_UNKNOWN', `cannot read an nginx version from ${JSON.stringify(text.trim().slice(0, 200))} (expected e.g. 1.27.3)`)
   return { major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]), plus: /nginx-plus/i.test(text), text: `${m[1]}.${m[2]}.${m[3]}` }
 }

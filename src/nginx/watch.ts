@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { readFile } from 'node:fs/promises'
+import { Backoff } from '../backoff.js'
 import type { ConsulClient } from '../consul/client.js'
 import type { ConsulLbError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -21,7 +22,7 @@ export interface CatalogWatcherOptions {
   debounceMs: number
   /** Blocking-query wait; Consul caps it at 10 minutes. */
   waitS?: number
-  /** Reconnect backoff after a failed query: doubles from initialBackoffMs up to maxBackoffMs. */
+  /** Back-off after a failed query or reload: doubles from initialBackoffMs up to maxBackoffMs, with jitter. */
   initialBackoffMs?: number
   maxBackoffMs?: number
   log: Logger
@@ -51,6 +52,8 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
   private loop: Promise<void> | null = null
   /** The service set of the file on disk, and the last set we tried (written or refused), so neither repeats. */
   private lastAttemptKey: string | null = null
+  /** A file was written that nginx has not been reloaded with yet (the reload failed): retried until it succeeds. */
+  private reloadPending = false
   writes = 0
   reloads = 0
 
@@ -77,7 +80,8 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
 
   private async run(): Promise<void> {
     let index: string | undefined
-    let failures = 0
+    // Jittered: every nginx host's watcher reconnects when Consul comes back, and should not all ask at once.
+    const backoff = new Backoff(this.opts.initialBackoffMs, this.opts.maxBackoffMs)
     while (!this.closed) {
       try {
         const askedAt = Date.now()
@@ -91,15 +95,16 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
           // A change: let a burst of registrations settle, then act on the newest state only.
           await this.sleep(this.opts.debounceMs)
           if (this.closed) return
-          result = await this.opts.client.catalogServices()
+          const settled = await this.untilClosed(this.opts.client.catalogServices())
+          if (settled === null) return
+          result = settled
         }
         // Consul documents that an index may go backwards (snapshot restore, leader change): start over then.
         index = index !== undefined && BigInt(result.index) < BigInt(index) ? undefined : result.index
-        failures = 0
         await this.apply(result.value)
+        backoff.reset()
       } catch (err) {
-        failures++
-        const delay = Math.min(this.opts.maxBackoffMs, this.opts.initialBackoffMs * 2 ** Math.min(failures - 1, 16))
+        const delay = backoff.next()
         this.opts.log.warn({ err, code: (err as { code?: string }).code, retryInMs: delay }, 'catalog watch failed; retrying')
         this.emitEvent({ type: 'error', error: err })
         index = undefined
@@ -113,26 +118,45 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
     for (const r of sel.rejected) this.opts.log.error({ code: 'CLB_NGINX_UNSAFE_NAME', service: r.name }, `Consul service name not written to the nginx config: ${r.reason}`)
     this.emitEvent({ type: 'polled', services: sel.services, rejected: sel.rejected.map((r) => r.name) })
     const key = sel.services.join(',')
-    if (key === this.lastAttemptKey) return
-    this.lastAttemptKey = key
     const log = this.opts.log.child({ services: sel.services.length })
+    if (key !== this.lastAttemptKey) {
+      this.lastAttemptKey = key
+      await this.writeFor(sel.services, log)
+    }
+    if (this.opts.reload && this.reloadPending) {
+      try {
+        await this.opts.reload()
+      } catch (err) {
+        // The file is written but nginx still runs the previous config: throwing makes the loop back off and come
+        // back here (the set is unchanged then, so only the reload is retried) until nginx takes it.
+        log.error({ code: (err as { code?: string }).code, err }, 'nginx reload failed; retrying')
+        throw err
+      }
+      this.reloadPending = false
+      this.reloads++
+      this.emitEvent({ type: 'reloaded', services: sel.services })
+    }
+  }
+
+  /** Renders, checks and writes the file for a new set (not when refused, or when the file already holds it). */
+  private async writeFor(services: string[], log: Logger): Promise<void> {
     let text: string
     try {
-      text = this.opts.render(sel.services)
+      text = this.opts.render(services)
       if (this.opts.check) {
-        const res = await this.opts.check(sel.services)
+        const res = await this.opts.check(services)
         if (!res.ok) throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the new config; keeping the last good one: ${res.output}`)
       }
     } catch (err) {
       if (!(err instanceof NginxError)) throw err
       log.error({ code: err.code, err }, 'new catalog config refused; keeping the last good file')
-      this.emitEvent({ type: 'rejected', services: sel.services, error: err })
+      this.emitEvent({ type: 'rejected', services, error: err })
       return
     }
     try {
       if ((await readIfExists(this.opts.outPath)) === text) {
         log.info({ out: this.opts.outPath }, 'nginx config already up to date')
-        this.emitEvent({ type: 'unchanged', services: sel.services })
+        this.emitEvent({ type: 'unchanged', services })
         return
       }
       await writeFileAtomically(this.opts.outPath, text)
@@ -141,20 +165,9 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
       throw err
     }
     this.writes++
-    log.info({ out: this.opts.outPath, serviceNames: sel.services }, 'nginx config rewritten: the set of services changed')
-    this.emitEvent({ type: 'written', services: sel.services })
-    if (this.opts.reload) {
-      try {
-        await this.opts.reload()
-      } catch (err) {
-        // The file is written; nginx still runs the previous config. Retried on the next change of the set.
-        log.error({ code: (err as { code?: string }).code, err }, 'nginx reload failed')
-        this.emitEvent({ type: 'error', error: err })
-        return
-      }
-      this.reloads++
-      this.emitEvent({ type: 'reloaded', services: sel.services })
-    }
+    this.reloadPending = true
+    log.info({ out: this.opts.outPath, serviceNames: services }, 'nginx config rewritten: the set of services changed')
+    this.emitEvent({ type: 'written', services })
   }
 
   private untilClosed<T>(p: Promise<T>): Promise<T | null> {

@@ -11,6 +11,8 @@ export interface ExchangeHost {
   readonly maxInflightPerInstance: number
   readonly retries: number
   readonly retryAfterS: number
+  /** Shutting down: pools are being destroyed, so nothing is retried. */
+  readonly isClosing: boolean
   recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void
   recordSuccess(u: Upstream): void
   /** Whether one more retry fits the retry budget (retries in flight vs requests in flight). */
@@ -22,7 +24,8 @@ export interface ExchangeHost {
 }
 
 /** Errors that mean "this instance did not take the request (well)": counted against it. */
-const INSTANCE_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_HEADERS_TIMEOUT'])
+// (UND_ERR_CLOSED / UND_ERR_DESTROYED are not here: they mean we closed the pool, while shutting down.)
+const INSTANCE_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT'])
 /** Failures before a connection existed: the request cannot have reached the instance, whatever its method. */
 const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
 /** RFC 9110 §9.2.2: methods whose repetition has the effect of one request. */
@@ -202,7 +205,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
    * attempt count and the retry budget.
    */
   private isRetryable(code: string): boolean {
-    if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries) return false
+    if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries || this.host.isClosing) return false
     const b = this.body
     if (b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started)) return false
     if (!CONNECT_FAILURES.has(code) && !IDEMPOTENT.has(this.req.method!) && (b !== null || code === 'UND_ERR_HEADERS_TIMEOUT')) return false

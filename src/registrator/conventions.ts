@@ -99,6 +99,8 @@ const KNOWN_KEYS = new Set([
   'check_http', 'check_https', 'check_tcp', 'check_ttl', 'check_interval', 'check_timeout', 'check_http_method',
   'check_initial_status', 'check_deregister_after',
 ])
+/** Keys that only make sense for the whole container (they choose its address). */
+const CONTAINER_WIDE_KEYS = ['network', 'internal', 'ip'] as const
 /** Script checks run commands on the Consul agent's host; registrator's docker-exec form needs Consul's script
  * checks enabled, which is a remote-execution hole. Reported, not registered. */
 const UNSUPPORTED_KEYS = new Set(['check_cmd', 'check_script', 'check_docker'])
@@ -137,6 +139,12 @@ export function serviceSettings(conv: ContainerConventions, port: number, warnin
     // registrator ignored on any non-empty value; an explicit "false" now means false.
     ignore = !FALSE_WORDS.includes(v)
     if (!TRUE_WORDS.includes(v) && !FALSE_WORDS.includes(v)) warn(ignoreAttr, 'expected true or false; treated as true (registrator ignored on any value)')
+  }
+
+  // The address is chosen per container (addressSettings): a per-port form would otherwise be dropped without a word.
+  for (const key of CONTAINER_WIDE_KEYS) {
+    const a = conv.ports.get(port)?.get(key)
+    if (a) warn(a, `the address is chosen per container: use SERVICE_${key.toUpperCase()}; ignored`)
   }
 
   const meta: Record<string, string> = {}

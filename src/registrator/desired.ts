@@ -79,6 +79,11 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
   } else {
     candidates = publishedPorts(c).map((p) => ({ ...p, hostIp: addr.ip ?? opts.ip ?? p.hostIp }))
   }
+  if (addr.network !== undefined && (hostNet || !internal)) {
+    // Only a container IP belongs to a Docker network; a published port or the host's network has none to choose.
+    const a = conv.base.get('network')!
+    warnings.push(conventionWarning(a.field, a.value, `applies only in internal mode (--internal or SERVICE_INTERNAL=true); the ${hostNet ? "host's" : 'published'} address is registered`))
+  }
   for (const port of conv.ports.keys()) {
     if (!hostNet && !candidates.some((p) => p.port === port)) {
       const first = conv.ports.get(port)!.values().next().value!
@@ -103,7 +108,11 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
       warnings.push(conventionWarning(`SERVICE_${cand.port}_ID`, id, 'service ID already used by another port of this container; port skipped'))
       continue
     }
-    const svcName = s.name ?? (isGroup ? `${defaultName(c)}-${cand.port}` : defaultName(c))
+    // registrator's rule: with several ports, a name that is not the port's own (SERVICE_NAME, or the image's) gets
+    // `-<port>`, so each port stays its own service (SERVICE_NAME=db on 6379 and 6380: db-6379, db-6380).
+    const isPortName = !!conv.ports.get(cand.port)?.get('name')?.value.trim()
+    const baseName = s.name ?? defaultName(c)
+    const svcName = isGroup && !isPortName ? `${baseName}-${cand.port}` : baseName
     const tags = [...s.tags]
     for (const t of [...opts.tags, ...(udp ? ['udp'] : [])]) if (!tags.includes(t)) tags.push(t)
     const meta: Record<string, string> = {}

@@ -76,12 +76,13 @@ export class DockerClient {
 
   private async call<T>(method: 'GET' | 'POST', path: string, allow404 = false): Promise<T | null> {
     let res: Dispatcher.ResponseData
+    let text: string
     try {
       res = await request(`${this.origin}${path}`, { method, dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+      text = await res.body.text()
     } catch (err) {
       throw transportError(this.url, `${method} ${path}`, err, this.timeoutMs)
     }
-    const text = await res.body.text()
     if (res.statusCode === 404 && allow404) return null
     if (res.statusCode >= 300) throw new DockerError('CLB_DOCKER_HTTP', `Docker ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
     try {
@@ -133,9 +134,12 @@ export class DockerClient {
     }
     opts.onOpen()
     let buf = ''
+    // A streaming decoder: a multi-byte character (a label value, a container name) split across two chunks must not
+    // turn into two replacement characters.
+    const decoder = new TextDecoder('utf-8')
     try {
       for await (const chunk of res.body) {
-        buf += (chunk as Buffer).toString('utf8')
+        buf += decoder.decode(chunk as Buffer, { stream: true })
         let nl: number
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl).trim()

@@ -1,5 +1,5 @@
 import type { Logger } from '../log.js'
-import { Backoff, delay } from './backoff.js'
+import { Backoff, delay } from '../backoff.js'
 import type { DockerClient, DockerEvent } from './docker.js'
 import { DockerError } from './errors.js'
 

@@ -1,10 +1,11 @@
+import { constants as osConstants } from 'node:os'
 import { Registry } from 'prom-client'
 import type { RegistratorConfig } from '../config/registrator.js'
 import { ConsulClient, type AgentService } from '../consul/client.js'
 import { ConsulLbError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { Backoff, delay } from './backoff.js'
-import { META_CONTAINER, desiredForContainer, healthCheckId, healthFromDocker, type ContainerDesired, type DesiredOptions, type HealthStatus } from './desired.js'
+import { Backoff, delay } from '../backoff.js'
+import { META_CONTAINER, desiredForContainer, healthCheckId, healthFromDocker, type ContainerDesired, type DesiredOptions, type DesiredService, type HealthStatus } from './desired.js'
 import { DockerClient, type ContainerInspect, type ContainerSummary, type DockerEvent } from './docker.js'
 import { RegistratorError } from './errors.js'
 import { DockerEventWatcher } from './events.js'
@@ -46,7 +47,20 @@ const DRAIN_STALE_MS = 5 * 60_000
 const INSPECT_CONCURRENCY = 8
 const MAX_RECENT_ERRORS = 20
 
-interface ContainerView extends ContainerDesired { paused: boolean }
+interface ContainerView extends ContainerDesired {
+  paused: boolean
+  /** The container's STOPSIGNAL as a number (what Docker's kill event reports), when it sets one. */
+  stopSignal: number | null
+}
+
+/** `SIGWINCH`, `WINCH` or `28` → 28; null for what this platform does not know (SIGRTMIN+3 and the like). */
+function signalNumber(text: string | undefined): number | null {
+  if (!text) return null
+  const t = text.trim().toUpperCase()
+  if (/^\d+$/.test(t)) return Number(t)
+  const n = (osConstants.signals as Record<string, number | undefined>)[t.startsWith('SIG') ? t : `SIG${t}`]
+  return n ?? null
+}
 
 /**
  * Docker containers → Consul services on this host's agent. One serial queue runs every change (full syncs and
@@ -67,6 +81,9 @@ export class Registrator {
   private readonly tickMs: number
   private readonly retryBackoff: Backoff
   private queue: Promise<unknown> = Promise.resolve()
+  /** Operations waiting in the queue (not the running one); shown in /status. */
+  private queued = 0
+  private fullSyncWaiting = false
   private containers = new Map<string, ContainerView>()
   private owned = new Map<string, string>() // service ID → container ID
   /** Containers that got a terminating signal → when; their instances stay in maintenance until they die. */
@@ -128,6 +145,8 @@ export class Registrator {
   async start(): Promise<void> {
     if (this.closed) throw new RegistratorError('CLB_REG_CLOSED', 'registrator was closed')
     if (this.cfg.retryAttempts >= 0) await this.waitForConsul()
+    // close() may have run while start() waited for Consul: starting the timer and the stream now would outlive it.
+    if (this.closed) throw new RegistratorError('CLB_REG_CLOSED', 'registrator was closed while starting')
     this.tickTimer = setInterval(() => this.onTick(), this.tickMs)
     this.tickTimer.unref()
     this.watcher.start()
@@ -191,6 +210,7 @@ export class Registrator {
       registrationsOwned: this.owned.size,
       owned: [...this.owned.keys()].sort(),
       lastSync: this.lastSync,
+      queuedOperations: this.queued,
       errors: [...this.recentErrors],
     }
   }
@@ -198,7 +218,9 @@ export class Registrator {
   // ---- queue and failure handling ----
 
   private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    this.queued++
     const run = this.queue.then(() => {
+      this.queued--
       if (this.closed) throw new RegistratorError('CLB_REG_CLOSED', 'registrator was closed')
       return fn()
     })
@@ -207,8 +229,15 @@ export class Registrator {
     return run
   }
 
+  /**
+   * Queues a full sync unless one is already waiting: that one will read Docker and Consul when it starts, so a
+   * second adds nothing. Without this, ticks that come faster than a slow Consul answers would pile syncs up without
+   * bound, and a drain (kill event) would wait behind all of them.
+   */
   private runSync(reason: SyncReason): void {
-    this.enqueue(() => this.fullSync(reason)).catch((err: unknown) => this.failed(`${reason} sync`, err))
+    if (this.fullSyncWaiting) return
+    this.fullSyncWaiting = true
+    this.enqueue(() => { this.fullSyncWaiting = false; return this.fullSync(reason) }).catch((err: unknown) => this.failed(`${reason} sync`, err))
   }
 
   private failed(what: string, err: unknown): void {
@@ -272,7 +301,10 @@ export class Registrator {
       this.owned = new Map([...ownedServices(agent, this.cfg.hostId).values()].map((o) => [o.id, o.containerId]))
       let failures = await this.apply(plan)
       this.containers = new Map(views.map((v) => [v.containerId, v]))
+      // Containers that went away while the event stream was down never send their die/destroy: forget them here.
       for (const id of this.warned.keys()) if (!this.containers.has(id)) this.warned.delete(id)
+      for (const id of this.draining.keys()) if (!this.containers.has(id)) this.draining.delete(id)
+      for (const id of this.conflictsWarned) if (!plan.conflicts.includes(id)) this.conflictsWarned.delete(id)
       failures += await this.settleMaintenance(views, retained)
       failures += await this.refreshHealth(views)
       if (failures > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `${failures} Consul operation(s) failed during the ${reason} sync`)
@@ -330,7 +362,7 @@ export class Registrator {
       this.metrics.warnings.inc()
       this.log.warn({ code: w.code, container: d.containerName, containerId: c.Id.slice(0, 12), field: w.field, value: w.value }, w.message)
     }
-    return { ...d, paused: c.State.Paused }
+    return { ...d, paused: c.State.Paused, stopSignal: signalNumber(c.Config.StopSignal) }
   }
 
   /** Under --deregister=on-success, containers that exited non-zero (or are restarting) keep their registrations. */
@@ -406,7 +438,7 @@ export class Registrator {
       const since = this.draining.get(v.containerId)
       if (since !== undefined && now - since > DRAIN_STALE_MS) this.draining.delete(v.containerId)
       const reason = v.paused ? 'container paused' : this.draining.has(v.containerId) ? 'container is stopping' : null
-      for (const s of v.services) {
+      for (const s of this.ownedOf(v)) {
         const id = s.registration.ID
         if (reason && !ours.has(id)) failures += (await this.maintenance(id, true, reason)) ? 0 : 1
         else if (!reason && ours.get(id) === true) failures += (await this.maintenance(id, false, '')) ? 0 : 1
@@ -418,6 +450,14 @@ export class Registrator {
     return failures
   }
 
+  /**
+   * The desired services of a container that this registrator did register. A desired ID that a registration made by
+   * hand (or by another host) already holds is a conflict: its maintenance and checks are not ours to set.
+   */
+  private ownedOf(v: ContainerDesired): DesiredService[] {
+    return v.services.filter((s) => this.owned.has(s.registration.ID))
+  }
+
   private maintenance(serviceId: string, enable: boolean, reason: string): Promise<boolean> {
     return this.consulOp(enable ? 'maintenance_on' : 'maintenance_off', () => this.consul.setServiceMaintenance(serviceId, enable, `${MAINT_PREFIX}${reason}`), { id: serviceId, ...(enable ? { reason } : {}) })
   }
@@ -427,7 +467,7 @@ export class Registrator {
     for (const v of views) {
       const health = status ?? v.health
       if (health === null) continue
-      for (const s of v.services) {
+      for (const s of this.ownedOf(v)) {
         const ok = await this.consulOp('ttl', () => this.consul.updateTtlCheck(healthCheckId(s.registration.ID), health, output ?? `Docker HEALTHCHECK: ${health === 'passing' ? 'healthy' : 'not healthy'}`), { id: s.registration.ID, status: health })
         if (!ok) failures++
       }
@@ -467,13 +507,17 @@ export class Registrator {
       case 'pause':
         await this.setContainerMaintenance(id, true, 'container paused')
         return
-      case 'kill':
+      case 'kill': {
         // Docker emits kill when it sends the signal, before the process exits: the moment to drain, so proxies stop
-        // sending new requests while in-flight ones finish.
-        if (!TERMINATING_SIGNALS.has(attrs.signal ?? '')) return
+        // sending new requests while in-flight ones finish. `docker stop` sends the image's STOPSIGNAL, which need not
+        // be TERM (httpd's is WINCH, a graceful stop): that signal drains too.
+        const signal = attrs.signal ?? ''
+        const stopSignal = this.containers.get(id)?.stopSignal ?? null
+        if (!TERMINATING_SIGNALS.has(signal) && !(stopSignal !== null && signal === String(stopSignal))) return
         this.draining.set(id, Date.now())
-        await this.setContainerMaintenance(id, true, `container is stopping (signal ${attrs.signal})`)
+        await this.setContainerMaintenance(id, true, `container is stopping (signal ${signal})`)
         return
+      }
       case 'stop':
         // Comes after die: nothing left to drain. A stop of a container that did not exit is caught by the next kill.
         return

@@ -193,3 +193,15 @@ export function dnsOf(dnsAddr: string): DnsServer {
   const [host, port] = dnsAddr.split(':')
   return { host: host!, port: Number(port), label: dnsAddr }
 }
+
+/** Opens a WebSocket through nginx, sends `hello` and resolves the first message back (the backend's `<id>:hello`). */
+export async function wsEcho(t: Teardown, port: number, path: string): Promise<string> {
+  const { default: WebSocket } = await import('ws')
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`)
+  t.teardown(() => ws.terminate())
+  return await new Promise<string>((resolve, reject) => {
+    ws.once('open', () => ws.send('hello'))
+    ws.once('message', (d) => { resolve(String(d)); ws.close() })
+    ws.once('error', reject)
+  })
+}
