@@ -250,3 +250,14 @@ t.test('a reset before any response byte: GET and body-less POST retry on anothe
   t.ok(failed > 0, `POSTs with a body that hit the resetting instance failed (${failed})`)
   t.equal(failed, resets - before, 'each such POST reached the resetting instance exactly once: never replayed')
 })
+
+t.test("SRV weights from Consul's Weights.Passing are honoured", async (t) => {
+  const heavy = await startBackend('w-heavy', '127.0.0.1', 0, t)
+  const light = await startBackend('w-light', '127.0.0.1', 0, t)
+  await consul.register({ ID: heavy.id, Name: 'weighted', Address: heavy.host, Port: heavy.port, Weights: { Passing: 3, Warning: 1 } })
+  await consul.register({ ID: light.id, Name: 'weighted', Address: light.host, Port: light.port, Weights: { Passing: 1, Warning: 1 } })
+  const p = await startTestProxy(t, consul, {})
+  const { counts, failures } = await countBackends(p.port, 400, { host: 'weighted.service.consul' })
+  t.equal(failures, 0)
+  t.same(counts, { 'w-heavy': 300, 'w-light': 100 }, `3:1 split (${JSON.stringify(counts)})`)
+})
