@@ -28,6 +28,11 @@ export interface Contender {
 
 export interface ContenderSpec { id: string; label: string; start(stack: Stack): Promise<Contender> }
 
+/** A contender listening on a free loopback port: `start` receives the stack and that port. */
+function onFreePort(id: string, label: string, start: (s: Stack, port: number) => Promise<Contender>): ContenderSpec {
+  return { id, label, start: async (s) => start(s, await freePort()) }
+}
+
 /** The proxy_pass block every nginx contender shares (what `consul-lb nginx` writes, minus the address). */
 const PROXY_HEADERS = [
   'proxy_http_version 1.1;',
@@ -52,83 +57,67 @@ function direct(): ContenderSpec {
 function consulLb(workers: number, variant?: { id: string; cli: string }): ContenderSpec {
   const id = variant ? `consul-lb-${variant.id}` : workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
   const label = variant ? `consul-lb ${variant.id} (1 worker)` : workers === 1 ? 'consul-lb (1 worker)' : `consul-lb (--workers ${workers})`
-  return {
-    id, label,
-    start: async (s) => {
-      const port = await freePort()
-      const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
-      if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
-      // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
-      const d = spawnTracked(process.execPath, [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--dns', s.consul.dnsAddr,
-        '--route', `/=${SERVICE}`, '--workers', String(workers), '--log-level', 'warn'])
-      const url = `http://127.0.0.1:${port}`
-      await waitServing(url, d, label)
-      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc, 12_000) }
-    },
-  }
+  return onFreePort(id, label, async (s, port) => {
+    const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
+    if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
+    // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
+    const d = spawnTracked(process.execPath, [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--dns', s.consul.dnsAddr,
+      '--route', `/=${SERVICE}`, '--workers', String(workers), '--log-level', 'warn'])
+    const url = `http://127.0.0.1:${port}`
+    await waitServing(url, d, label)
+    return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc, 12_000) }
+  })
 }
 
 /** bench/minimal-proxy.ts: the plain node:http + undici dispatch pattern, the floor of what consul-lb builds on. */
 function nodeMinimal(): ContenderSpec {
   const id = 'node-minimal'
   const label = 'minimal node:http + undici proxy (static)'
-  return {
-    id, label,
-    start: async (s) => {
-      const port = await freePort()
-      const d = spawnTracked(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'minimal-proxy.ts'), '--listen', `127.0.0.1:${port}`,
-        '--upstreams', s.backends.map((b) => `${b.host}:${b.port}`).join(',')])
-      const url = `http://127.0.0.1:${port}`
-      await waitServing(url, d, label)
-      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
-    },
-  }
+  return onFreePort(id, label, async (s, port) => {
+    const d = spawnTracked(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'minimal-proxy.ts'), '--listen', `127.0.0.1:${port}`,
+      '--upstreams', s.backends.map((b) => `${b.host}:${b.port}`).join(',')])
+    const url = `http://127.0.0.1:${port}`
+    await waitServing(url, d, label)
+    return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
+  })
 }
 
 function nginxUpstream(workers: number): ContenderSpec {
   const id = workers === 1 ? 'nginx-upstream' : `nginx-upstream-w${workers}`
   const label = workers === 1 ? 'nginx upstream+keepalive' : `nginx upstream+keepalive (${workers} workers)`
-  return {
-    id, label,
-    start: async (s) => {
-      const port = await freePort()
-      // What consul-template renders: the instances written into a static upstream, connections kept alive.
-      const body = [
-        ...NGINX_KEEPALIVE,
-        `upstream ${SERVICE}_static {`,
-        ...s.backends.map((b) => `    server ${b.host}:${b.port};`),
-        '    keepalive 64;',
-        '}',
-        'server {',
-        `    listen 127.0.0.1:${port};`,
-        '    server_name _;',
-        '    location / {',
-        `        proxy_pass http://${SERVICE}_static;`,
-        ...PROXY_HEADERS.map((l) => `        ${l}`),
-        '    }',
-        '}',
-      ].join('\n') + '\n'
-      return await nginxContender(s, id, label, body, port, workers)
-    },
-  }
+  return onFreePort(id, label, async (s, port) => {
+    // What consul-template renders: the instances written into a static upstream, connections kept alive.
+    const body = [
+      ...NGINX_KEEPALIVE,
+      `upstream ${SERVICE}_static {`,
+      ...s.backends.map((b) => `    server ${b.host}:${b.port};`),
+      '    keepalive 64;',
+      '}',
+      'server {',
+      `    listen 127.0.0.1:${port};`,
+      '    server_name _;',
+      '    location / {',
+      `        proxy_pass http://${SERVICE}_static;`,
+      ...PROXY_HEADERS.map((l) => `        ${l}`),
+      '    }',
+      '}',
+    ].join('\n') + '\n'
+    return await nginxContender(s, id, label, body, port, workers)
+  })
 }
 
 function nginxResolver(): ContenderSpec {
   const id = 'nginx-resolver'
   const label = 'nginx resolver mode (our emitter)'
-  return {
-    id, label,
-    start: async (s) => {
-      const port = await freePort()
-      const site = renderNginxHttp({
-        mode: 'resolver', routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)], dns: [dnsOf(s.consul.dnsAddr)], domain: 'consul',
-        listen: `127.0.0.1:${port}`, resolverValidS: 5, resolverTimeoutS: 3, keepalive: 16, connectTimeoutS: 2, readTimeoutS: 60,
-        catalogPort: null, full: false, nginxVersion: null,
-      })
-      const body = [...NGINX_KEEPALIVE, site].join('\n')
-      return await nginxContender(s, id, label, body, port, 1)
-    },
-  }
+  return onFreePort(id, label, async (s, port) => {
+    const site = renderNginxHttp({
+      mode: 'resolver', routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)], dns: [dnsOf(s.consul.dnsAddr)], domain: 'consul',
+      listen: `127.0.0.1:${port}`, resolverValidS: 5, resolverTimeoutS: 3, keepalive: 16, connectTimeoutS: 2, readTimeoutS: 60,
+      catalogPort: null, full: false, nginxVersion: null,
+    })
+    const body = [...NGINX_KEEPALIVE, site].join('\n')
+    return await nginxContender(s, id, label, body, port, 1)
+  })
 }
 
 async function nginxContender(s: Stack, id: string, label: string, body: string, port: number, workers: number): Promise<Contender> {
@@ -162,52 +151,48 @@ export function haproxyBinary(): string | null {
 function haproxy(bin: string, threads: number): ContenderSpec {
   const id = 'haproxy'
   const label = `HAProxy server-template + DNS (${threads} thread${threads === 1 ? '' : 's'})`
-  return {
-    id, label,
-    start: async (s) => {
-      const port = await freePort()
-      const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-haproxy-'))
-      const cfg = [
-        'global',
-        `    nbthread ${threads}`,
-        '    maxconn 4096',
-        'defaults',
-        '    mode http',
-        '    option http-keep-alive',
-        '    option forwardfor',
-        '    http-reuse always',
-        '    timeout connect 2s',
-        '    timeout client 60s',
-        '    timeout server 60s',
-        '    timeout http-keep-alive 75s',
-        // SRV answers for three instances with their A records exceed 512 B.
-        'resolvers consul',
-        `    nameserver consul ${s.consul.dnsAddr}`,
-        '    accepted_payload_size 8192',
-        '    hold valid 1s',
-        '    timeout resolve 1s',
-        '    timeout retry 1s',
-        'frontend fe',
-        `    bind 127.0.0.1:${port}`,
-        '    default_backend be',
-        'backend be',
-        '    balance roundrobin',
-        `    server-template ${SERVICE} 3 _${SERVICE}._tcp.service.consul resolvers consul resolve-prefer ipv4 init-addr none`,
-      ].join('\n') + '\n'
-      writeFileSync(join(dir, 'haproxy.cfg'), cfg)
-      const d = spawnTracked(bin, ['-db', '-f', join(dir, 'haproxy.cfg')])
-      const stop = async (): Promise<void> => { await stopTracked(d.proc); rmSync(dir, { recursive: true, force: true }) }
-      const url = `http://127.0.0.1:${port}`
-      try {
-        await waitListening('127.0.0.1', port, d, label)
-        await waitServing(url, d, label)
-      } catch (err) {
-        await stop()
-        throw err
-      }
-      return { id, label, url, pid: d.proc.pid!, isProxy: true, stop }
-    },
-  }
+  return onFreePort(id, label, async (s, port) => {
+    const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-haproxy-'))
+    const cfg = [
+      'global',
+      `    nbthread ${threads}`,
+      '    maxconn 4096',
+      'defaults',
+      '    mode http',
+      '    option http-keep-alive',
+      '    option forwardfor',
+      '    http-reuse always',
+      '    timeout connect 2s',
+      '    timeout client 60s',
+      '    timeout server 60s',
+      '    timeout http-keep-alive 75s',
+      // SRV answers for three instances with their A records exceed 512 B.
+      'resolvers consul',
+      `    nameserver consul ${s.consul.dnsAddr}`,
+      '    accepted_payload_size 8192',
+      '    hold valid 1s',
+      '    timeout resolve 1s',
+      '    timeout retry 1s',
+      'frontend fe',
+      `    bind 127.0.0.1:${port}`,
+      '    default_backend be',
+      'backend be',
+      '    balance roundrobin',
+      `    server-template ${SERVICE} 3 _${SERVICE}._tcp.service.consul resolvers consul resolve-prefer ipv4 init-addr none`,
+    ].join('\n') + '\n'
+    writeFileSync(join(dir, 'haproxy.cfg'), cfg)
+    const d = spawnTracked(bin, ['-db', '-f', join(dir, 'haproxy.cfg')])
+    const stop = async (): Promise<void> => { await stopTracked(d.proc); rmSync(dir, { recursive: true, force: true }) }
+    const url = `http://127.0.0.1:${port}`
+    try {
+      await waitListening('127.0.0.1', port, d, label)
+      await waitServing(url, d, label)
+    } catch (err) {
+      await stop()
+      throw err
+    }
+    return { id, label, url, pid: d.proc.pid!, isProxy: true, stop }
+  })
 }
 
 /**

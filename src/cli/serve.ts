@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import { Command } from 'commander'
 import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client'
-import { startAdmin, type AdminServer } from '../admin/server.js'
+import { startAdmin, type AdminOptions, type AdminServer } from '../admin/server.js'
 import { COMMON_FIELDS, SERVE_FIELDS, loadServeConfig, type ServeConfig } from '../config/serve.js'
 import { createLogger, type Logger } from '../log.js'
 import { ConsulLbError } from '../errors.js'
@@ -48,16 +48,10 @@ export async function runServe(config: ServeConfig, registratorSources: { flags:
   let registrator: EmbeddedRegistrator | null = null
   let admin: AdminServer | null = null
   try {
-    if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, registry)
-    if (config.admin) {
-      admin = await startAdmin({
-        ...config.admin,
-        log,
-        registry,
-        status: { proxy: () => proxy.status(), ...(registrator ? { registrator: () => registrator!.status() } : {}) },
-        isHealthy: () => !proxy.isClosing,
-      })
-    }
+    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, registry, {
+      status: { proxy: () => proxy.status() },
+      isHealthy: () => !proxy.isClosing,
+    }))
   } catch (err) {
     // A half-started process (proxy up, admin port taken) must not keep serving: stop what started, then fail.
     await registrator?.close()
@@ -140,28 +134,44 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
     clearTimeout(killer)
   }
   try {
-    if (config.registrator) registrator = await startEmbeddedRegistrator(registratorSources, log, primaryRegistry)
-    if (config.admin) {
-      admin = await startAdmin({
-        ...config.admin,
-        log,
-        registry: primaryRegistry,
-        status: registrator ? { registrator: () => registrator!.status() } : {},
-        statusAsync: async () => ({ workers: await ask('status') }),
-        isHealthy: () => !stopping,
-        metricsText: async () => {
-          const perWorker = await ask<unknown>('metrics')
-          const own = await primaryRegistry.getMetricsAsJSON()
-          return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
-        },
-      })
-    }
+    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, primaryRegistry, {
+      status: {},
+      statusAsync: async () => ({ workers: await ask('status') }),
+      isHealthy: () => !stopping,
+      metricsText: async () => {
+        const perWorker = await ask<unknown>('metrics')
+        const own = await primaryRegistry.getMetricsAsJSON()
+        return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
+      },
+    }))
     log.info({ workers: config.workers }, 'cluster primary started')
     await Promise.race([untilSignal(log), failed])
   } finally {
     await stopWorkers()
     await registrator?.close()
     await admin?.close()
+  }
+}
+
+/**
+ * The embedded registrator (with --registrator) and the admin listener (unless --admin off), in that order, so
+ * /status can show the registrator's view next to what `admin` brings (the proxy's, or the workers').
+ */
+async function startSideServices(
+  config: ServeConfig,
+  registratorSources: { flags: Record<string, unknown>; file?: string | undefined },
+  log: Logger,
+  registry: Registry,
+  admin: Omit<AdminOptions, 'host' | 'port' | 'log' | 'registry'>,
+): Promise<{ registrator: EmbeddedRegistrator | null; admin: AdminServer | null }> {
+  const registrator = config.registrator ? await startEmbeddedRegistrator(registratorSources, log, registry) : null
+  if (!config.admin) return { registrator, admin: null }
+  const status = registrator ? { ...admin.status, registrator: () => registrator.status() } : admin.status
+  try {
+    return { registrator, admin: await startAdmin({ ...admin, ...config.admin, log, registry, status }) }
+  } catch (err) {
+    await registrator?.close()
+    throw err
   }
 }
 
