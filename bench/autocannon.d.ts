@@ -11,7 +11,15 @@ declare module 'autocannon' {
     body?: string | Buffer
     headers?: Record<string, string>
   }
-  interface Histogram { average: number; mean: number; p50: number; p90: number; p99: number; max: number; total: number }
+  interface Histogram {
+    average: number
+    mean: number
+    p50: number
+    p90: number
+    p99: number
+    max: number
+    total: number
+  }
   interface AutocannonResult {
     requests: Histogram & { sent: number }
     latency: Histogram

@@ -6,8 +6,8 @@ import { renderNginxHttp } from '../src/nginx/render.js'
 import { parseRoute } from '../src/routes/route.js'
 import { dnsOf } from '../test/helpers/nginx.js'
 import { freePort } from '../test/helpers/ports.js'
-import { sleep, spawnTracked, stopTracked, type Spawned } from './procs.js'
-import { NGINX_KEEPALIVE, ROOT, SERVICE, startNginxDaemon, waitListening, type Stack } from './stack.js'
+import { type Spawned, sleep, spawnTracked, stopTracked } from './procs.js'
+import { NGINX_KEEPALIVE, ROOT, SERVICE, type Stack, startNginxDaemon, waitListening } from './stack.js'
 
 /**
  * The contenders, each a process (tree) listening on 127.0.0.1 in front of the same three backends. Configs are
@@ -26,7 +26,11 @@ export interface Contender {
   stop(): Promise<void>
 }
 
-export interface ContenderSpec { id: string; label: string; start(stack: Stack): Promise<Contender> }
+export interface ContenderSpec {
+  id: string
+  label: string
+  start(stack: Stack): Promise<Contender>
+}
 
 /** A contender listening on a free loopback port: `start` receives the stack and that port. */
 function onFreePort(id: string, label: string, start: (s: Stack, port: number) => Promise<Contender>): ContenderSpec {
@@ -46,23 +50,49 @@ const PROXY_HEADERS = [
 
 function direct(): ContenderSpec {
   return {
-    id: 'direct', label: 'direct (one backend)',
+    id: 'direct',
+    label: 'direct (one backend)',
     start: async (s) => {
       const b = s.backends[0]!
-      return { id: 'direct', label: 'direct (one backend)', url: `http://${b.host}:${b.port}`, pid: null, isProxy: false, stop: async () => {} }
+      return {
+        id: 'direct',
+        label: 'direct (one backend)',
+        url: `http://${b.host}:${b.port}`,
+        pid: null,
+        isProxy: false,
+        stop: async () => {},
+      }
     },
   }
 }
 
 function consulLb(workers: number, variant?: { id: string; cli: string }): ContenderSpec {
   const id = variant ? `consul-lb-${variant.id}` : workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
-  const label = variant ? `consul-lb ${variant.id} (1 worker)` : workers === 1 ? 'consul-lb (1 worker)' : `consul-lb (--workers ${workers})`
+  const label = variant
+    ? `consul-lb ${variant.id} (1 worker)`
+    : workers === 1
+      ? 'consul-lb (1 worker)'
+      : `consul-lb (--workers ${workers})`
   return onFreePort(id, label, async (s, port) => {
     const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
     if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
     // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
-    const d = spawnTracked(process.execPath, [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--dns', s.consul.dnsAddr,
-      '--route', `/=${SERVICE}`, '--workers', String(workers), '--log-level', 'warn'])
+    const d = spawnTracked(process.execPath, [
+      cli,
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      'off',
+      '--dns',
+      s.consul.dnsAddr,
+      '--route',
+      `/=${SERVICE}`,
+      '--workers',
+      String(workers),
+      '--log-level',
+      'warn',
+    ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)
     return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc, 12_000) }
@@ -74,8 +104,15 @@ function nodeMinimal(): ContenderSpec {
   const id = 'node-minimal'
   const label = 'minimal node:http + undici proxy (static)'
   return onFreePort(id, label, async (s, port) => {
-    const d = spawnTracked(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'minimal-proxy.ts'), '--listen', `127.0.0.1:${port}`,
-      '--upstreams', s.backends.map((b) => `${b.host}:${b.port}`).join(',')])
+    const d = spawnTracked(process.execPath, [
+      '--import',
+      'tsx',
+      join(ROOT, 'bench', 'minimal-proxy.ts'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstreams',
+      s.backends.map((b) => `${b.host}:${b.port}`).join(','),
+    ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)
     return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
@@ -87,7 +124,7 @@ function nginxUpstream(workers: number): ContenderSpec {
   const label = workers === 1 ? 'nginx upstream+keepalive' : `nginx upstream+keepalive (${workers} workers)`
   return onFreePort(id, label, async (s, port) => {
     // What consul-template renders: the instances written into a static upstream, connections kept alive.
-    const body = [
+    const body = `${[
       ...NGINX_KEEPALIVE,
       `upstream ${SERVICE}_static {`,
       ...s.backends.map((b) => `    server ${b.host}:${b.port};`),
@@ -101,7 +138,7 @@ function nginxUpstream(workers: number): ContenderSpec {
       ...PROXY_HEADERS.map((l) => `        ${l}`),
       '    }',
       '}',
-    ].join('\n') + '\n'
+    ].join('\n')}\n`
     return await nginxContender(s, id, label, body, port, workers)
   })
 }
@@ -111,19 +148,39 @@ function nginxResolver(): ContenderSpec {
   const label = 'nginx resolver mode (our emitter)'
   return onFreePort(id, label, async (s, port) => {
     const site = renderNginxHttp({
-      mode: 'resolver', routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)], dns: [dnsOf(s.consul.dnsAddr)], domain: 'consul',
-      listen: `127.0.0.1:${port}`, resolverValidS: 5, resolverTimeoutS: 3, keepalive: 16, connectTimeoutS: 2, readTimeoutS: 60,
-      catalogPort: null, full: false, nginxVersion: null,
+      mode: 'resolver',
+      routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)],
+      dns: [dnsOf(s.consul.dnsAddr)],
+      domain: 'consul',
+      listen: `127.0.0.1:${port}`,
+      resolverValidS: 5,
+      resolverTimeoutS: 3,
+      keepalive: 16,
+      connectTimeoutS: 2,
+      readTimeoutS: 60,
+      catalogPort: null,
+      full: false,
+      nginxVersion: null,
     })
     const body = [...NGINX_KEEPALIVE, site].join('\n')
     return await nginxContender(s, id, label, body, port, 1)
   })
 }
 
-async function nginxContender(s: Stack, id: string, label: string, body: string, port: number, workers: number): Promise<Contender> {
+async function nginxContender(
+  s: Stack,
+  id: string,
+  label: string,
+  body: string,
+  port: number,
+  workers: number,
+): Promise<Contender> {
   const { daemon, dir } = await startNginxDaemon(s.nginxBin, id, body, port, '127.0.0.1', workers)
   const url = `http://127.0.0.1:${port}`
-  const stop = async (): Promise<void> => { await stopTracked(daemon.proc); rmSync(dir, { recursive: true, force: true }) }
+  const stop = async (): Promise<void> => {
+    await stopTracked(daemon.proc)
+    rmSync(dir, { recursive: true, force: true })
+  }
   try {
     await waitServing(url, daemon, label)
   } catch (err) {
@@ -143,8 +200,14 @@ export function haproxyBinary(): string | null {
   if (found || process.getuid?.() !== 0) return found
   try {
     process.stderr.write('bench: installing haproxy with apt-get\n')
-    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'haproxy'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 10 * 60_000 })
-  } catch { /* reported as a skipped contender below */ }
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'haproxy'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      timeout: 10 * 60_000,
+    })
+  } catch {
+    /* reported as a skipped contender below */
+  }
   return find()
 }
 
@@ -153,7 +216,7 @@ function haproxy(bin: string, threads: number): ContenderSpec {
   const label = `HAProxy server-template + DNS (${threads} thread${threads === 1 ? '' : 's'})`
   return onFreePort(id, label, async (s, port) => {
     const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-haproxy-'))
-    const cfg = [
+    const cfg = `${[
       'global',
       `    nbthread ${threads}`,
       '    maxconn 4096',
@@ -179,10 +242,13 @@ function haproxy(bin: string, threads: number): ContenderSpec {
       'backend be',
       '    balance roundrobin',
       `    server-template ${SERVICE} 3 _${SERVICE}._tcp.service.consul resolvers consul resolve-prefer ipv4 init-addr none`,
-    ].join('\n') + '\n'
+    ].join('\n')}\n`
     writeFileSync(join(dir, 'haproxy.cfg'), cfg)
     const d = spawnTracked(bin, ['-db', '-f', join(dir, 'haproxy.cfg')])
-    const stop = async (): Promise<void> => { await stopTracked(d.proc); rmSync(dir, { recursive: true, force: true }) }
+    const stop = async (): Promise<void> => {
+      await stopTracked(d.proc)
+      rmSync(dir, { recursive: true, force: true })
+    }
     const url = `http://127.0.0.1:${port}`
     try {
       await waitListening('127.0.0.1', port, d, label)
@@ -204,7 +270,8 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
   let okInARow = 0
   let last = ''
   while (Date.now() < deadline && okInARow < 10) {
-    if (d.proc.exitCode !== null || d.proc.signalCode !== null) throw new Error(`${name} exited (${d.proc.exitCode ?? d.proc.signalCode}):\n${d.output()}`)
+    if (d.proc.exitCode !== null || d.proc.signalCode !== null)
+      throw new Error(`${name} exited (${d.proc.exitCode ?? d.proc.signalCode}):\n${d.output()}`)
     try {
       const r = await fetch(`${url}/`, { signal: AbortSignal.timeout(2000) })
       await r.arrayBuffer()
@@ -216,15 +283,21 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
     }
     if (okInARow === 0) await sleep(100)
   }
-  if (okInARow < 10) throw new Error(`${name} did not serve ${url} within ${timeoutMs} ms (last: ${last}):\n${d.output()}`)
+  if (okInARow < 10)
+    throw new Error(`${name} did not serve ${url} within ${timeoutMs} ms (last: ${last}):\n${d.output()}`)
 }
 
 /** All contenders in run order; HAProxy only where installed (`skipped` says why not); variants after consul-lb's. */
-export function contenderSpecs(cores: number, haproxyThreads: number, variants: { id: string; cli: string }[] = []): { specs: ContenderSpec[]; skipped: string[] } {
+export function contenderSpecs(
+  cores: number,
+  haproxyThreads: number,
+  variants: { id: string; cli: string }[] = [],
+): { specs: ContenderSpec[]; skipped: string[] } {
   // With one core the multi-worker contenders would duplicate the single-worker ones.
-  const specs = cores > 1
-    ? [direct(), consulLb(1), consulLb(cores), nodeMinimal(), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
-    : [direct(), consulLb(1), nodeMinimal(), nginxUpstream(1), nginxResolver()]
+  const specs =
+    cores > 1
+      ? [direct(), consulLb(1), consulLb(cores), nodeMinimal(), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
+      : [direct(), consulLb(1), nodeMinimal(), nginxUpstream(1), nginxResolver()]
   // Experiments: another build of the CLI (a patched copy of dist/) measured beside the real one.
   for (const v of variants) specs.push(consulLb(1, v))
   const skipped: string[] = []

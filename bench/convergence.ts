@@ -44,13 +44,21 @@ export interface ConvergenceResult {
   otherFailedRequests: number
 }
 
-interface NodeBackend { port: number; firstHitAt: number | null; lastHitAt: number | null; server: Server; kill(): void }
+interface NodeBackend {
+  port: number
+  firstHitAt: number | null
+  lastHitAt: number | null
+  server: Server
+  kill(): void
+}
 
 async function startNodeBackend(): Promise<NodeBackend> {
   const port = await freePort()
   const sockets = new Set<Socket>()
   const b: NodeBackend = {
-    port, firstHitAt: null, lastHitAt: null,
+    port,
+    firstHitAt: null,
+    lastHitAt: null,
     server: createServer((req, res) => {
       if (req.url !== '/health') {
         const now = performance.now()
@@ -65,13 +73,20 @@ async function startNodeBackend(): Promise<NodeBackend> {
       for (const s of sockets) s.destroy()
     },
   }
-  b.server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) })
+  b.server.on('connection', (s: Socket) => {
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+  })
   await new Promise<void>((r) => b.server.listen(port, '127.0.0.1', () => r()))
   return b
 }
 
 /** Steady GET load: `connections` loops of one request at a time, until stop() or the deadline. */
-function startLoad(url: string, connections: number, deadlineMs: number): { failures: number[]; reasons: string[]; count: () => number; stop: () => Promise<void> } {
+function startLoad(
+  url: string,
+  connections: number,
+  deadlineMs: number,
+): { failures: number[]; reasons: string[]; count: () => number; stop: () => Promise<void> } {
   const pool = new Pool(url, { connections, pipelining: 1 })
   const failures: number[] = []
   const reasons: string[] = []
@@ -83,7 +98,10 @@ function startLoad(url: string, connections: number, deadlineMs: number): { fail
       try {
         const r = await pool.request({ path: '/', method: 'GET', headersTimeout: 5000, bodyTimeout: 5000 })
         const text = await r.body.text()
-        if (r.statusCode !== 200) { failures.push(performance.now()); reasons.push(`${r.statusCode} ${text.trim().slice(0, 200)}`) }
+        if (r.statusCode !== 200) {
+          failures.push(performance.now())
+          reasons.push(`${r.statusCode} ${text.trim().slice(0, 200)}`)
+        }
       } catch (err) {
         failures.push(performance.now())
         reasons.push(String((err as { code?: string }).code ?? err))
@@ -96,7 +114,11 @@ function startLoad(url: string, connections: number, deadlineMs: number): { fail
     failures,
     reasons,
     count: () => requests,
-    stop: async () => { running = false; await Promise.all(loops); await pool.close() },
+    stop: async () => {
+      running = false
+      await Promise.all(loops)
+      await pool.close()
+    },
   }
 }
 
@@ -109,12 +131,16 @@ async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number, 
   return false
 }
 
-interface StatusInstance { instance: string; requests: number; ejected: boolean }
+interface StatusInstance {
+  instance: string
+  requests: number
+  ejected: boolean
+}
 
 async function instanceStatus(adminUrl: string, key: string): Promise<StatusInstance | null> {
   const r = await fetch(`${adminUrl}/status`, { signal: AbortSignal.timeout(2000) })
   // /status has one key per provider; the proxy's view is under `proxy`.
-  const s = await r.json() as { proxy: { services: { service: string; instances: StatusInstance[] }[] } }
+  const s = (await r.json()) as { proxy: { services: { service: string; instances: StatusInstance[] }[] } }
   for (const svc of s.proxy.services) for (const i of svc.instances) if (i.instance === key) return i
   return null
 }
@@ -124,15 +150,36 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
   const checkIntervalMs = 1000
   const loadConnections = 16
   const [port, adminPort] = [await freePort(), await freePort()]
-  const proxy = spawnTracked(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
-    '--dns', stack.consul.dnsAddr, '--route', `/=${SERVICE}`, '--ttl-floor-ms', String(ttlFloorMs), '--log-level', 'warn'])
+  const proxy = spawnTracked(process.execPath, [
+    join(ROOT, 'dist', 'cli.js'),
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--admin',
+    `127.0.0.1:${adminPort}`,
+    '--dns',
+    stack.consul.dnsAddr,
+    '--route',
+    `/=${SERVICE}`,
+    '--ttl-floor-ms',
+    String(ttlFloorMs),
+    '--log-level',
+    'warn',
+  ])
   const url = `http://127.0.0.1:${port}`
   const adminUrl = `http://127.0.0.1:${adminPort}`
   const backend = await startNodeBackend()
   const id = `${SERVICE}-node`
   const key = `127.0.0.1:${backend.port}`
-  const registration = { ID: id, Name: SERVICE, Address: '127.0.0.1', Port: backend.port, Check: { HTTP: `http://127.0.0.1:${backend.port}/health`, Interval: `${checkIntervalMs / 1000}s`, Timeout: '1s' } }
-  const passing = async (): Promise<boolean> => ((await stack.consul.passing(SERVICE)) as { Service: { ID: string } }[]).some((e) => e.Service.ID === id)
+  const registration = {
+    ID: id,
+    Name: SERVICE,
+    Address: '127.0.0.1',
+    Port: backend.port,
+    Check: { HTTP: `http://127.0.0.1:${backend.port}/health`, Interval: `${checkIntervalMs / 1000}s`, Timeout: '1s' },
+  }
+  const passing = async (): Promise<boolean> =>
+    ((await stack.consul.passing(SERVICE)) as { Service: { ID: string } }[]).some((e) => e.Service.ID === id)
   let load: ReturnType<typeof startLoad> | null = null
   try {
     await waitServing(url, proxy, 'consul-lb (convergence)')
@@ -143,13 +190,18 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
     let t0 = performance.now()
     await stack.consul.register(registration)
     let passingAt: number | null = null
-    await until(async () => {
-      if (passingAt === null && await passing()) passingAt = performance.now()
-      return passingAt !== null && backend.firstHitAt !== null
-    }, 15_000, 25)
+    await until(
+      async () => {
+        if (passingAt === null && (await passing())) passingAt = performance.now()
+        return passingAt !== null && backend.firstHitAt !== null
+      },
+      15_000,
+      25,
+    )
     const joinToPassingMs = passingAt === null ? null : passingAt - t0
     const joinToFirstRequestMs = backend.firstHitAt === null ? null : backend.firstHitAt - t0
-    const passingToFirstRequestMs = passingAt !== null && backend.firstHitAt !== null ? Math.max(0, backend.firstHitAt - passingAt) : null
+    const passingToFirstRequestMs =
+      passingAt !== null && backend.firstHitAt !== null ? Math.max(0, backend.firstHitAt - passingAt) : null
     await sleep(1000)
 
     progress('convergence: deregister')
@@ -157,7 +209,11 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
     const failsBeforeDereg = load.failures.length
     await stack.consul.deregister(id)
     // Bounded wait: the instance must see no request for 3 s (or 10 s pass).
-    await until(() => backend.lastHitAt !== null && performance.now() - Math.max(backend.lastHitAt, t0) > 3000, 10_000, 50)
+    await until(
+      () => backend.lastHitAt !== null && performance.now() - Math.max(backend.lastHitAt, t0) > 3000,
+      10_000,
+      50,
+    )
     const deregisterToLastRequestMs = backend.lastHitAt === null ? null : Math.max(0, backend.lastHitAt - t0)
     const deregisterFailedRequests = load.failures.length - failsBeforeDereg
 
@@ -180,7 +236,10 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
       const st = await instanceStatus(adminUrl, key)
       const now = performance.now()
       if (st === null || st.ejected) outAt ??= now
-      if (st !== null && st.requests !== lastCount) { lastCount = st.requests; lastAttemptAt = now }
+      if (st !== null && st.requests !== lastCount) {
+        lastCount = st.requests
+        lastAttemptAt = now
+      }
       if (criticalAt === null && !(await passing())) criticalAt = performance.now()
       await sleep(50)
     }
@@ -191,18 +250,29 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
     const requests = load.count()
     load = null
     return {
-      ttlFloorMs, checkIntervalMs, loadConnections, requests,
-      joinToPassingMs, joinToFirstRequestMs, passingToFirstRequestMs,
-      deregisterToLastRequestMs, deregisterFailedRequests,
+      ttlFloorMs,
+      checkIntervalMs,
+      loadConnections,
+      requests,
+      joinToPassingMs,
+      joinToFirstRequestMs,
+      passingToFirstRequestMs,
+      deregisterToLastRequestMs,
+      deregisterFailedRequests,
       killToLastAttemptMs: lastAttemptAt === null ? 0 : lastAttemptAt - t0,
       killToOutOfRotationMs: outAt === null ? null : outAt - t0,
       killToCriticalMs: criticalAt === null ? null : criticalAt - t0,
-      killFailedRequests, killFailureReasons, killWindowMs, otherFailedRequests,
+      killFailedRequests,
+      killFailureReasons,
+      killWindowMs,
+      otherFailedRequests,
     }
   } finally {
     await load?.stop()
     backend.kill()
-    await stack.consul.deregister(id).catch(() => { /* the agent may be gone already; nothing to undo then */ })
+    await stack.consul.deregister(id).catch(() => {
+      /* the agent may be gone already; nothing to undo then */
+    })
     await stopTracked(proxy.proc, 12_000)
   }
 }

@@ -23,11 +23,43 @@ export interface Scenario {
 export const POST_BYTES = 16 * 1024
 
 export const SCENARIOS: Scenario[] = [
-  { id: 'c1-small', label: 'c=1, 100 B (latency)', connections: 1, path: '/', method: 'GET', bodyBytes: 0, isLatency: true },
+  {
+    id: 'c1-small',
+    label: 'c=1, 100 B (latency)',
+    connections: 1,
+    path: '/',
+    method: 'GET',
+    bodyBytes: 0,
+    isLatency: true,
+  },
   { id: 'c50-small', label: 'c=50, 100 B', connections: 50, path: '/', method: 'GET', bodyBytes: 0, isLatency: false },
-  { id: 'c256-small', label: 'c=256, 100 B', connections: 256, path: '/', method: 'GET', bodyBytes: 0, isLatency: false },
-  { id: 'c50-64k', label: 'c=50, 64 KiB', connections: 50, path: '/64k', method: 'GET', bodyBytes: 0, isLatency: false },
-  { id: 'c50-post16k', label: 'c=50, POST 16 KiB', connections: 50, path: '/', method: 'POST', bodyBytes: POST_BYTES, isLatency: false },
+  {
+    id: 'c256-small',
+    label: 'c=256, 100 B',
+    connections: 256,
+    path: '/',
+    method: 'GET',
+    bodyBytes: 0,
+    isLatency: false,
+  },
+  {
+    id: 'c50-64k',
+    label: 'c=50, 64 KiB',
+    connections: 50,
+    path: '/64k',
+    method: 'GET',
+    bodyBytes: 0,
+    isLatency: false,
+  },
+  {
+    id: 'c50-post16k',
+    label: 'c=50, POST 16 KiB',
+    connections: 50,
+    path: '/',
+    method: 'POST',
+    bodyBytes: POST_BYTES,
+    isLatency: false,
+  },
 ]
 
 export type Tool = 'wrk' | 'autocannon'
@@ -50,8 +82,14 @@ export function wrkBinary(): string | null {
   if (found || process.getuid?.() !== 0) return found
   try {
     process.stderr.write('bench: installing wrk with apt-get\n')
-    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'wrk'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 10 * 60_000 })
-  } catch { /* reported by the caller: autocannon only */ }
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'wrk'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      timeout: 10 * 60_000,
+    })
+  } catch {
+    /* reported by the caller: autocannon only */
+  }
   return find()
 }
 
@@ -59,7 +97,11 @@ export function wrkBinary(): string | null {
 function wrkScript(s: Scenario): string {
   const lines: string[] = []
   if (s.method === 'POST') {
-    lines.push('wrk.method = "POST"', `wrk.body = string.rep("a", ${s.bodyBytes})`, 'wrk.headers["Content-Type"] = "application/octet-stream"')
+    lines.push(
+      'wrk.method = "POST"',
+      `wrk.body = string.rep("a", ${s.bodyBytes})`,
+      'wrk.headers["Content-Type"] = "application/octet-stream"',
+    )
   }
   lines.push(
     'done = function(summary, latency, requests)',
@@ -68,7 +110,7 @@ function wrkScript(s: Scenario): string {
     '    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout, latency:percentile(50), latency:percentile(99)))',
     'end',
   )
-  return lines.join('\n') + '\n'
+  return `${lines.join('\n')}\n`
 }
 
 export function writeWrkScripts(dir: string): Map<string, string> {
@@ -82,24 +124,67 @@ export function writeWrkScripts(dir: string): Map<string, string> {
   return out
 }
 
-export function runWrk(bin: string, script: string, url: string, s: Scenario, durationS: number, threads: number): Promise<LoadResult> {
+export function runWrk(
+  bin: string,
+  script: string,
+  url: string,
+  s: Scenario,
+  durationS: number,
+  threads: number,
+): Promise<LoadResult> {
   const t = Math.max(1, Math.min(threads, s.connections))
-  const args = ['-t', String(t), '-c', String(s.connections), '-d', `${durationS}s`, '--timeout', '5s', '-s', script, `${url}${s.path}`]
+  const args = [
+    '-t',
+    String(t),
+    '-c',
+    String(s.connections),
+    '-d',
+    `${durationS}s`,
+    '--timeout',
+    '5s',
+    '-s',
+    script,
+    `${url}${s.path}`,
+  ]
   return new Promise((resolve, reject) => {
     const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
-    p.stdout.on('data', (b: Buffer) => { out += b.toString() })
-    p.stderr.on('data', (b: Buffer) => { out += b.toString() })
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
+    p.stderr.on('data', (b: Buffer) => {
+      out += b.toString()
+    })
     // wrk stops itself after -d; this only catches a wedged run.
     const killer = setTimeout(() => p.kill('SIGKILL'), (durationS + 20) * 1000)
-    p.once('error', (err) => { clearTimeout(killer); reject(err) })
+    p.once('error', (err) => {
+      clearTimeout(killer)
+      reject(err)
+    })
     p.once('exit', (code) => {
       clearTimeout(killer)
       const line = out.split('\n').find((l) => l.startsWith('WRKJSON '))
-      if (code !== 0 || !line) { reject(new Error(`wrk ${args.join(' ')} failed (${code}):\n${out}`)); return }
-      const j = JSON.parse(line.slice(8)) as { requests: number; duration_us: number; errors: number; p50_us: number; p99_us: number }
+      if (code !== 0 || !line) {
+        reject(new Error(`wrk ${args.join(' ')} failed (${code}):\n${out}`))
+        return
+      }
+      const j = JSON.parse(line.slice(8)) as {
+        requests: number
+        duration_us: number
+        errors: number
+        p50_us: number
+        p99_us: number
+      }
       const durationS = j.duration_us / 1e6
-      resolve({ tool: 'wrk', requests: j.requests, durationS, rps: j.requests / durationS, p50Us: j.p50_us, p99Us: j.p99_us, errors: j.errors })
+      resolve({
+        tool: 'wrk',
+        requests: j.requests,
+        durationS,
+        rps: j.requests / durationS,
+        p50Us: j.p50_us,
+        p99Us: j.p99_us,
+        errors: j.errors,
+      })
     })
   })
 }
@@ -111,8 +196,18 @@ export async function runAutocannon(url: string, s: Scenario, durationS: number)
     duration: durationS,
     timeout: 5,
     method: s.method,
-    ...(s.method === 'POST' ? { body: Buffer.alloc(s.bodyBytes, 97), headers: { 'content-type': 'application/octet-stream' } } : {}),
+    ...(s.method === 'POST'
+      ? { body: Buffer.alloc(s.bodyBytes, 97), headers: { 'content-type': 'application/octet-stream' } }
+      : {}),
   })
   const total = r.requests.total
-  return { tool: 'autocannon', requests: total, durationS: r.duration, rps: total / r.duration, p50Us: r.latency.p50 * 1000, p99Us: r.latency.p99 * 1000, errors: r.errors + r.timeouts + r.non2xx }
+  return {
+    tool: 'autocannon',
+    requests: total,
+    durationS: r.duration,
+    rps: total / r.duration,
+    p50Us: r.latency.p50 * 1000,
+    p99Us: r.latency.p99 * 1000,
+    errors: r.errors + r.timeouts + r.non2xx,
+  }
 }

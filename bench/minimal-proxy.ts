@@ -8,17 +8,21 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { parseArgs } from 'node:util'
-import { Pool, type Dispatcher } from 'undici'
+import { type Dispatcher, Pool } from 'undici'
 
 const { values } = parseArgs({ options: { listen: { type: 'string' }, upstreams: { type: 'string' } } })
 const [host, port] = values.listen!.split(':')
-const pools = values.upstreams!.split(',').map((hp) => new Pool(`http://${hp}`, { connections: 256, keepAliveTimeout: 4000 }))
+const pools = values
+  .upstreams!.split(',')
+  .map((hp) => new Pool(`http://${hp}`, { connections: 256, keepAliveTimeout: 4000 }))
 let next = 0
 
 class Relay implements Dispatcher.DispatchHandler {
   private readonly res: ServerResponse
   private resume: (() => void) | null = null
-  constructor(res: ServerResponse) { this.res = res }
+  constructor(res: ServerResponse) {
+    this.res = res
+  }
   onConnect(): void {}
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
     this.resume = resume
@@ -39,7 +43,9 @@ class Relay implements Dispatcher.DispatchHandler {
     this.res.once('drain', this.resume!)
     return false
   }
-  onComplete(): void { this.res.end() }
+  onComplete(): void {
+    this.res.end()
+  }
   onError(): void {
     if (this.res.headersSent) this.res.destroy()
     else this.res.writeHead(502).end()
@@ -58,7 +64,10 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   }
   headers.push('x-forwarded-for', req.socket.remoteAddress ?? '')
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
-  pool.dispatch({ path: req.url!, method: req.method as Dispatcher.HttpMethod, headers, body: hasBody ? req : null }, new Relay(res))
+  pool.dispatch(
+    { path: req.url!, method: req.method as Dispatcher.HttpMethod, headers, body: hasBody ? req : null },
+    new Relay(res),
+  )
 }
 
 const server = createServer(handle)

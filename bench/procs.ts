@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
+import { type ChildProcess, spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 
 /**
  * Processes the bench starts, and what it reads about them from /proc. Every child is tracked here so that a
@@ -9,7 +9,10 @@ import { readFileSync, readdirSync } from 'node:fs'
 
 const children = new Set<ChildProcess>()
 
-export interface Spawned { proc: ChildProcess; output: () => string }
+export interface Spawned {
+  proc: ChildProcess
+  output: () => string
+}
 
 /** Spawns a child whose last `keepChars` of output are kept for error messages; it is killed if the bench exits. */
 export function spawnTracked(bin: string, args: string[], keepChars = 20_000): Spawned {
@@ -17,7 +20,9 @@ export function spawnTracked(bin: string, args: string[], keepChars = 20_000): S
   children.add(proc)
   proc.once('exit', () => children.delete(proc))
   let output = ''
-  const keep = (b: Buffer) => { output = (output + b.toString()).slice(-keepChars) }
+  const keep = (b: Buffer) => {
+    output = (output + b.toString()).slice(-keepChars)
+  }
   proc.stdout!.on('data', keep)
   proc.stderr!.on('data', keep)
   return { proc, output: () => output }
@@ -30,7 +35,11 @@ export { stopChild as stopTracked } from '../test/helpers/process.js'
 export function killAllTrackedSync(): void {
   for (const p of children) {
     if (p.exitCode === null && p.signalCode === null && p.pid !== undefined) {
-      try { process.kill(p.pid, 'SIGKILL') } catch { /* already gone between the check and the kill */ }
+      try {
+        process.kill(p.pid, 'SIGKILL')
+      } catch {
+        /* already gone between the check and the kill */
+      }
     }
   }
 }
@@ -50,12 +59,19 @@ export function processTree(root: number): number[] {
   return out.filter((p) => parentOf.has(p))
 }
 
-interface Stat { ppid: number; ticks: number }
+interface Stat {
+  ppid: number
+  ticks: number
+}
 
 /** /proc/<pid>/stat: the command name may hold spaces and parentheses, so fields are counted after the last ')'. */
 function readStat(pid: number): Stat | null {
   let text: string
-  try { text = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return null }
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ')
   // After the name: state(0) ppid(1) … utime(11) stime(12)
   return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) }
@@ -65,13 +81,21 @@ function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
     return m ? Number(m[1]) : 0
-  } catch { return 0 }
+  } catch {
+    return 0
+  }
 }
 
 /** CLK_TCK on Linux x86-64 (`getconf CLK_TCK`); utime and stime are counted in these. */
 const TICKS_PER_S = 100
 
-export interface TreeSample { pids: number[]; cpuS: number; rssKb: number; maxRssKb: number; hwmKb: number }
+export interface TreeSample {
+  pids: number[]
+  cpuS: number
+  rssKb: number
+  maxRssKb: number
+  hwmKb: number
+}
 
 /** CPU seconds used so far (own utime + stime of every live process of the tree) and resident memory now. */
 export function sampleTree(root: number): TreeSample {
@@ -90,4 +114,6 @@ export function sampleTree(root: number): TreeSample {
   return { pids, cpuS: ticks / TICKS_PER_S, rssKb, maxRssKb, hwmKb }
 }
 
-export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)) }
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}

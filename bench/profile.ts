@@ -12,9 +12,9 @@ import { join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { freePort } from '../test/helpers/ports.js'
 import { waitServing } from './contenders.js'
-import { runWrk, SCENARIOS, wrkBinary, writeWrkScripts } from './load.js'
+import { runWrk, SCENARIOS, writeWrkScripts, wrkBinary } from './load.js'
 import { killAllTrackedSync, spawnTracked, stopTracked } from './procs.js'
-import { ROOT, SERVICE, startStack, type Stack } from './stack.js'
+import { ROOT, SERVICE, type Stack, startStack } from './stack.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -29,13 +29,41 @@ const { values: args } = parseArgs({
 })
 
 process.on('exit', killAllTrackedSync)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { killAllTrackedSync(); process.exit(130) })
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    killAllTrackedSync()
+    process.exit(130)
+  })
 
-interface CallFrame { functionName: string; url: string; lineNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface CallFrame {
+  functionName: string
+  url: string
+  lineNumber: number
+}
+interface ProfileNode {
+  id: number
+  callFrame: CallFrame
+  children?: number[]
+}
+interface CpuProfile {
+  nodes: ProfileNode[]
+  samples: number[]
+  timeDeltas: number[]
+  startTime: number
+  endTime: number
+}
 
-type Category = 'consul-lb' | 'undici' | 'node:http' | 'node (other JS)' | 'prom-client' | 'other deps' | 'native / V8 builtins' | 'GC' | 'idle' | 'program'
+type Category =
+  | 'consul-lb'
+  | 'undici'
+  | 'node:http'
+  | 'node (other JS)'
+  | 'prom-client'
+  | 'other deps'
+  | 'native / V8 builtins'
+  | 'GC'
+  | 'idle'
+  | 'program'
 
 function categorise(f: CallFrame): Category {
   const u = f.url
@@ -54,14 +82,19 @@ function categorise(f: CallFrame): Category {
 function where(f: CallFrame): string {
   if (!f.url) return ''
   const u = f.url.replace(/^file:\/\//, '')
-  const short = u.includes('/node_modules/') ? u.slice(u.lastIndexOf('/node_modules/') + 14) : u.startsWith('/') ? relative(ROOT, u) : u
+  const short = u.includes('/node_modules/')
+    ? u.slice(u.lastIndexOf('/node_modules/') + 14)
+    : u.startsWith('/')
+      ? relative(ROOT, u)
+      : u
   return `${short}:${f.lineNumber + 1}`
 }
 
 export function summariseProfile(p: CpuProfile, top: number): string {
   const byId = new Map(p.nodes.map((n) => [n.id, n]))
   const selfUs = new Map<number, number>()
-  for (let i = 0; i < p.samples.length; i++) selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0))
+  for (let i = 0; i < p.samples.length; i++)
+    selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0))
   const fn = new Map<string, { f: CallFrame; us: number; cat: Category }>()
   const cats = new Map<Category, number>()
   let busy = 0
@@ -88,11 +121,15 @@ export function summariseProfile(p: CpuProfile, top: number): string {
     if (own === 'native / V8 builtins') {
       while (n.callFrame.url === '' && parent.has(n.id)) n = byId.get(parent.get(n.id)!)!
       const callerCat = categorise(n.callFrame)
-      label = n.callFrame.url === '' ? own : `${callerCat === 'node (other JS)' ? 'node streams / net' : callerCat} (native calls, e.g. socket writes)`
+      label =
+        n.callFrame.url === ''
+          ? own
+          : `${callerCat === 'node (other JS)' ? 'node streams / net' : callerCat} (native calls, e.g. socket writes)`
       if (callerCat === 'node (other JS)' || callerCat === 'node:http') {
         // Walk further up to see whether a stream write was started by undici (upstream) or node:http (client).
         let m = n
-        while (parent.has(m.id) && !['undici', 'node:http', 'consul-lb'].includes(categorise(m.callFrame))) m = byId.get(parent.get(m.id)!)!
+        while (parent.has(m.id) && !['undici', 'node:http', 'consul-lb'].includes(categorise(m.callFrame)))
+          m = byId.get(parent.get(m.id)!)!
         label = `native calls under ${categorise(m.callFrame)} (socket writes ${categorise(m.callFrame) === 'undici' ? 'to the upstream' : 'to the client'})`
       }
     }
@@ -100,16 +137,19 @@ export function summariseProfile(p: CpuProfile, top: number): string {
   }
   const pct = (us: number): string => `${((us / busy) * 100).toFixed(1)} %`
   const lines = ['| where the time went (self time, idle excluded) | share |', '|---|---:|']
-  for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1])) lines.push(`| ${c} | ${pct(us)} |`)
+  for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1]))
+    lines.push(`| ${c} | ${pct(us)} |`)
   lines.push('', '| the same, native time charged to its JS caller | share |', '|---|---:|')
   for (const [c, us] of [...owners].sort((a, b) => b[1] - a[1])) lines.push(`| ${c} | ${pct(us)} |`)
   lines.push('', `Busy ${(busy / 1e6).toFixed(2)} s of ${((p.endTime - p.startTime) / 1e6).toFixed(2)} s profiled.`, '')
   const sorted = [...fn.values()].sort((a, b) => b.us - a.us)
   lines.push(`Top ${top} functions by self time:`, '', '| self | function | where | category |', '|---:|---|---|---|')
-  for (const e of sorted.slice(0, top)) lines.push(`| ${pct(e.us)} | ${e.f.functionName || '(anonymous)'} | ${where(e.f)} | ${e.cat} |`)
+  for (const e of sorted.slice(0, top))
+    lines.push(`| ${pct(e.us)} | ${e.f.functionName || '(anonymous)'} | ${where(e.f)} | ${e.cat} |`)
   lines.push('', 'Our code (consul-lb) by self time:', '', '| self | function | where |', '|---:|---|---|')
-  for (const e of sorted.filter((x) => x.cat === 'consul-lb').slice(0, top)) lines.push(`| ${pct(e.us)} | ${e.f.functionName || '(anonymous)'} | ${where(e.f)} |`)
-  return lines.join('\n') + '\n'
+  for (const e of sorted.filter((x) => x.cat === 'consul-lb').slice(0, top))
+    lines.push(`| ${pct(e.us)} | ${e.f.functionName || '(anonymous)'} | ${where(e.f)} |`)
+  return `${lines.join('\n')}\n`
 }
 
 async function main(): Promise<void> {
@@ -129,8 +169,22 @@ async function main(): Promise<void> {
     stack = await startStack()
     const port = await freePort()
     const cli = resolve(args.cli)
-    const d = spawnTracked(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profDir}`, cli, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', 'off',
-      '--dns', stack.consul.dnsAddr, '--route', `/=${SERVICE}`, '--log-level', 'warn'])
+    const d = spawnTracked(process.execPath, [
+      '--cpu-prof',
+      `--cpu-prof-dir=${profDir}`,
+      cli,
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      'off',
+      '--dns',
+      stack.consul.dnsAddr,
+      '--route',
+      `/=${SERVICE}`,
+      '--log-level',
+      'warn',
+    ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, 'consul-lb')
     await runWrk(wrk, scripts.get(sc.id)!, url, sc, 3, 1)
@@ -141,10 +195,12 @@ async function main(): Promise<void> {
     if (!file) throw new Error(`no .cpuprofile written in ${profDir}:\n${d.output()}`)
     const prof = JSON.parse(readFileSync(join(profDir, file), 'utf8')) as CpuProfile
     const md = [
-      '# consul-lb CPU profile', '',
+      '# consul-lb CPU profile',
+      '',
       `\`node --cpu-prof\` of \`${relative(ROOT, cli)} serve\` (1 worker) under wrk c=${sc.connections}, ${args.duration} s, 100 B responses: ` +
         `${Math.round(r.rps).toLocaleString('en-US')} req/s, p99 ${r.p99Us} µs, ${r.errors} errors (profiler on: figures are lower than in the bench). ` +
-        `Raw profile: ${relative(ROOT, join(profDir, file))} (open in Chrome DevTools or speedscope).`, '',
+        `Raw profile: ${relative(ROOT, join(profDir, file))} (open in Chrome DevTools or speedscope).`,
+      '',
       summariseProfile(prof, Number(args.top)),
     ].join('\n')
     writeFileSync(args.out, md)
@@ -155,6 +211,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`bench:profile failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  process.stderr.write(`bench:profile failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   process.exitCode = 1
 })

@@ -43,9 +43,24 @@ export interface Summary {
   addedP50Us: number | null
 }
 
-export interface TargetCheck { target: string; value: string; met: boolean | null }
+export interface TargetCheck {
+  target: string
+  value: string
+  met: boolean | null
+}
 
-export interface Machine { cpu: string; cores: number; loadavgBefore: string; loadavgAfter: string; memGb: number; kernel: string; node: string; nginx: string; haproxy: string | null; wrk: string | null }
+export interface Machine {
+  cpu: string
+  cores: number
+  loadavgBefore: string
+  loadavgAfter: string
+  memGb: number
+  kernel: string
+  node: string
+  nginx: string
+  haproxy: string | null
+  wrk: string | null
+}
 
 export interface BenchReport {
   startedAt: string
@@ -80,16 +95,28 @@ export function summarise(ms: Measurement[], contenders: { id: string; label: st
         const runs = ms.filter((m) => m.scenario === sc.id && m.contender === c.id && m.tool === tool)
         if (runs.length === 0) continue
         rows.push({
-          scenario: sc.id, contender: c.id, label: c.label, tool, rounds: runs.length,
-          rps: median(runs.map((r) => r.rps)), p50Us: median(runs.map((r) => r.p50Us)), p99Us: median(runs.map((r) => r.p99Us)),
+          scenario: sc.id,
+          contender: c.id,
+          label: c.label,
+          tool,
+          rounds: runs.length,
+          rps: median(runs.map((r) => r.rps)),
+          p50Us: median(runs.map((r) => r.p50Us)),
+          p99Us: median(runs.map((r) => r.p99Us)),
           errors: runs.reduce((a, r) => a + r.errors, 0),
-          cpuUsPerReq: medianOrNull(runs.map((r) => r.cpuUsPerReq)), rssMb: medianOrNull(runs.map((r) => r.rssMb)), maxProcRssMb: medianOrNull(runs.map((r) => r.maxProcRssMb)),
-          vsNginx: null, vsDirect: null, addedP50Us: null,
+          cpuUsPerReq: medianOrNull(runs.map((r) => r.cpuUsPerReq)),
+          rssMb: medianOrNull(runs.map((r) => r.rssMb)),
+          maxProcRssMb: medianOrNull(runs.map((r) => r.maxProcRssMb)),
+          vsNginx: null,
+          vsDirect: null,
+          addedP50Us: null,
         })
       }
       // A run that completed nothing (a stalled contender) counts as errors, not as a silent zero.
       for (const r of rows) {
-        const dead = ms.filter((m) => m.scenario === sc.id && m.contender === r.contender && m.tool === tool && m.requests === 0).length
+        const dead = ms.filter(
+          (m) => m.scenario === sc.id && m.contender === r.contender && m.tool === tool && m.requests === 0,
+        ).length
         if (dead > 0) r.errors += dead
       }
       const nginx = rows.find((r) => r.contender === 'nginx-upstream')
@@ -105,8 +132,12 @@ export function summarise(ms: Measurement[], contenders: { id: string; label: st
   return out
 }
 
-const fmt = (x: number | null, digits = 0): string => x === null || !Number.isFinite(x) ? '–' : x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
-const us = (x: number): string => x >= 10_000 ? `${fmt(x / 1000, 1)} ms` : x >= 1000 ? `${fmt(x / 1000, 2)} ms` : `${fmt(x)} µs`
+const fmt = (x: number | null, digits = 0): string =>
+  x === null || !Number.isFinite(x)
+    ? '–'
+    : x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+const us = (x: number): string =>
+  x >= 10_000 ? `${fmt(x / 1000, 1)} ms` : x >= 1000 ? `${fmt(x / 1000, 2)} ms` : `${fmt(x)} µs`
 
 function find(s: Summary[], scenario: string, contender: string, tool: Tool = 'wrk'): Summary | undefined {
   return s.find((r) => r.scenario === scenario && r.contender === contender && r.tool === tool)
@@ -115,29 +146,74 @@ function find(s: Summary[], scenario: string, contender: string, tool: Tool = 'w
 export function checkTargets(s: Summary[], conv: ConvergenceResult | null, cores: number): TargetCheck[] {
   const t: TargetCheck[] = []
   const ratio = (name: string, a: Summary | undefined, b: Summary | undefined, min: number): void => {
-    if (!a || !b) { t.push({ target: name, value: 'not measured', met: null }); return }
+    if (!a || !b) {
+      t.push({ target: name, value: 'not measured', met: null })
+      return
+    }
     const r = a.rps / b.rps
     t.push({ target: name, value: `${fmt(r, 2)} × (${fmt(a.rps)} vs ${fmt(b.rps)} req/s)`, met: r >= min })
   }
-  ratio('consul-lb ≥ 0.60 × nginx upstream+keepalive (c=50, 100 B, wrk)', find(s, 'c50-small', 'consul-lb'), find(s, 'c50-small', 'nginx-upstream'), 0.6)
-  ratio('consul-lb ≥ 2 × nginx resolver mode (c=50, 100 B, wrk)', find(s, 'c50-small', 'consul-lb'), find(s, 'c50-small', 'nginx-resolver'), 2)
-  ratio(`consul-lb --workers ${cores} ≥ 0.75 × nginx ${cores} workers (c=50, 100 B, wrk)`, find(s, 'c50-small', `consul-lb-w${cores}`), find(s, 'c50-small', `nginx-upstream-w${cores}`), 0.75)
+  ratio(
+    'consul-lb ≥ 0.60 × nginx upstream+keepalive (c=50, 100 B, wrk)',
+    find(s, 'c50-small', 'consul-lb'),
+    find(s, 'c50-small', 'nginx-upstream'),
+    0.6,
+  )
+  ratio(
+    'consul-lb ≥ 2 × nginx resolver mode (c=50, 100 B, wrk)',
+    find(s, 'c50-small', 'consul-lb'),
+    find(s, 'c50-small', 'nginx-resolver'),
+    2,
+  )
+  ratio(
+    `consul-lb --workers ${cores} ≥ 0.75 × nginx ${cores} workers (c=50, 100 B, wrk)`,
+    find(s, 'c50-small', `consul-lb-w${cores}`),
+    find(s, 'c50-small', `nginx-upstream-w${cores}`),
+    0.75,
+  )
   const lb = find(s, 'c1-small', 'consul-lb')
   const ng = find(s, 'c1-small', 'nginx-upstream')
   if (lb?.addedP50Us != null && ng?.addedP50Us != null) {
-    t.push({ target: 'added p50 over direct at c=1 ≤ 2 × nginx\'s (wrk)', value: `${fmt(lb.addedP50Us)} µs vs nginx ${fmt(ng.addedP50Us)} µs (${fmt(lb.addedP50Us / Math.max(1, ng.addedP50Us), 2)} ×)`, met: lb.addedP50Us <= 2 * ng.addedP50Us })
-  } else t.push({ target: 'added p50 over direct at c=1 ≤ 2 × nginx\'s', value: 'not measured', met: null })
+    t.push({
+      target: "added p50 over direct at c=1 ≤ 2 × nginx's (wrk)",
+      value: `${fmt(lb.addedP50Us)} µs vs nginx ${fmt(ng.addedP50Us)} µs (${fmt(lb.addedP50Us / Math.max(1, ng.addedP50Us), 2)} ×)`,
+      met: lb.addedP50Us <= 2 * ng.addedP50Us,
+    })
+  } else t.push({ target: "added p50 over direct at c=1 ≤ 2 × nginx's", value: 'not measured', met: null })
   if (conv) {
     const limit = conv.ttlFloorMs + 1000
-    t.push({ target: `join ≤ TTL floor + 1 s (${limit} ms), from passing in Consul`, value: `${fmt(conv.passingToFirstRequestMs)} ms after passing (${fmt(conv.joinToFirstRequestMs)} ms after the registration PUT, which includes the first ${conv.checkIntervalMs / 1000} s health check)`, met: conv.passingToFirstRequestMs === null ? false : conv.passingToFirstRequestMs <= limit })
-    t.push({ target: `leave ≤ TTL floor + 1 s (${limit} ms)`, value: `${fmt(conv.deregisterToLastRequestMs)} ms`, met: conv.deregisterToLastRequestMs === null ? null : conv.deregisterToLastRequestMs <= limit })
-    t.push({ target: 'zero failed GETs when an instance is killed', value: `${conv.killFailedRequests} failed`, met: conv.killFailedRequests === 0 })
+    t.push({
+      target: `join ≤ TTL floor + 1 s (${limit} ms), from passing in Consul`,
+      value: `${fmt(conv.passingToFirstRequestMs)} ms after passing (${fmt(conv.joinToFirstRequestMs)} ms after the registration PUT, which includes the first ${conv.checkIntervalMs / 1000} s health check)`,
+      met: conv.passingToFirstRequestMs === null ? false : conv.passingToFirstRequestMs <= limit,
+    })
+    t.push({
+      target: `leave ≤ TTL floor + 1 s (${limit} ms)`,
+      value: `${fmt(conv.deregisterToLastRequestMs)} ms`,
+      met: conv.deregisterToLastRequestMs === null ? null : conv.deregisterToLastRequestMs <= limit,
+    })
+    t.push({
+      target: 'zero failed GETs when an instance is killed',
+      value: `${conv.killFailedRequests} failed`,
+      met: conv.killFailedRequests === 0,
+    })
   }
-  const rss = Math.max(find(s, 'c256-small', 'consul-lb')?.maxProcRssMb ?? NaN, find(s, 'c256-small', `consul-lb-w${cores}`)?.maxProcRssMb ?? NaN)
-  t.push({ target: 'RSS ≤ 120 MB per worker at c=256', value: Number.isFinite(rss) ? `${fmt(rss)} MB (largest process)` : 'not measured', met: Number.isFinite(rss) ? rss <= 120 : null })
+  const rss = Math.max(
+    find(s, 'c256-small', 'consul-lb')?.maxProcRssMb ?? NaN,
+    find(s, 'c256-small', `consul-lb-w${cores}`)?.maxProcRssMb ?? NaN,
+  )
+  t.push({
+    target: 'RSS ≤ 120 MB per worker at c=256',
+    value: Number.isFinite(rss) ? `${fmt(rss)} MB (largest process)` : 'not measured',
+    met: Number.isFinite(rss) ? rss <= 120 : null,
+  })
   const cpu = find(s, 'c50-small', 'consul-lb')?.cpuUsPerReq ?? null
   const ncpu = find(s, 'c50-small', 'nginx-upstream')?.cpuUsPerReq ?? null
-  t.push({ target: 'CPU per proxied request ≤ 35 µs (c=50, 100 B)', value: `${fmt(cpu, 1)} µs (nginx ${fmt(ncpu, 1)} µs)`, met: cpu === null ? null : cpu <= 35 })
+  t.push({
+    target: 'CPU per proxied request ≤ 35 µs (c=50, 100 B)',
+    value: `${fmt(cpu, 1)} µs (nginx ${fmt(ncpu, 1)} µs)`,
+    met: cpu === null ? null : cpu <= 35,
+  })
   return t
 }
 
@@ -150,7 +226,7 @@ export function markdown(r: BenchReport): string {
     '',
     `Medians of ${r.settings.rounds} interleaved rounds of ${r.settings.durationS} s per contender and scenario; load generator, proxy and backends share the same ${m.cores} cores. ` +
       '"× nginx" is the ratio of req/s to nginx with a static upstream and keepalive (1 worker), "× direct" to one backend without a proxy, both measured in the same rounds. ' +
-      'CPU is the proxy\'s own (utime+stime of all its processes) per request; RSS is summed over its processes at the end of a run. Latency from wrk is in µs; autocannon reports whole ms.',
+      "CPU is the proxy's own (utime+stime of all its processes) per request; RSS is summed over its processes at the end of a run. Latency from wrk is in µs; autocannon reports whole ms.",
     '',
   ]
   if (r.skipped.length) lines.push(`Skipped: ${r.skipped.join('; ')}`, '')
@@ -160,19 +236,40 @@ export function markdown(r: BenchReport): string {
       if (rows.length === 0) continue
       lines.push(`## ${sc.label} (${tool})`, '')
       if (sc.isLatency) {
-        lines.push('| contender | p50 | added p50 vs direct | p99 | req/s | errors | CPU µs/req | RSS MB |', '|---|---:|---:|---:|---:|---:|---:|---:|')
-        for (const s of rows) lines.push(`| ${s.label} | ${us(s.p50Us)} | ${s.contender === 'direct' ? '–' : us(s.addedP50Us ?? 0)} | ${us(s.p99Us)} | ${fmt(s.rps)} | ${s.errors} | ${fmt(s.cpuUsPerReq, 1)} | ${fmt(s.rssMb)} |`)
+        lines.push(
+          '| contender | p50 | added p50 vs direct | p99 | req/s | errors | CPU µs/req | RSS MB |',
+          '|---|---:|---:|---:|---:|---:|---:|---:|',
+        )
+        for (const s of rows)
+          lines.push(
+            `| ${s.label} | ${us(s.p50Us)} | ${s.contender === 'direct' ? '–' : us(s.addedP50Us ?? 0)} | ${us(s.p99Us)} | ${fmt(s.rps)} | ${s.errors} | ${fmt(s.cpuUsPerReq, 1)} | ${fmt(s.rssMb)} |`,
+          )
       } else {
-        lines.push('| contender | req/s | × nginx | × direct | p50 | p99 | errors | CPU µs/req | RSS MB |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|')
-        for (const s of rows) lines.push(`| ${s.label} | ${fmt(s.rps)} | ${fmt(s.vsNginx, 2)} | ${fmt(s.vsDirect, 2)} | ${us(s.p50Us)} | ${us(s.p99Us)} | ${s.errors} | ${fmt(s.cpuUsPerReq, 1)} | ${fmt(s.rssMb)} |`)
+        lines.push(
+          '| contender | req/s | × nginx | × direct | p50 | p99 | errors | CPU µs/req | RSS MB |',
+          '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+        )
+        for (const s of rows)
+          lines.push(
+            `| ${s.label} | ${fmt(s.rps)} | ${fmt(s.vsNginx, 2)} | ${fmt(s.vsDirect, 2)} | ${us(s.p50Us)} | ${us(s.p99Us)} | ${s.errors} | ${fmt(s.cpuUsPerReq, 1)} | ${fmt(s.rssMb)} |`,
+          )
       }
       lines.push('')
     }
   }
   const c = r.convergence
   if (c) {
-    lines.push('## Convergence (consul-lb, 1 worker, TTL floor ' + c.ttlFloorMs + ' ms, health check every ' + c.checkIntervalMs + ' ms, ' + c.loadConnections + ' connections of steady GET load)', '',
-      '| event | time | failed requests |', '|---|---:|---:|',
+    lines.push(
+      '## Convergence (consul-lb, 1 worker, TTL floor ' +
+        c.ttlFloorMs +
+        ' ms, health check every ' +
+        c.checkIntervalMs +
+        ' ms, ' +
+        c.loadConnections +
+        ' connections of steady GET load)',
+      '',
+      '| event | time | failed requests |',
+      '|---|---:|---:|',
       `| register → passing in Consul | ${fmt(c.joinToPassingMs)} ms | |`,
       `| register → first request through consul-lb | ${fmt(c.joinToFirstRequestMs)} ms | |`,
       `| passing → first request (consul-lb's DNS refresh) | ${fmt(c.passingToFirstRequestMs)} ms | |`,
@@ -181,10 +278,13 @@ export function markdown(r: BenchReport): string {
       `| kill → ejected or out of consul-lb's pool | ${fmt(c.killToOutOfRotationMs)} ms | |`,
       `| kill → critical in Consul | ${fmt(c.killToCriticalMs)} ms | |`,
       `| killed instance, ${c.killWindowMs / 1000} s window under load | | ${c.killFailedRequests}${c.killFailureReasons.length ? ` (${esc([...new Set(c.killFailureReasons)].join('; ')).replace(/\|/g, '/')})` : ''} |`,
-      `| all other moments (${fmt(c.requests)} requests in total) | | ${c.otherFailedRequests} |`, '')
+      `| all other moments (${fmt(c.requests)} requests in total) | | ${c.otherFailedRequests} |`,
+      '',
+    )
   }
   lines.push('## Targets (issue 5)', '', '| target | measured | met |', '|---|---|:---:|')
-  for (const t of r.targets) lines.push(`| ${t.target} | ${t.value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`)
+  for (const t of r.targets)
+    lines.push(`| ${t.target} | ${t.value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`)
   lines.push('')
   return lines.join('\n')
 }
@@ -204,10 +304,12 @@ export function svg(r: BenchReport): string {
   const panelH = 30 + contenders.length * (barH + gap) + 10
   const width = panelW * 2 + 20
   const height = 60 + scenarios.length * panelH
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="10" y="22" font-size="16" font-weight="bold">consul-lb benchmark: req/s and p99 per contender (wrk, medians of ${r.settings.rounds} rounds)</text>`,
-    `<text x="10" y="42" fill="#555">${esc(`${r.machine.cpu}, ${r.machine.cores} cores · ${r.finishedAt.slice(0, 10)}`)}</text>`]
+    `<text x="10" y="42" fill="#555">${esc(`${r.machine.cpu}, ${r.machine.cores} cores · ${r.finishedAt.slice(0, 10)}`)}</text>`,
+  ]
   scenarios.forEach((sc, si) => {
     const rows = r.summary.filter((s) => s.scenario === sc.id && s.tool === 'wrk')
     const panels: { title: string; value: (s: Summary) => number; text: (s: Summary) => string }[] = [
@@ -225,11 +327,13 @@ export function svg(r: BenchReport): string {
         out.push(`<text x="${x0 + labelW - 6}" y="${y + barH - 4}" text-anchor="end">${esc(c.label)}</text>`)
         if (!s) return
         const w = Math.max(1, (p.value(s) / max) * barW)
-        out.push(`<rect x="${x0 + labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${colors[ci % colors.length]}"/>`)
+        out.push(
+          `<rect x="${x0 + labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${colors[ci % colors.length]}"/>`,
+        )
         out.push(`<text x="${x0 + labelW + w + 4}" y="${y + barH - 4}">${esc(p.text(s))}</text>`)
       })
     })
   })
   out.push('</svg>')
-  return out.join('\n') + '\n'
+  return `${out.join('\n')}\n`
 }

@@ -13,12 +13,12 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { contenderSpecs, haproxyBinary, type Contender } from './contenders.js'
-import { measureConvergence, type ConvergenceResult } from './convergence.js'
-import { runAutocannon, runWrk, SCENARIOS, wrkBinary, writeWrkScripts, type LoadResult, type Scenario } from './load.js'
+import { type Contender, contenderSpecs, haproxyBinary } from './contenders.js'
+import { type ConvergenceResult, measureConvergence } from './convergence.js'
+import { type LoadResult, runAutocannon, runWrk, SCENARIOS, type Scenario, writeWrkScripts, wrkBinary } from './load.js'
 import { killAllTrackedSync, sampleTree, sleep } from './procs.js'
-import { checkTargets, markdown, summarise, svg, type BenchReport, type Machine, type Measurement } from './report.js'
-import { ROOT, startStack, type Stack } from './stack.js'
+import { type BenchReport, checkTargets, type Machine, type Measurement, markdown, summarise, svg } from './report.js'
+import { ROOT, type Stack, startStack } from './stack.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -40,7 +40,11 @@ const { values: args } = parseArgs({
 })
 
 if (args.help) {
-  process.stdout.write(readFileSync(new URL(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*?|^ \* ?/gm, '') + '\n')
+  process.stdout.write(
+    `${readFileSync(new URL(import.meta.url), 'utf8')
+      .split('*/')[0]!
+      .replace(/^\/\*\*?|^ \* ?/gm, '')}\n`,
+  )
   process.exit(0)
 }
 
@@ -61,13 +65,20 @@ function loadavg(): string {
 
 function positiveInt(v: string, name: string): number {
   const n = Number(v)
-  if (!Number.isInteger(n) || n < 1) { process.stderr.write(`bench: ${name} must be a positive integer (got ${v})\n`); process.exit(2) }
+  if (!Number.isInteger(n) || n < 1) {
+    process.stderr.write(`bench: ${name} must be a positive integer (got ${v})\n`)
+    process.exit(2)
+  }
   return n
 }
 
 // Children are stopped by PID on every way out: normal end (finally), exceptions, Ctrl-C, SIGTERM.
 process.on('exit', killAllTrackedSync)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { killAllTrackedSync(); process.exit(130) })
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    killAllTrackedSync()
+    process.exit(130)
+  })
 
 const isTty = process.stderr.isTTY
 function progress(done: number, total: number, startedAt: number, what: string): void {
@@ -78,8 +89,11 @@ function progress(done: number, total: number, startedAt: number, what: string):
   const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${fmtS(elapsed)} elapsed, ~${fmtS(eta)} left · ${what}`
   process.stderr.write(isTty ? `\r\x1b[K${line}` : `${line}\n`)
 }
-const note = (msg: string): void => { process.stderr.write(`${isTty ? '\r\x1b[K' : ''}bench: ${msg}\n`) }
-const fmtS = (s: number): string => (s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`)
+const note = (msg: string): void => {
+  process.stderr.write(`${isTty ? '\r\x1b[K' : ''}bench: ${msg}\n`)
+}
+const fmtS = (s: number): string =>
+  s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`
 
 function version(cmd: string, flag: string): string | null {
   try {
@@ -95,20 +109,47 @@ function version(cmd: string, flag: string): string | null {
 function machine(nginxBin: string, wrk: string | null, haproxy: string | null, loadavgBefore: string): Machine {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown CPU'
   // nginx prints its version on stderr.
-  const nginx = execFileSync(nginxBin, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim() || execFileSync('sh', ['-c', '"$0" -v 2>&1', nginxBin], { encoding: 'utf8' }).trim()
+  const nginx =
+    execFileSync(nginxBin, ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim() ||
+    execFileSync('sh', ['-c', '"$0" -v 2>&1', nginxBin], { encoding: 'utf8' }).trim()
   return {
-    cpu, cores, loadavgBefore, loadavgAfter: loadavg(), memGb: totalmem() / 2 ** 30, kernel: `Linux ${release()}`, node: process.versions.node,
-    nginx: nginx.replace('nginx version: ', ''), haproxy: haproxy ? version(haproxy, '-v')?.replace(/ - https.*$/, '') ?? null : null,
-    wrk: wrk ? version(wrk, '-v')?.replace(/ \[.*$/, '') ?? 'wrk' : null,
+    cpu,
+    cores,
+    loadavgBefore,
+    loadavgAfter: loadavg(),
+    memGb: totalmem() / 2 ** 30,
+    kernel: `Linux ${release()}`,
+    node: process.versions.node,
+    nginx: nginx.replace('nginx version: ', ''),
+    haproxy: haproxy ? (version(haproxy, '-v')?.replace(/ - https.*$/, '') ?? null) : null,
+    wrk: wrk ? (version(wrk, '-v')?.replace(/ \[.*$/, '') ?? 'wrk') : null,
   }
 }
 
-async function measure(c: Contender, s: Scenario, tool: 'wrk' | 'autocannon', round: number, wrk: string | null, scripts: Map<string, string>): Promise<Measurement> {
+async function measure(
+  c: Contender,
+  s: Scenario,
+  tool: 'wrk' | 'autocannon',
+  round: number,
+  wrk: string | null,
+  scripts: Map<string, string>,
+): Promise<Measurement> {
   const before = c.pid === null ? null : sampleTree(c.pid)
-  const r: LoadResult = tool === 'wrk' ? await runWrk(wrk!, scripts.get(s.id)!, c.url, s, durationS, wrkThreads) : await runAutocannon(c.url, s, durationS)
+  const r: LoadResult =
+    tool === 'wrk'
+      ? await runWrk(wrk!, scripts.get(s.id)!, c.url, s, durationS, wrkThreads)
+      : await runAutocannon(c.url, s, durationS)
   const after = c.pid === null ? null : sampleTree(c.pid)
   return {
-    round, scenario: s.id, contender: c.id, tool: r.tool, rps: r.rps, p50Us: r.p50Us, p99Us: r.p99Us, errors: r.errors, requests: r.requests,
+    round,
+    scenario: s.id,
+    contender: c.id,
+    tool: r.tool,
+    rps: r.rps,
+    p50Us: r.p50Us,
+    p99Us: r.p99Us,
+    errors: r.errors,
+    requests: r.requests,
     cpuUsPerReq: before && after && r.requests > 0 ? ((after.cpuS - before.cpuS) * 1e6) / r.requests : null,
     rssMb: after ? after.rssKb / 1024 : null,
     maxProcRssMb: after ? after.maxRssKb / 1024 : null,
@@ -123,10 +164,17 @@ async function main(): Promise<void> {
   if (!wrk) skipped.push('wrk: not installed (apt-get install wrk as root); autocannon produced every figure')
   const variants = args.variant.map((v) => {
     const eq = v.indexOf('=')
-    if (eq <= 0) { process.stderr.write(`bench: --variant expects ID=PATH (got ${v})\n`); process.exit(2) }
+    if (eq <= 0) {
+      process.stderr.write(`bench: --variant expects ID=PATH (got ${v})\n`)
+      process.exit(2)
+    }
     return { id: v.slice(0, eq), cli: v.slice(eq + 1) }
   })
-  const { specs: allSpecs, skipped: specSkips } = contenderSpecs(cores, positiveInt(args['haproxy-threads'], '--haproxy-threads'), variants)
+  const { specs: allSpecs, skipped: specSkips } = contenderSpecs(
+    cores,
+    positiveInt(args['haproxy-threads'], '--haproxy-threads'),
+    variants,
+  )
   skipped.push(...specSkips)
   const specs = args.only ? allSpecs.filter((s) => args.only!.split(',').includes(s.id)) : allSpecs
   mkdirSync(tmpDir, { recursive: true })
@@ -149,7 +197,10 @@ async function main(): Promise<void> {
       }
     }
     // Warm-up: JIT, connection pools and DNS caches of every contender, not measured.
-    for (const c of running) await (wrk ? runWrk(wrk, scripts.get('c50-small')!, c.url, SCENARIOS[1]!, 2, wrkThreads) : runAutocannon(c.url, SCENARIOS[1]!, 2))
+    for (const c of running)
+      await (wrk
+        ? runWrk(wrk, scripts.get('c50-small')!, c.url, SCENARIOS[1]!, 2, wrkThreads)
+        : runAutocannon(c.url, SCENARIOS[1]!, 2))
 
     const plan: { round: number; s: Scenario; c: Contender; tool: 'wrk' | 'autocannon' }[] = []
     for (let round = 1; round <= rounds; round++) {
@@ -181,18 +232,24 @@ async function main(): Promise<void> {
     rmSync(tmpDir, { recursive: true, force: true })
   }
 
-  const contenders = specs.filter((s) => measurements.some((m) => m.contender === s.id)).map((s) => ({ id: s.id, label: s.label }))
+  const contenders = specs
+    .filter((s) => measurements.some((m) => m.contender === s.id))
+    .map((s) => ({ id: s.id, label: s.label }))
   const summary = summarise(measurements, contenders)
   const report: BenchReport = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: machine(stack!.nginxBin, wrk, haproxyBinary(), loadBefore),
     settings: { rounds, durationS, wrkThreads, autocannonScenarios: acScenarios },
-    contenders, skipped, measurements, summary, convergence,
+    contenders,
+    skipped,
+    measurements,
+    summary,
+    convergence,
     targets: checkTargets(summary, convergence, cores),
   }
   mkdirSync(outDir, { recursive: true })
-  writeFileSync(join(outDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n')
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`)
   const md = markdown(report)
   writeFileSync(join(outDir, 'latest.md'), md)
   writeFileSync(join(outDir, 'latest.svg'), svg(report))
@@ -201,6 +258,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  note(`failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+  note(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
   process.exitCode = 1
 })

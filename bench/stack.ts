@@ -4,10 +4,10 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { wrapFullConfig } from '../src/nginx/render.js'
-import { startConsul, type ConsulAgent } from '../test/helpers/consul.js'
+import { type ConsulAgent, startConsul } from '../test/helpers/consul.js'
 import { freePortOn } from '../test/helpers/nginx.js'
 import { freePort } from '../test/helpers/ports.js'
-import { sleep, spawnTracked, stopTracked, type Spawned } from './procs.js'
+import { type Spawned, sleep, spawnTracked, stopTracked } from './procs.js'
 
 /**
  * What every contender shares: one Consul dev agent and three nginx backends that answer from memory (`return 200`),
@@ -19,10 +19,18 @@ import { sleep, spawnTracked, stopTracked, type Spawned } from './procs.js'
 export const ROOT = resolve(import.meta.dirname, '..')
 export const SERVICE = 'web'
 /** ≈100 B response body (the "small" scenarios). */
-export const SMALL_BODY = 'consul-lb bench: a small response body of about one hundred bytes, served from nginx memory.\n'.padEnd(100, '.')
+export const SMALL_BODY =
+  'consul-lb bench: a small response body of about one hundred bytes, served from nginx memory.\n'.padEnd(100, '.')
 export const BIG_BYTES = 64 * 1024
 
-export interface Backend { id: string; host: string; port: number; fixedPort: number; daemon: Spawned; dir: string }
+export interface Backend {
+  id: string
+  host: string
+  port: number
+  fixedPort: number
+  daemon: Spawned
+  dir: string
+}
 
 export interface Stack {
   consul: ConsulAgent
@@ -35,7 +43,11 @@ export interface Stack {
 
 /** Debian's nginx (installed by scripts/ensure-nginx.sh when missing). */
 export function nginxBinary(): string {
-  return execFileSync('bash', [join(ROOT, 'scripts', 'ensure-nginx.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 10 * 60_000 }).trim()
+  return execFileSync('bash', [join(ROOT, 'scripts', 'ensure-nginx.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 10 * 60_000,
+  }).trim()
 }
 
 /**
@@ -43,16 +55,31 @@ export function nginxBinary(): string {
  * default. Body buffer: the default (8 KiB on x86-64) sends a 16 KiB POST body to a temporary file first, which cut
  * nginx's POST throughput to a sixth in a trial run; a user proxying uploads raises it, so the reference does too.
  */
-export const NGINX_KEEPALIVE = ['keepalive_requests 1000000;', 'keepalive_timeout 75s;', 'client_body_buffer_size 64k;', 'client_max_body_size 1m;']
+export const NGINX_KEEPALIVE = [
+  'keepalive_requests 1000000;',
+  'keepalive_timeout 75s;',
+  'client_body_buffer_size 64k;',
+  'client_max_body_size 1m;',
+]
 
 /**
  * Starts an nginx master in the foreground with its own prefix folder; `httpBody` goes inside `http {}`.
  * Resolves once `port` accepts connections.
  */
-export async function startNginxDaemon(bin: string, name: string, httpBody: string, port: number, host: string, workers = 1): Promise<{ daemon: Spawned; dir: string }> {
+export async function startNginxDaemon(
+  bin: string,
+  name: string,
+  httpBody: string,
+  port: number,
+  host: string,
+  workers = 1,
+): Promise<{ daemon: Spawned; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), `consul-lb-bench-${name}-`))
   const user = process.getuid?.() === 0 ? { user: 'root' } : {}
-  writeFileSync(join(dir, 'nginx.conf'), wrapFullConfig(httpBody.replaceAll('@DIR@', dir), { prefixDir: dir, workerProcesses: workers, ...user }))
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    wrapFullConfig(httpBody.replaceAll('@DIR@', dir), { prefixDir: dir, workerProcesses: workers, ...user }),
+  )
   writeFileSync(join(dir, '64k.bin'), Buffer.alloc(BIG_BYTES, 97))
   const daemon = spawnTracked(bin, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])
   try {
@@ -65,10 +92,17 @@ export async function startNginxDaemon(bin: string, name: string, httpBody: stri
   return { daemon, dir }
 }
 
-export async function waitListening(host: string, port: number, d: Spawned, name: string, timeoutMs = 15_000): Promise<void> {
+export async function waitListening(
+  host: string,
+  port: number,
+  d: Spawned,
+  name: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
-    if (d.proc.exitCode !== null || d.proc.signalCode !== null) throw new Error(`${name} exited (${d.proc.exitCode ?? d.proc.signalCode}):\n${d.output()}`)
+    if (d.proc.exitCode !== null || d.proc.signalCode !== null)
+      throw new Error(`${name} exited (${d.proc.exitCode ?? d.proc.signalCode}):\n${d.output()}`)
     if (await canConnect(host, port)) return
     await sleep(50)
   }
@@ -78,13 +112,16 @@ export async function waitListening(host: string, port: number, d: Spawned, name
 function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((r) => {
     const s = connect(port, host)
-    s.once('connect', () => { s.destroy(); r(true) })
+    s.once('connect', () => {
+      s.destroy()
+      r(true)
+    })
     s.once('error', () => r(false))
   })
 }
 
 function backendConfig(host: string, port: number, fixedPort: number): string {
-  return [
+  return `${[
     ...NGINX_KEEPALIVE,
     'server {',
     `    listen ${host}:${port};`,
@@ -94,7 +131,7 @@ function backendConfig(host: string, port: number, fixedPort: number): string {
     // `return` discards a request body (ngx_http_send_response): a POST costs the backend only the read.
     `    location / { return 200 '${SMALL_BODY}'; }`,
     '}',
-  ].join('\n') + '\n'
+  ].join('\n')}\n`
 }
 
 /** Consul, three nginx backends, registered as SERVICE with HTTP checks; stop with cleanup() (also on failure). */
@@ -118,11 +155,23 @@ export async function startStack(): Promise<Stack> {
     const fixedPort = await freePortOn(hosts)
     for (const [i, host] of hosts.entries()) {
       const port = await freePort(host)
-      const { daemon, dir } = await startNginxDaemon(nginxBin, `backend${i}`, backendConfig(host, port, fixedPort), port, host)
+      const { daemon, dir } = await startNginxDaemon(
+        nginxBin,
+        `backend${i}`,
+        backendConfig(host, port, fixedPort),
+        port,
+        host,
+      )
       backends.push({ id: `${SERVICE}-${i}`, host, port, fixedPort, daemon, dir })
     }
     for (const b of backends) {
-      await consul.register({ ID: b.id, Name: SERVICE, Address: b.host, Port: b.port, Check: { HTTP: `http://${b.host}:${b.port}/health`, Interval: '2s', Timeout: '1s' } })
+      await consul.register({
+        ID: b.id,
+        Name: SERVICE,
+        Address: b.host,
+        Port: b.port,
+        Check: { HTTP: `http://${b.host}:${b.port}/health`, Interval: '2s', Timeout: '1s' },
+      })
     }
     await consul.waitPassing(SERVICE, backends.length, 30_000)
     const c = consul

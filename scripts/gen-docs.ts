@@ -1,8 +1,8 @@
 // Writes the config reference tables into README.md from the field tables (npm run docs).
 import { readFileSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { DOC_SECTIONS } from '../test/helpers/doc-sections.js'
 import { replaceSection } from '../src/config/reference.js'
+import { DOC_SECTIONS } from '../test/helpers/doc-sections.js'
 
 const path = resolve(import.meta.dirname, '..', 'README.md')
 let doc = readFileSync(path, 'utf8')

@@ -17,6 +17,8 @@ bash scripts/ensure-nginx130.sh >/dev/null
 echo "== build and type-check"
 npm run build --silent
 npm run typecheck --silent
+echo "== format and lint (biome)"
+npm run lint --silent
 
 echo "== tests"
 mkdir -p .tap

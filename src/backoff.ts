@@ -4,7 +4,10 @@
  */
 export class Backoff {
   private failures = 0
-  constructor(private readonly initialMs: number, private readonly maxMs: number) {}
+  constructor(
+    private readonly initialMs: number,
+    private readonly maxMs: number,
+  ) {}
 
   /** The delay before the next attempt; each call counts one more failure. */
   next(): number {
@@ -14,9 +17,13 @@ export class Backoff {
     return Math.round(base / 2 + Math.random() * (base / 2))
   }
 
-  reset(): void { this.failures = 0 }
+  reset(): void {
+    this.failures = 0
+  }
 
-  get attempts(): number { return this.failures }
+  get attempts(): number {
+    return this.failures
+  }
 }
 
 /**
@@ -26,9 +33,18 @@ export class Backoff {
  */
 export function delay(ms: number, signal: AbortSignal, holdProcess = false): Promise<void> {
   return new Promise((resolve) => {
-    if (signal.aborted) { resolve(); return }
-    const onAbort = () => { clearTimeout(timer); resolve() }
-    const timer = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve() }, ms)
+    if (signal.aborted) {
+      resolve()
+      return
+    }
+    const onAbort = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
     if (!holdProcess) timer.unref()
     signal.addEventListener('abort', onAbort, { once: true })
   })

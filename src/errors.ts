@@ -49,14 +49,23 @@ export class DnsTimeoutError extends ConsulLbError {
 }
 
 export class DnsError extends ConsulLbError {
-  constructor(code: 'CLB_DNS_SERVFAIL' | 'CLB_DNS_MALFORMED' | 'CLB_DNS_UNREACHABLE' | 'CLB_DNS_REFUSED', message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: 'CLB_DNS_SERVFAIL' | 'CLB_DNS_MALFORMED' | 'CLB_DNS_UNREACHABLE' | 'CLB_DNS_REFUSED',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(code, message, 503, options)
     this.name = 'DnsError'
   }
 }
 
 export class UpstreamError extends ConsulLbError {
-  constructor(code: 'CLB_UPSTREAM_FAILED' | 'CLB_UPSTREAM_TIMEOUT' | 'CLB_UPSTREAM_RESET' | 'CLB_UPSTREAM_REFUSED', message: string, statusCode: number, options?: { cause?: unknown }) {
+  constructor(
+    code: 'CLB_UPSTREAM_FAILED' | 'CLB_UPSTREAM_TIMEOUT' | 'CLB_UPSTREAM_RESET' | 'CLB_UPSTREAM_REFUSED',
+    message: string,
+    statusCode: number,
+    options?: { cause?: unknown },
+  ) {
     super(code, message, statusCode, options)
     this.name = 'UpstreamError'
   }

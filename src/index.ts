@@ -2,26 +2,26 @@
  * The embedding API: start a proxy from a config object (validated exactly like a config file), and the pieces an
  * embedding user may want. The CLI is a thin layer over these.
  */
-import { Registry, collectDefaultMetrics } from 'prom-client'
-import { startAdmin, type AdminServer } from './admin/server.js'
+import { collectDefaultMetrics, Registry } from 'prom-client'
+import { type AdminServer, startAdmin } from './admin/server.js'
 import { loadServeConfig, type ServeConfig } from './config/serve.js'
 import { createLogger, type Logger } from './log.js'
-import { Proxy } from './proxy/proxy.js'
+import { LoadBalancer } from './proxy/proxy.js'
 // Loading these registers their keys, so a config object shared by every subcommand is accepted here too.
 import './config/registrator.js'
 import './config/nginx.js'
 
-export { Proxy } from './proxy/proxy.js'
-export { loadServeConfig, type ServeConfig } from './config/serve.js'
-export { parseRoute, type Route } from './routes/route.js'
-export { ConsulLbError, ConfigError } from './errors.js'
-export { Registrator, type RegistratorConfig } from './registrator/index.js'
-export { loadRegistratorConfig } from './config/registrator.js'
 export { loadNginxConfig, type NginxConfig } from './config/nginx.js'
+export { loadRegistratorConfig } from './config/registrator.js'
+export { loadServeConfig, type ServeConfig } from './config/serve.js'
+export { ConfigError, ConsulLbError } from './errors.js'
 export * from './nginx/index.js'
+export { LoadBalancer } from './proxy/proxy.js'
+export { Registrator, type RegistratorConfig } from './registrator/index.js'
+export { parseRoute, type Route } from './routes/route.js'
 
 export interface RunningProxy {
-  proxy: Proxy
+  proxy: LoadBalancer
   admin: AdminServer | null
   /** Port the proxy listens on (useful with listen port 0). */
   port: number
@@ -33,17 +33,26 @@ export interface RunningProxy {
  * Starts a proxy (and its admin listener unless `admin: 'off'`). `settings` uses the config file's keys
  * (`{ listen: '127.0.0.1:8080', routes: ['/api=api'] }`); invalid settings throw a ConfigError naming the key.
  */
-export async function startProxy(settings: Record<string, unknown>, opts: { log?: Logger; registry?: Registry } = {}): Promise<RunningProxy> {
+export async function startProxy(
+  settings: Record<string, unknown>,
+  opts: { log?: Logger; registry?: Registry } = {},
+): Promise<RunningProxy> {
   const config: ServeConfig = loadServeConfig({ object: settings })
   const log = opts.log ?? createLogger(config.logLevel as 'info')
   const registry = opts.registry ?? new Registry()
   if (!opts.registry) collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new Proxy(config, { log, registry })
+  const proxy = new LoadBalancer(config, { log, registry })
   const { port } = await proxy.listen()
   let admin: AdminServer | null = null
   if (config.admin) {
     try {
-      admin = await startAdmin({ ...config.admin, log, registry, status: { proxy: () => proxy.status() }, isHealthy: () => !proxy.isClosing })
+      admin = await startAdmin({
+        ...config.admin,
+        log,
+        registry,
+        status: { proxy: () => proxy.status() },
+        isHealthy: () => !proxy.isClosing,
+      })
     } catch (err) {
       await proxy.close(0)
       throw err

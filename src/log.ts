@@ -1,4 +1,4 @@
-import { pino, type Logger, type LevelWithSilent } from 'pino'
+import { type LevelWithSilent, type Logger, pino } from 'pino'
 
 export type { Logger }
 
@@ -7,7 +7,10 @@ export type { Logger }
  * and never create their own. The level is set once, here, at startup.
  */
 export function createLogger(level: LevelWithSilent = 'info', destination?: NodeJS.WritableStream): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination ?? process.stdout)
+  return pino(
+    { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    destination ?? process.stdout,
+  )
 }
 
 /** A logger that writes nothing: for embedding and tests that do not read logs. */

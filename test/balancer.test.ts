@@ -1,15 +1,18 @@
 import t, { type Test } from 'tap'
 import { Pool } from 'undici'
-import { ServicePool } from '../src/balancer/pool.js'
 import { leastConnections, powerOfTwo, roundRobin } from '../src/balancer/policies.js'
-import { UpstreamRegistry, type Upstream } from '../src/balancer/upstream.js'
-import { instanceKey, type Instance } from '../src/resolver/instances.js'
+import { ServicePool } from '../src/balancer/pool.js'
+import { type Upstream, UpstreamRegistry } from '../src/balancer/upstream.js'
+import { type Instance, instanceKey } from '../src/resolver/instances.js'
 
 function inst(n: number, weight = 1, priority = 1): Instance {
   return { key: instanceKey(`127.0.0.${n}`, 8000), address: `127.0.0.${n}`, port: 8000, weight, priority }
 }
 
-function registry(t: Test, health = { maxFails: 3, failWindowMs: 10_000, ejectForMs: 1000, maxConnectionsPerInstance: 100 }): UpstreamRegistry {
+function registry(
+  t: Test,
+  health = { maxFails: 3, failWindowMs: 10_000, ejectForMs: 1000, maxConnectionsPerInstance: 100 },
+): UpstreamRegistry {
   const r = new UpstreamRegistry((origin) => new Pool(origin), health)
   t.teardown(() => r.close())
   return r
@@ -49,15 +52,18 @@ t.test('an instance that appears does not reset the rotation of the others', asy
   t.equal(new Set(next3).size, 3, 'the new instance is in the next round')
 })
 
-t.test('SRV priority tiers: the lower value is used; the next tier only when the first has nothing eligible', async (t) => {
-  const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
-  const pool = new ServicePool(reg, roundRobin)
-  pool.update([inst(1, 1, 1), inst(2, 1, 1), inst(3, 1, 2)], Date.now())
-  t.same(picks(pool, 10), { '127.0.0.1': 5, '127.0.0.2': 5 })
-  const now = Date.now()
-  for (const m of pool.members()) if (m.priority === 1) reg.recordFailure(m.upstream, 'ECONNREFUSED', now)
-  t.same(picks(pool, 4, now), { '127.0.0.3': 4 }, 'failover tier takes over while tier 1 is ejected')
-})
+t.test(
+  'SRV priority tiers: the lower value is used; the next tier only when the first has nothing eligible',
+  async (t) => {
+    const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
+    const pool = new ServicePool(reg, roundRobin)
+    pool.update([inst(1, 1, 1), inst(2, 1, 1), inst(3, 1, 2)], Date.now())
+    t.same(picks(pool, 10), { '127.0.0.1': 5, '127.0.0.2': 5 })
+    const now = Date.now()
+    for (const m of pool.members()) if (m.priority === 1) reg.recordFailure(m.upstream, 'ECONNREFUSED', now)
+    t.same(picks(pool, 4, now), { '127.0.0.3': 4 }, 'failover tier takes over while tier 1 is ejected')
+  },
+)
 
 t.test('passive health: maxFails within the window ejects; the instance returns after ejectForMs', async (t) => {
   const reg = registry(t, { maxFails: 3, failWindowMs: 10_000, ejectForMs: 1000, maxConnectionsPerInstance: 100 })
@@ -85,18 +91,21 @@ t.test('failures outside the window do not add up; a success clears the streak',
   t.notOk(reg.recordFailure(u, 'ECONNRESET', now + 501), 'streak was cleared by the success')
 })
 
-t.test('failure memory is keyed by address:port and survives a DNS refresh that drops and re-adds the instance', async (t) => {
-  const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
-  const pool = new ServicePool(reg, roundRobin)
-  pool.update([inst(1), inst(2)], Date.now())
-  const u1 = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
-  reg.recordFailure(u1, 'ECONNREFUSED', Date.now())
-  pool.update([inst(2)], Date.now())
-  pool.update([inst(1), inst(2)], Date.now())
-  const again = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
-  t.equal(again, u1, 'same upstream object')
-  t.ok(again.isEjected(Date.now()), 'still ejected')
-})
+t.test(
+  'failure memory is keyed by address:port and survives a DNS refresh that drops and re-adds the instance',
+  async (t) => {
+    const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
+    const pool = new ServicePool(reg, roundRobin)
+    pool.update([inst(1), inst(2)], Date.now())
+    const u1 = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
+    reg.recordFailure(u1, 'ECONNREFUSED', Date.now())
+    pool.update([inst(2)], Date.now())
+    pool.update([inst(1), inst(2)], Date.now())
+    const again = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
+    t.equal(again, u1, 'same upstream object')
+    t.ok(again.isEjected(Date.now()), 'still ejected')
+  },
+)
 
 t.test('every instance ejected: panic mode still tries one rather than answering 503', async (t) => {
   const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
@@ -120,7 +129,10 @@ t.test('retries skip instances already tried; full instances are skipped', async
 })
 
 t.test('least-connections and power-of-two prefer the less loaded instance', async (t) => {
-  for (const [name, sel] of [['least-connections', leastConnections()], ['p2c', powerOfTwo]] as const) {
+  for (const [name, sel] of [
+    ['least-connections', leastConnections()],
+    ['p2c', powerOfTwo],
+  ] as const) {
     const pool = new ServicePool(registry(t), sel)
     pool.update([inst(1), inst(2)], Date.now())
     const [a, b] = pool.members().map((m) => m.upstream)

@@ -1,16 +1,20 @@
 import t from 'tap'
 import { DnsClient } from '../src/dns/client.js'
 import { TYPE_SRV } from '../src/dns/message.js'
+import { silentLogger } from '../src/log.js'
 import { addressFromAddrName, instancesFromSrv } from '../src/resolver/instances.js'
 import { ServiceResolver } from '../src/resolver/resolver.js'
-import { silentLogger } from '../src/log.js'
-import { startFakeDns, srvInstances } from './helpers/fake-dns.js'
 import { startConsul } from './helpers/consul.js'
+import { srvInstances, startFakeDns } from './helpers/fake-dns.js'
 
 // Fake servers here: a real Consul cannot be told to stay silent, send garbage, or cap UDP and not TCP on demand.
 
 function client(servers: { port: number; label: string }[], transport: 'udp' | 'tcp', timeoutMs = 300): DnsClient {
-  return new DnsClient({ servers: servers.map((s) => ({ host: '127.0.0.1', port: s.port, label: s.label })), transport, timeoutMs })
+  return new DnsClient({
+    servers: servers.map((s) => ({ host: '127.0.0.1', port: s.port, label: s.label })),
+    transport,
+    timeoutMs,
+  })
 }
 
 t.test('.addr. SRV targets decode to IPv4 and IPv6 addresses', async (t) => {
@@ -32,7 +36,9 @@ t.test('a UDP answer capped at 3 records without TC is asked again over TCP, and
 })
 
 t.test('a UDP answer with the TC bit is retried over TCP', async (t) => {
-  const fake = await startFakeDns(t, (q) => (q.proto === 'udp' ? { tc: true, srv: srvInstances(1) } : { srv: srvInstances(7) }))
+  const fake = await startFakeDns(t, (q) =>
+    q.proto === 'udp' ? { tc: true, srv: srvInstances(1) } : { srv: srvInstances(7) },
+  )
   const c = client([fake], 'udp')
   t.teardown(() => c.close())
   const r = await c.query('web.service.consul', 'SRV')
@@ -69,7 +75,10 @@ t.test('SERVFAIL and malformed answers fail over with stable codes', async (t) =
   // A header promising 1 answer followed by nothing: what a cut or corrupted packet looks like.
   const garbage = await startFakeDns(t, () => Buffer.from([0, 0, 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 0, 3, 0x77, 0x65]))
   const good = await startFakeDns(t, () => ({ srv: srvInstances(1) }))
-  for (const [bad, code] of [[servfail, 'CLB_DNS_SERVFAIL'], [garbage, 'CLB_DNS_MALFORMED']] as const) {
+  for (const [bad, code] of [
+    [servfail, 'CLB_DNS_SERVFAIL'],
+    [garbage, 'CLB_DNS_MALFORMED'],
+  ] as const) {
     const alone = client([bad], 'udp')
     await t.rejects(alone.query('web.service.consul', 'SRV'), { code })
     alone.close()
@@ -79,8 +88,20 @@ t.test('SERVFAIL and malformed answers fail over with stable codes', async (t) =
   }
 })
 
-function resolverFor(c: DnsClient, over: Partial<ConstructorParameters<typeof ServiceResolver>[1]> = {}): ServiceResolver {
-  return new ServiceResolver(c, { domain: 'consul', ttlFloorMs: 200, ttlCeilingMs: 5000, staleIfErrorMs: 800, negativeTtlMs: 100, idleServiceMs: 60_000, log: silentLogger(), ...over })
+function resolverFor(
+  c: DnsClient,
+  over: Partial<ConstructorParameters<typeof ServiceResolver>[1]> = {},
+): ServiceResolver {
+  return new ServiceResolver(c, {
+    domain: 'consul',
+    ttlFloorMs: 200,
+    ttlCeilingMs: 5000,
+    staleIfErrorMs: 800,
+    negativeTtlMs: 100,
+    idleServiceMs: 60_000,
+    log: silentLogger(),
+    ...over,
+  })
 }
 
 /** Acquires a service entry and waits for its first answer. */
@@ -96,7 +117,10 @@ t.test('one query in flight per name, however many callers (no thundering herd)'
   const fake = await startFakeDns(t, () => (answering ? { srv: srvInstances(3) } : 'silence'))
   const c = client([fake], 'tcp')
   const r = resolverFor(c)
-  t.teardown(() => { r.close(); c.close() })
+  t.teardown(() => {
+    r.close()
+    c.close()
+  })
   const e = r.acquire({ service: 'web', tag: null, datacenter: null, port: null })
   await Promise.all(Array.from({ length: 50 }, () => r.refresh(e)))
   t.equal(fake.queries.filter((q) => q.type === TYPE_SRV).length, 1)
@@ -109,7 +133,10 @@ t.test('stale-if-error: the last good answer is served while DNS fails, then dro
   const fake = await startFakeDns(t, () => (answering ? { srv: srvInstances(3) } : 'silence'))
   const c = client([fake], 'tcp', 100)
   const r = resolverFor(c, { staleIfErrorMs: 1500 })
-  t.teardown(() => { r.close(); c.close() })
+  t.teardown(() => {
+    r.close()
+    c.close()
+  })
   const e = await firstAnswer(r, 'web')
   t.equal(e.source, 'fresh')
   answering = false
@@ -118,11 +145,17 @@ t.test('stale-if-error: the last good answer is served while DNS fails, then dro
   t.equal(e.instances.length, 3, 'instances kept')
   t.equal(e.lastError?.code, 'CLB_DNS_TIMEOUT')
   const deadline = Date.now() + 5000
-  while (e.instances.length > 0 && Date.now() < deadline) { r.touch(e, Date.now()); await new Promise((res) => setTimeout(res, 100)) }
+  while (e.instances.length > 0 && Date.now() < deadline) {
+    r.touch(e, Date.now())
+    await new Promise((res) => setTimeout(res, 100))
+  }
   t.equal(e.instances.length, 0, 'dropped after staleIfErrorMs')
   answering = true
   const back = Date.now() + 5000
-  while (e.instances.length === 0 && Date.now() < back) { r.touch(e, Date.now()); await new Promise((res) => setTimeout(res, 100)) }
+  while (e.instances.length === 0 && Date.now() < back) {
+    r.touch(e, Date.now())
+    await new Promise((res) => setTimeout(res, 100))
+  }
   t.equal(e.source, 'fresh', 'fresh again when DNS answers')
 })
 
@@ -130,7 +163,10 @@ t.test('NXDOMAIN is cached briefly as a negative answer, not treated as an error
   const fake = await startFakeDns(t, () => ({ rcode: 3 }))
   const c = client([fake], 'udp')
   const r = resolverFor(c, { negativeTtlMs: 5000 })
-  t.teardown(() => { r.close(); c.close() })
+  t.teardown(() => {
+    r.close()
+    c.close()
+  })
   const e = await firstAnswer(r, 'nope')
   t.equal(e.source, 'negative')
   t.equal(e.lastError, null)
@@ -143,7 +179,10 @@ t.test('TTL floor and ceiling clamp the refresh interval', async (t) => {
   const fake = await startFakeDns(t, () => ({ srv: srvInstances(1), ttl: 0 }))
   const c = client([fake], 'udp')
   const r = resolverFor(c, { ttlFloorMs: 500, ttlCeilingMs: 600 })
-  t.teardown(() => { r.close(); c.close() })
+  t.teardown(() => {
+    r.close()
+    c.close()
+  })
   const e = await firstAnswer(r, 'web')
   t.equal(e.ttlMs, 500, 'TTL 0 raised to the floor')
   fake.handler = () => ({ srv: srvInstances(1), ttl: 3600 })
@@ -153,14 +192,23 @@ t.test('TTL floor and ceiling clamp the refresh interval', async (t) => {
 
 t.test('real Consul: SRV over TCP and UDP+EDNS see all 5 instances; UDP without EDNS would see 3', async (t) => {
   const consul = await startConsul(t)
-  for (let i = 1; i <= 5; i++) await consul.register({ ID: `web${i}`, Name: 'web', Address: `127.0.0.${i}`, Port: 9000 + i })
+  for (let i = 1; i <= 5; i++)
+    await consul.register({ ID: `web${i}`, Name: 'web', Address: `127.0.0.${i}`, Port: 9000 + i })
   await consul.register({ ID: 'nodeaddr', Name: 'nodeaddr', Port: 7000 })
   for (const transport of ['tcp', 'udp'] as const) {
-    const c = new DnsClient({ servers: [{ host: '127.0.0.1', port: consul.dnsPort, label: consul.dnsAddr }], transport, timeoutMs: 1000 })
+    const c = new DnsClient({
+      servers: [{ host: '127.0.0.1', port: consul.dnsPort, label: consul.dnsAddr }],
+      transport,
+      timeoutMs: 1000,
+    })
     const r = await c.query('web.service.consul', 'SRV')
     t.equal(instancesFromSrv(r.message).instances.length, 5, `${transport}: 5 instances`)
     const node = instancesFromSrv((await c.query('nodeaddr.service.consul', 'SRV')).message)
-    t.same(node.instances.map((i) => i.key), ['127.0.0.1:7000'], `${transport}: node-name target resolved from the additional A record`)
+    t.same(
+      node.instances.map((i) => i.key),
+      ['127.0.0.1:7000'],
+      `${transport}: node-name target resolved from the additional A record`,
+    )
     t.equal((await c.query('nope.service.consul', 'SRV')).kind, 'nxdomain')
     c.close()
   }

@@ -3,9 +3,9 @@ import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import t from 'tap'
 import { startConsul } from './helpers/consul.js'
-import { tempDir } from './helpers/tmp.js'
 import { nginxBinary, sleep } from './helpers/nginx.js'
 import { stopChild } from './helpers/process.js'
+import { tempDir } from './helpers/tmp.js'
 
 /** `consul-lb nginx` as a user runs it: exit codes, stdout vs --out, errors that carry their code. */
 
@@ -13,14 +13,27 @@ const ROOT = resolve(import.meta.dirname, '..')
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'nginx', ...args], { cwd: ROOT, timeout: 60_000, env: { ...process.env, CONSUL_HTTP_ADDR: '127.0.0.1:1' } }, (err, stdout, stderr) => {
-      done({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-    })
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'nginx', ...args],
+      { cwd: ROOT, timeout: 60_000, env: { ...process.env, CONSUL_HTTP_ADDR: '127.0.0.1:1' } },
+      (err, stdout, stderr) => {
+        done({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
+      },
+    )
   })
 }
 
 t.test('the config goes to stdout, checked, and logs go to stderr', async (t) => {
-  const r = await cli(['--route', 'api.example.com=api:5000', '--check', '--nginx-bin', nginxBinary('1.22'), '--log-level', 'info'])
+  const r = await cli([
+    '--route',
+    'api.example.com=api:5000',
+    '--check',
+    '--nginx-bin',
+    nginxBinary('1.22'),
+    '--log-level',
+    'info',
+  ])
   t.equal(r.code, 0, r.code === 0 ? 'exit 0' : r.stderr)
   t.match(r.stdout, /^# Written by consul-lb nginx \(mode resolver\)/)
   t.match(r.stderr, /nginx -t accepted the output/)
@@ -48,32 +61,79 @@ t.test('refusals exit 1 with their code; bad settings exit 2 naming the field', 
   t.equal(hostile.stdout, '', 'nothing written')
 })
 
-t.test('--watch writes the catalog config, follows it, and exits on SIGTERM without waiting for its blocking query', async (t) => {
-  const consul = await startConsul(t)
-  await consul.register({ ID: 'web-1', Name: 'web', Address: '127.0.0.2', Port: 80 })
-  const dir = tempDir(t, 'consul-lb-cli-watch-')
-  const out = join(dir, 'catalog.conf')
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'nginx', '--mode', 'catalog', '--catalog-port', '80', '--watch', '--out', out, '--debounce-ms', '100', '--consul', consul.httpAddr, '--check', '--nginx-bin', nginxBinary('1.22'), '--reload-command', `echo reload >> ${join(dir, 'reloads')}`], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => stopChild(proc))
-  let logs = ''
-  proc.stdout!.on('data', (b: Buffer) => { logs += b.toString() })
-  proc.stderr!.on('data', (b: Buffer) => { logs += b.toString() })
-  const waitFor = async (pred: () => boolean, what: string) => {
-    for (let i = 0; i < 300 && !pred(); i++) await sleep(50)
-    if (!pred()) throw new Error(`${what} did not happen within 15 s:\n${logs}`)
-  }
-  const read = () => { try { return readFileSync(out, 'utf8') } catch { return '' } } // not written yet: polled again
-  await waitFor(() => read().includes('catalog service web'), 'the first write')
-  await consul.register({ ID: 'api-1', Name: 'api', Address: '127.0.0.3', Port: 80 })
-  await waitFor(() => read().includes('catalog service api'), 'the rewrite for a new service')
-  // The reload command runs right after the write: wait for it rather than racing it.
-  const reloads = () => { try { return readFileSync(join(dir, 'reloads'), 'utf8') } catch { return '' } } // not run yet: polled again
-  await waitFor(() => reloads() === 'reload\nreload\n', 'the second reload')
-  t.equal(reloads(), 'reload\nreload\n', 'the reload command ran after each write')
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  const stoppedAt = Date.now()
-  proc.kill('SIGTERM')
-  const code = await exited
-  t.equal(code, 0, 'clean exit')
-  t.ok(Date.now() - stoppedAt < 5000, `exited ${Date.now() - stoppedAt} ms after SIGTERM (the blocking query waits up to 60 s)`)
-})
+t.test(
+  '--watch writes the catalog config, follows it, and exits on SIGTERM without waiting for its blocking query',
+  async (t) => {
+    const consul = await startConsul(t)
+    await consul.register({ ID: 'web-1', Name: 'web', Address: '127.0.0.2', Port: 80 })
+    const dir = tempDir(t, 'consul-lb-cli-watch-')
+    const out = join(dir, 'catalog.conf')
+    const proc = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(ROOT, 'src', 'cli.ts'),
+        'nginx',
+        '--mode',
+        'catalog',
+        '--catalog-port',
+        '80',
+        '--watch',
+        '--out',
+        out,
+        '--debounce-ms',
+        '100',
+        '--consul',
+        consul.httpAddr,
+        '--check',
+        '--nginx-bin',
+        nginxBinary('1.22'),
+        '--reload-command',
+        `echo reload >> ${join(dir, 'reloads')}`,
+      ],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    t.teardown(() => stopChild(proc))
+    let logs = ''
+    proc.stdout!.on('data', (b: Buffer) => {
+      logs += b.toString()
+    })
+    proc.stderr!.on('data', (b: Buffer) => {
+      logs += b.toString()
+    })
+    const waitFor = async (pred: () => boolean, what: string) => {
+      for (let i = 0; i < 300 && !pred(); i++) await sleep(50)
+      if (!pred()) throw new Error(`${what} did not happen within 15 s:\n${logs}`)
+    }
+    const read = () => {
+      try {
+        return readFileSync(out, 'utf8')
+      } catch {
+        return ''
+      }
+    } // not written yet: polled again
+    await waitFor(() => read().includes('catalog service web'), 'the first write')
+    await consul.register({ ID: 'api-1', Name: 'api', Address: '127.0.0.3', Port: 80 })
+    await waitFor(() => read().includes('catalog service api'), 'the rewrite for a new service')
+    // The reload command runs right after the write: wait for it rather than racing it.
+    const reloads = () => {
+      try {
+        return readFileSync(join(dir, 'reloads'), 'utf8')
+      } catch {
+        return ''
+      }
+    } // not run yet: polled again
+    await waitFor(() => reloads() === 'reload\nreload\n', 'the second reload')
+    t.equal(reloads(), 'reload\nreload\n', 'the reload command ran after each write')
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+    const stoppedAt = Date.now()
+    proc.kill('SIGTERM')
+    const code = await exited
+    t.equal(code, 0, 'clean exit')
+    t.ok(
+      Date.now() - stoppedAt < 5000,
+      `exited ${Date.now() - stoppedAt} ms after SIGTERM (the blocking query waits up to 60 s)`,
+    )
+  },
+)

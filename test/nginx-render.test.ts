@@ -1,18 +1,35 @@
-import t from 'tap'
-import { ConfigError } from '../src/errors.js'
-import { loadNginxConfig } from '../src/config/nginx.js'
 import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import t from 'tap'
+import { loadNginxConfig } from '../src/config/nginx.js'
+import { ConfigError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
-import { emitNginxConfig, NginxError, parseNginxVersion, renderNginxConfig, selectCatalogServices, supportsUpstreamResolve } from '../src/nginx/index.js'
-import { tempDir } from './helpers/tmp.js'
+import {
+  emitNginxConfig,
+  type NginxError,
+  parseNginxVersion,
+  renderNginxConfig,
+  selectCatalogServices,
+  supportsUpstreamResolve,
+} from '../src/nginx/index.js'
 import { parseRoute, type Route } from '../src/routes/route.js'
 import { renderOptions } from './helpers/nginx.js'
+import { tempDir } from './helpers/tmp.js'
 
-const ROUTES = ['api.example.com=api:5000', '/ws=chat:9000,ws,strip', '/=web:80', 'api.example.com/v2.1=api2:5000,tag=v2,dc=dc2', 'shop.example.com/cart=cart:8000'].map((r) => parseRoute(r))
+const ROUTES = [
+  'api.example.com=api:5000',
+  '/ws=chat:9000,ws,strip',
+  '/=web:80',
+  'api.example.com/v2.1=api2:5000,tag=v2,dc=dc2',
+  'shop.example.com/cart=cart:8000',
+].map((r) => parseRoute(r))
 
 function codeOf(fn: () => unknown): string | undefined {
-  try { fn() } catch (err) { return (err as { code?: string }).code }
+  try {
+    fn()
+  } catch (err) {
+    return (err as { code?: string }).code
+  }
   return undefined
 }
 
@@ -23,7 +40,10 @@ t.test('the same routes give the same bytes, in any order', async (t) => {
   t.equal(a, b)
   t.equal(a, c, 'route order does not change the output')
   const up = renderNginxConfig(renderOptions({ mode: 'upstream', routes: [...ROUTES, parseRoute('/srv=srv')] }))
-  t.equal(up, renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/srv=srv'), ...ROUTES].reverse() })))
+  t.equal(
+    up,
+    renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/srv=srv'), ...ROUTES].reverse() })),
+  )
   const cat = renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['web', 'api'])
   t.equal(cat, renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['api', 'web']))
 })
@@ -45,7 +65,12 @@ t.test('every block names the route that made it', async (t) => {
 })
 
 t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', async (t) => {
-  const text = renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/=web'), parseRoute('/v2=web,tag=v2,dc=dc2'), parseRoute('/fixed=web:81')] }))
+  const text = renderNginxConfig(
+    renderOptions({
+      mode: 'upstream',
+      routes: [parseRoute('/=web'), parseRoute('/v2=web,tag=v2,dc=dc2'), parseRoute('/fixed=web:81')],
+    }),
+  )
   t.match(text, 'server service.consul service=web resolve;')
   t.match(text, 'server service.dc2.consul service=_web._v2 resolve;')
   t.match(text, 'server web.service.consul:81 resolve;')
@@ -55,17 +80,47 @@ t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', as
 })
 
 t.test('the resolver mode refuses a route without a fixed port and says what to do', async (t) => {
-  const err = (() => { try { renderNginxConfig(renderOptions({ routes: [parseRoute('/=web')] })) } catch (e) { return e as NginxError } return null })()
+  const err = (() => {
+    try {
+      renderNginxConfig(renderOptions({ routes: [parseRoute('/=web')] }))
+    } catch (e) {
+      return e as NginxError
+    }
+    return null
+  })()
   t.equal(err?.code, 'CLB_NGINX_NO_PORT')
   t.match(err?.message, /--mode upstream/)
 })
 
 t.test('upstream resolve is refused for nginx older than 1.27.3', async (t) => {
   const routes = [parseRoute('/=web')]
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.22.1') }))), 'CLB_NGINX_VERSION_TOO_OLD')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', nginxVersion: parseNginxVersion('1.26.0') }), ['web'])), 'CLB_NGINX_VERSION_TOO_OLD')
-  t.doesNotThrow(() => renderNginxConfig(renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.27.3') })))
-  t.doesNotThrow(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80, nginxVersion: parseNginxVersion('1.22.1') }), ['web']), 'catalog with a fixed port works on any nginx')
+  t.equal(
+    codeOf(() =>
+      renderNginxConfig(
+        renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.22.1') }),
+      ),
+    ),
+    'CLB_NGINX_VERSION_TOO_OLD',
+  )
+  t.equal(
+    codeOf(() =>
+      renderNginxConfig(renderOptions({ mode: 'catalog', nginxVersion: parseNginxVersion('1.26.0') }), ['web']),
+    ),
+    'CLB_NGINX_VERSION_TOO_OLD',
+  )
+  t.doesNotThrow(() =>
+    renderNginxConfig(
+      renderOptions({ mode: 'upstream', routes, nginxVersion: parseNginxVersion('nginx version: nginx/1.27.3') }),
+    ),
+  )
+  t.doesNotThrow(
+    () =>
+      renderNginxConfig(
+        renderOptions({ mode: 'catalog', catalogPort: 80, nginxVersion: parseNginxVersion('1.22.1') }),
+        ['web'],
+      ),
+    'catalog with a fixed port works on any nginx',
+  )
 })
 
 t.test('nginx -v output is read, Plus included', async (t) => {
@@ -73,7 +128,10 @@ t.test('nginx -v output is read, Plus included', async (t) => {
   t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.25.3 (nginx-plus-r31)')), true)
   t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.27.2')), false)
   t.equal(supportsUpstreamResolve(parseNginxVersion('nginx version: nginx/1.28.0')), true)
-  t.equal(codeOf(() => parseNginxVersion('openresty')), 'CLB_NGINX_VERSION_UNKNOWN')
+  t.equal(
+    codeOf(() => parseNginxVersion('openresty')),
+    'CLB_NGINX_VERSION_UNKNOWN',
+  )
   t.equal(parseNginxVersion('nginx version: openresty/1.21.4.1').text, '1.21.4', 'OpenResty: the nginx it is built on')
 })
 
@@ -91,39 +149,115 @@ t.test('hostile names from routes never reach the text', async (t) => {
     { port: 0 },
   ]
   for (const h of hostile) {
-    t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [{ ...base, ...h }] }))), 'CLB_NGINX_UNSAFE_NAME', JSON.stringify(h))
+    t.equal(
+      codeOf(() => renderNginxConfig(renderOptions({ routes: [{ ...base, ...h }] }))),
+      'CLB_NGINX_UNSAFE_NAME',
+      JSON.stringify(h),
+    )
   }
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], domain: 'consul; }' }))), 'CLB_NGINX_UNSAFE_NAME')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], listen: '80; }' }))), 'CLB_NGINX_UNSAFE_NAME')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '1.2.3.4;', port: 53, label: '1.2.3.4;:53' }] }))), 'CLB_NGINX_UNSAFE_NAME')
-  const labelled = renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '127.0.0.1', port: 8600, label: '127.0.0.1:8600; } server { listen 81; ' }] }))
-  t.notMatch(labelled, /listen 81/, 'a DNS server is written from its checked host and port, never from its free-text label')
+  t.equal(
+    codeOf(() => renderNginxConfig(renderOptions({ routes: [base], domain: 'consul; }' }))),
+    'CLB_NGINX_UNSAFE_NAME',
+  )
+  t.equal(
+    codeOf(() => renderNginxConfig(renderOptions({ routes: [base], listen: '80; }' }))),
+    'CLB_NGINX_UNSAFE_NAME',
+  )
+  t.equal(
+    codeOf(() =>
+      renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '1.2.3.4;', port: 53, label: '1.2.3.4;:53' }] })),
+    ),
+    'CLB_NGINX_UNSAFE_NAME',
+  )
+  const labelled = renderNginxConfig(
+    renderOptions({
+      routes: [base],
+      dns: [{ host: '127.0.0.1', port: 8600, label: '127.0.0.1:8600; } server { listen 81; ' }],
+    }),
+  )
+  t.notMatch(
+    labelled,
+    /listen 81/,
+    'a DNS server is written from its checked host and port, never from its free-text label',
+  )
   t.match(labelled, 'resolver 127.0.0.1:8600 valid=5s ipv6=off;')
-  t.match(renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '::1', port: 8600, label: 'x' }] })), 'resolver [::1]:8600 valid=')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], keepalive: '16; } server { listen 81' as unknown as number }))), 'CLB_NGINX_UNSAFE_NAME', 'numbers are checked too')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ routes: [base], resolverValidS: 1.5 }))), 'CLB_NGINX_UNSAFE_NAME')
+  t.match(
+    renderNginxConfig(renderOptions({ routes: [base], dns: [{ host: '::1', port: 8600, label: 'x' }] })),
+    'resolver [::1]:8600 valid=',
+  )
+  t.equal(
+    codeOf(() =>
+      renderNginxConfig(renderOptions({ routes: [base], keepalive: '16; } server { listen 81' as unknown as number })),
+    ),
+    'CLB_NGINX_UNSAFE_NAME',
+    'numbers are checked too',
+  )
+  t.equal(
+    codeOf(() => renderNginxConfig(renderOptions({ routes: [base], resolverValidS: 1.5 }))),
+    'CLB_NGINX_UNSAFE_NAME',
+  )
   const text = renderNginxConfig(renderOptions({ routes: [{ ...base, source: 'web\n} server { listen 81; }' }] }))
   t.notMatch(text, /\n\} server \{ listen 81/, 'a newline in a route source cannot end its comment')
-  t.equal(codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['x; } server { listen 80'])), 'CLB_NGINX_UNSAFE_NAME', 'the renderer re-checks catalog names too')
+  t.equal(
+    codeOf(() => renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['x; } server { listen 80'])),
+    'CLB_NGINX_UNSAFE_NAME',
+    'the renderer re-checks catalog names too',
+  )
 })
 
 t.test('catalog selection drops names Consul accepts but nginx must not see', async (t) => {
-  const sel = selectCatalogServices({ 'web': [], 'x; } server { listen 80': [], 'consul': [], 'Web': [], 'api': ['a b; }'], 'under_score': [] })
+  const sel = selectCatalogServices({
+    web: [],
+    'x; } server { listen 80': [],
+    consul: [],
+    Web: [],
+    api: ['a b; }'],
+    under_score: [],
+  })
   t.same(sel.services, ['api', 'web'])
-  t.same(sel.rejected.map((r) => r.name), ['under_score', 'x; } server { listen 80'])
+  t.same(
+    sel.rejected.map((r) => r.name),
+    ['under_score', 'x; } server { listen 80'],
+  )
 })
 
 t.test('the config names the bad field', async (t) => {
-  const fails = (sources: Parameters<typeof loadNginxConfig>[0]) => { try { loadNginxConfig(sources); return null } catch (e) { t.type(e, ConfigError); return (e as ConfigError).field } }
+  const fails = (sources: Parameters<typeof loadNginxConfig>[0]) => {
+    try {
+      loadNginxConfig(sources)
+      return null
+    } catch (e) {
+      t.type(e, ConfigError)
+      return (e as ConfigError).field
+    }
+  }
   t.equal(fails({ flags: { routes: ['/=web:80'], watch: true } }), 'watch')
   t.equal(fails({ flags: { mode: 'catalog', watch: true } }), 'out')
   t.equal(fails({ flags: { routes: ['/=web:80'], listen: '80;' } }), 'listen')
   t.equal(fails({ flags: { mode: 'resolver' } }), 'routes')
   t.match(fails({ flags: { routes: ['/=web:80'], resolverTimeoutS: '0' } }), /resolver-timeout-s/)
-  t.match(fails({ flags: { routes: ['/=web:80'], nginxVersion: 'latest' } }), /nginxVersion|nginx-version/, 'a bad --nginx-version fails at start-up (exit 2), not at the first emission')
-  t.match(fails({ flags: { routes: ['/=web:80'], catalogPort: '80' } }), /catalogPort|catalog-port/, '--catalog-port outside the catalog mode is not silently ignored')
-  t.equal(loadNginxConfig({ flags: { routes: ['/=web:80'] }, env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consul, 'https://consul:8501', 'CONSUL_HTTP_SSL is honoured, as by the registrator')
-  const cfg = loadNginxConfig({ flags: { routes: ['/=web:80'] }, env: { CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' } })
+  t.match(
+    fails({ flags: { routes: ['/=web:80'], nginxVersion: 'latest' } }),
+    /nginxVersion|nginx-version/,
+    'a bad --nginx-version fails at start-up (exit 2), not at the first emission',
+  )
+  t.match(
+    fails({ flags: { routes: ['/=web:80'], catalogPort: '80' } }),
+    /catalogPort|catalog-port/,
+    '--catalog-port outside the catalog mode is not silently ignored',
+  )
+  t.equal(
+    loadNginxConfig({
+      flags: { routes: ['/=web:80'] },
+      env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' },
+    }).consul,
+    'https://consul:8501',
+    'CONSUL_HTTP_SSL is honoured, as by the registrator',
+  )
+  const cfg = loadNginxConfig({
+    flags: { routes: ['/=web:80'] },
+    env: { CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' },
+  })
   t.equal(cfg.consul, 'http://127.0.0.1:8501', 'CONSUL_HTTP_ADDR without a scheme is accepted')
   t.equal(cfg.consulToken, 's3cret')
   t.equal(cfg.listen, '8080')
@@ -140,23 +274,42 @@ t.test('--full wraps the http text in a whole nginx.conf without modules', async
 })
 
 t.test('routes that all name a host: other hosts and uncovered paths get 404, as from consul-lb serve', async (t) => {
-  const text = renderNginxConfig(renderOptions({ routes: [parseRoute('api.example.com=api:5000'), parseRoute('shop.example.com/cart=cart:8000')] }))
-  t.match(text, /# Requests for any other host\.\nserver \{\n    listen 8080 default_server;\n    server_name _;\n\n    # No route covers other paths\.\n    location \/ \{\n        return 404;\n    \}\n\}/, 'a default server that answers 404')
+  const text = renderNginxConfig(
+    renderOptions({ routes: [parseRoute('api.example.com=api:5000'), parseRoute('shop.example.com/cart=cart:8000')] }),
+  )
+  t.match(
+    text,
+    /# Requests for any other host\.\nserver \{\n {4}listen 8080 default_server;\n {4}server_name _;\n\n {4}# No route covers other paths\.\n {4}location \/ \{\n {8}return 404;\n {4}\}\n\}/,
+    'a default server that answers 404',
+  )
   const shop = text.slice(text.indexOf('# Host shop.example.com.'), text.indexOf('# Requests for any other host.'))
   t.match(shop, 'location / {\n        return 404;', 'the host without a / route answers 404 for other paths')
   t.equal(text.match(/return 404;/g)?.length, 2, 'api.example.com has its own / route')
   const catalog = renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['web'])
-  t.match(catalog, 'location / {\n        return 404;', 'catalog mode: / is not nginx\'s welcome page')
+  t.match(catalog, 'location / {\n        return 404;', "catalog mode: / is not nginx's welcome page")
 })
 
-t.test('the resolver mode does not ask nginx for its version: an nginx whose -v cannot be read does not stop it', async (t) => {
-  const dir = tempDir(t, 'consul-lb-fake-nginx-')
-  const bin = join(dir, 'nginx')
-  writeFileSync(bin, '#!/bin/sh\necho "nginx version: mystery-fork" >&2\n')
-  chmodSync(bin, 0o755)
-  let written = ''
-  await emitNginxConfig(loadNginxConfig({ flags: { routes: ['/=web:80'], nginxBin: bin } }), silentLogger(), async (text) => { written = text })
-  t.match(written, 'set $endpoint web.service.consul;')
-  const err = await emitNginxConfig(loadNginxConfig({ flags: { mode: 'upstream', routes: ['/=web'], nginxBin: bin } }), silentLogger(), async () => {}).catch((e: unknown) => e)
-  t.equal((err as NginxError).code, 'CLB_NGINX_VERSION_UNKNOWN', 'the upstream mode still needs it, and says so')
-})
+t.test(
+  'the resolver mode does not ask nginx for its version: an nginx whose -v cannot be read does not stop it',
+  async (t) => {
+    const dir = tempDir(t, 'consul-lb-fake-nginx-')
+    const bin = join(dir, 'nginx')
+    writeFileSync(bin, '#!/bin/sh\necho "nginx version: mystery-fork" >&2\n')
+    chmodSync(bin, 0o755)
+    let written = ''
+    await emitNginxConfig(
+      loadNginxConfig({ flags: { routes: ['/=web:80'], nginxBin: bin } }),
+      silentLogger(),
+      async (text) => {
+        written = text
+      },
+    )
+    t.match(written, 'set $endpoint web.service.consul;')
+    const err = await emitNginxConfig(
+      loadNginxConfig({ flags: { mode: 'upstream', routes: ['/=web'], nginxBin: bin } }),
+      silentLogger(),
+      async () => {},
+    ).catch((e: unknown) => e)
+    t.equal((err as NginxError).code, 'CLB_NGINX_VERSION_UNKNOWN', 'the upstream mode still needs it, and says so')
+  },
+)

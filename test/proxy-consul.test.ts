@@ -1,15 +1,22 @@
 import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
-import { startConsul, sleep, type ConsulAgent } from './helpers/consul.js'
-import { startBackend, type Backend } from './helpers/backends.js'
-import { startTestProxy } from './helpers/proxy.js'
+import { type Backend, startBackend } from './helpers/backends.js'
+import { type ConsulAgent, sleep, startConsul } from './helpers/consul.js'
 import { countBackends, firstSeen, http, lastSeen, runLoad } from './helpers/http.js'
+import { startTestProxy } from './helpers/proxy.js'
 
 // One real Consul dev agent for this file; each test uses its own service names.
 let consul: ConsulAgent
-t.before(async () => { consul = await startConsul(t) })
+t.before(async () => {
+  consul = await startConsul(t)
+})
 
-async function backendsFor(t: Test, service: string, n: number, opts: { host?: (i: number) => string; check?: 'http' | 'ttl' } = {}): Promise<Backend[]> {
+async function backendsFor(
+  t: Test,
+  service: string,
+  n: number,
+  opts: { host?: (i: number) => string; check?: 'http' | 'ttl' } = {},
+): Promise<Backend[]> {
   const out: Backend[] = []
   for (let i = 0; i < n; i++) {
     const host = opts.host?.(i) ?? '127.0.0.1'
@@ -27,53 +34,77 @@ async function register(service: string, b: Backend, check: 'http' | 'ttl' = 'ht
     Name: service,
     Address: b.host,
     Port: b.port,
-    Check: check === 'http'
-      ? { HTTP: `http://${b.host}:${b.port}/health`, Interval: '1s', Timeout: '1s', Status: 'passing' }
-      : { TTL: '60s', Status: 'passing' },
+    Check:
+      check === 'http'
+        ? { HTTP: `http://${b.host}:${b.port}/health`, Interval: '1s', Timeout: '1s', Status: 'passing' }
+        : { TTL: '60s', Status: 'passing' },
   })
 }
 
-t.test('three backends: 300 requests reach each ~100 times, by Host <svc>.service.consul and by a configured route', async (t) => {
-  const bs = await backendsFor(t, 'rr', 3)
-  const p = await startTestProxy(t, consul, { routes: ['rr.example.com=rr', '/rr=rr,strip'] })
-  for (const [label, opts, path] of [['Host rr.service.consul', { host: 'rr.service.consul' }, '/'], ['route rr.example.com', { host: 'rr.example.com' }, '/'], ['route /rr', {}, '/rr']] as const) {
-    const { counts, failures } = await countBackends(p.port, 300, opts, path)
-    t.equal(failures, 0, `${label}: no failures`)
-    for (const b of bs) t.ok(Math.abs((counts[b.id] ?? 0) - 100) <= 2, `${label}: ${b.id} got ${counts[b.id]} of 300`)
-  }
-})
+t.test(
+  'three backends: 300 requests reach each ~100 times, by Host <svc>.service.consul and by a configured route',
+  async (t) => {
+    const bs = await backendsFor(t, 'rr', 3)
+    const p = await startTestProxy(t, consul, { routes: ['rr.example.com=rr', '/rr=rr,strip'] })
+    for (const [label, opts, path] of [
+      ['Host rr.service.consul', { host: 'rr.service.consul' }, '/'],
+      ['route rr.example.com', { host: 'rr.example.com' }, '/'],
+      ['route /rr', {}, '/rr'],
+    ] as const) {
+      const { counts, failures } = await countBackends(p.port, 300, opts, path)
+      t.equal(failures, 0, `${label}: no failures`)
+      for (const b of bs) t.ok(Math.abs((counts[b.id] ?? 0) - 100) <= 2, `${label}: ${b.id} got ${counts[b.id]} of 300`)
+    }
+  },
+)
 
-t.test('a fourth instance joins within TTL floor + 1 s; deregistered, critical and maintenance instances leave within the same bound', async (t) => {
-  const bs = await backendsFor(t, 'churn', 3, { check: 'ttl' })
-  const p = await startTestProxy(t, consul, { ttlFloorMs: 1000 })
-  const boundMs = 1000 + 1000
-  const extra = await startBackend('churn-4', '127.0.0.1', 0, t)
-  let registeredAt = 0
-  const events: Record<string, number> = {}
-  const load = runLoad(p.port, { host: 'churn.service.consul', concurrency: 4, durationMs: 14_000, maxRequests: 400_000 })
-  await sleep(1000)
-  registeredAt = Date.now()
-  await register('churn', extra, 'ttl')
-  await sleep(3000)
-  events.deregister = Date.now()
-  await consul.deregister(bs[0]!.id)
-  await sleep(3000)
-  events.critical = Date.now()
-  await consul.checkUpdate(`service:${bs[1]!.id}`, 'fail')
-  await sleep(3000)
-  events.maintenance = Date.now()
-  await consul.maintenance(bs[2]!.id, true)
-  const samples = await load
-  const failed = samples.filter((s) => s.status !== 200)
-  t.equal(failed.length, 0, `no failed requests during churn (${failed.length} of ${samples.length}: ${JSON.stringify(failed.slice(0, 3))})`)
-  const join = firstSeen(samples, 'churn-4')! - registeredAt
-  t.ok(join <= boundMs, `joined after ${join} ms (bound ${boundMs})`)
-  for (const [event, b] of [['deregister', bs[0]!], ['critical', bs[1]!], ['maintenance', bs[2]!]] as const) {
-    const leave = (lastSeen(samples, b.id) ?? 0) - events[event]!
-    t.ok(leave <= boundMs, `${event}: last request ${leave} ms after the change (bound ${boundMs})`)
-  }
-  t.ok(lastSeen(samples, 'churn-4')! > events.maintenance!, 'the remaining instance serves to the end')
-})
+t.test(
+  'a fourth instance joins within TTL floor + 1 s; deregistered, critical and maintenance instances leave within the same bound',
+  async (t) => {
+    const bs = await backendsFor(t, 'churn', 3, { check: 'ttl' })
+    const p = await startTestProxy(t, consul, { ttlFloorMs: 1000 })
+    const boundMs = 1000 + 1000
+    const extra = await startBackend('churn-4', '127.0.0.1', 0, t)
+    let registeredAt = 0
+    const events: Record<string, number> = {}
+    const load = runLoad(p.port, {
+      host: 'churn.service.consul',
+      concurrency: 4,
+      durationMs: 14_000,
+      maxRequests: 400_000,
+    })
+    await sleep(1000)
+    registeredAt = Date.now()
+    await register('churn', extra, 'ttl')
+    await sleep(3000)
+    events.deregister = Date.now()
+    await consul.deregister(bs[0]!.id)
+    await sleep(3000)
+    events.critical = Date.now()
+    await consul.checkUpdate(`service:${bs[1]!.id}`, 'fail')
+    await sleep(3000)
+    events.maintenance = Date.now()
+    await consul.maintenance(bs[2]!.id, true)
+    const samples = await load
+    const failed = samples.filter((s) => s.status !== 200)
+    t.equal(
+      failed.length,
+      0,
+      `no failed requests during churn (${failed.length} of ${samples.length}: ${JSON.stringify(failed.slice(0, 3))})`,
+    )
+    const join = firstSeen(samples, 'churn-4')! - registeredAt
+    t.ok(join <= boundMs, `joined after ${join} ms (bound ${boundMs})`)
+    for (const [event, b] of [
+      ['deregister', bs[0]!],
+      ['critical', bs[1]!],
+      ['maintenance', bs[2]!],
+    ] as const) {
+      const leave = (lastSeen(samples, b.id) ?? 0) - events[event]!
+      t.ok(leave <= boundMs, `${event}: last request ${leave} ms after the change (bound ${boundMs})`)
+    }
+    t.ok(lastSeen(samples, 'churn-4')! > events.maintenance!, 'the remaining instance serves to the end')
+  },
+)
 
 t.test('an instance killed during a bounded load run costs no failed GET', async (t) => {
   const bs = await backendsFor(t, 'kill', 3)
@@ -94,21 +125,31 @@ t.test('an instance killed during a bounded load run costs no failed GET', async
   t.match(metrics, /consul_lb_retries_total\{service="kill"\} [1-9]/, 'retries are counted')
 })
 
-t.test('ten instances: all ten receive traffic (the UDP answer cap hides none), over tcp and udp transports', async (t) => {
-  const bs = await backendsFor(t, 'ten', 10)
-  for (const dnsTransport of ['tcp', 'udp']) {
-    const p = await startTestProxy(t, consul, { dnsTransport })
-    const { counts, failures } = await countBackends(p.port, 200, { host: 'ten.service.consul' })
-    t.equal(failures, 0)
-    t.equal(Object.keys(counts).length, 10, `${dnsTransport}: ${Object.keys(counts).length} of 10 instances got traffic`)
-    for (const b of bs) t.equal(counts[b.id], 20, `${dnsTransport}: ${b.id} got its 20`)
-  }
-})
+t.test(
+  'ten instances: all ten receive traffic (the UDP answer cap hides none), over tcp and udp transports',
+  async (t) => {
+    const bs = await backendsFor(t, 'ten', 10)
+    for (const dnsTransport of ['tcp', 'udp']) {
+      const p = await startTestProxy(t, consul, { dnsTransport })
+      const { counts, failures } = await countBackends(p.port, 200, { host: 'ten.service.consul' })
+      t.equal(failures, 0)
+      t.equal(
+        Object.keys(counts).length,
+        10,
+        `${dnsTransport}: ${Object.keys(counts).length} of 10 instances got traffic`,
+      )
+      for (const b of bs) t.equal(counts[b.id], 20, `${dnsTransport}: ${b.id} got its 20`)
+    }
+  },
+)
 
 t.test('a fixed-port route resolves A records: instances on 127.0.0.2-4 sharing one port', async (t) => {
   const first = await startBackend('fixed-1', '127.0.0.2', 0, t)
   const port = first.port
-  const others = [await startBackend('fixed-2', '127.0.0.3', port, t), await startBackend('fixed-3', '127.0.0.4', port, t)]
+  const others = [
+    await startBackend('fixed-2', '127.0.0.3', port, t),
+    await startBackend('fixed-3', '127.0.0.4', port, t),
+  ]
   for (const b of [first, ...others]) await register('fixed', b)
   await consul.waitPassing('fixed', 3)
   const p = await startTestProxy(t, consul, { routes: [`fixed.example.com=fixed:${port}`] })
@@ -150,24 +191,35 @@ t.test('unknown service → 503 naming it; no route → 404; consul service refu
   t.equal(c.status, 403, "Consul's API is not reachable through the proxy")
 })
 
-t.test('forwarding: hop-by-hop headers dropped, X-Forwarded-* set, path prefix stripped, bodies streamed both ways', async (t) => {
-  await backendsFor(t, 'fwd', 1)
-  const p = await startTestProxy(t, consul, { routes: ['/api=fwd,strip'] })
-  const r = await http(p.port, '/api/echo?q=1', { host: 'app.example.com', headers: { 'x-forwarded-for': '10.0.0.1', connection: 'keep-alive, x-secret', 'x-secret': 'drop me', te: 'trailers' } })
-  const seen = JSON.parse(r.body)
-  t.equal(seen.url, '/echo?q=1')
-  t.equal(seen.headers['x-forwarded-for'], '10.0.0.1, 127.0.0.1')
-  t.equal(seen.headers['x-forwarded-proto'], 'http')
-  t.equal(seen.headers['x-forwarded-host'], 'app.example.com')
-  t.equal(seen.headers.host, 'app.example.com', 'Host is preserved')
-  t.notOk(seen.headers['x-secret'], 'headers named in Connection are dropped')
-  t.notOk(seen.headers.te, 'TE dropped')
-  const body = Buffer.alloc(3 * 1024 * 1024, 1)
-  const up = await http(p.port, '/api/echo', { method: 'POST', body })
-  t.equal(JSON.parse(up.body).bodyBytes, body.length, '3 MiB request body arrives whole')
-  const down = await http(p.port, '/api/big?bytes=5000000')
-  t.equal(down.body.length, 5_000_000, '5 MB response body arrives whole')
-})
+t.test(
+  'forwarding: hop-by-hop headers dropped, X-Forwarded-* set, path prefix stripped, bodies streamed both ways',
+  async (t) => {
+    await backendsFor(t, 'fwd', 1)
+    const p = await startTestProxy(t, consul, { routes: ['/api=fwd,strip'] })
+    const r = await http(p.port, '/api/echo?q=1', {
+      host: 'app.example.com',
+      headers: {
+        'x-forwarded-for': '10.0.0.1',
+        connection: 'keep-alive, x-secret',
+        'x-secret': 'drop me',
+        te: 'trailers',
+      },
+    })
+    const seen = JSON.parse(r.body)
+    t.equal(seen.url, '/echo?q=1')
+    t.equal(seen.headers['x-forwarded-for'], '10.0.0.1, 127.0.0.1')
+    t.equal(seen.headers['x-forwarded-proto'], 'http')
+    t.equal(seen.headers['x-forwarded-host'], 'app.example.com')
+    t.equal(seen.headers.host, 'app.example.com', 'Host is preserved')
+    t.notOk(seen.headers['x-secret'], 'headers named in Connection are dropped')
+    t.notOk(seen.headers.te, 'TE dropped')
+    const body = Buffer.alloc(3 * 1024 * 1024, 1)
+    const up = await http(p.port, '/api/echo', { method: 'POST', body })
+    t.equal(JSON.parse(up.body).bodyBytes, body.length, '3 MiB request body arrives whole')
+    const down = await http(p.port, '/api/big?bytes=5000000')
+    t.equal(down.body.length, 5_000_000, '5 MB response body arrives whole')
+  },
+)
 
 t.test('a request body over maxBodyBytes is refused with 413, chunked or not', async (t) => {
   await backendsFor(t, 'limit', 1)
@@ -177,23 +229,36 @@ t.test('a request body over maxBodyBytes is refused with 413, chunked or not', a
   t.equal(r.headers['x-consul-lb-error'], 'CLB_BODY_TOO_LARGE')
   const ok = await http(p.port, '/echo', { host: 'limit.service.consul', method: 'POST', body: Buffer.alloc(500) })
   t.equal(ok.status, 200)
-  const chunked = await http(p.port, '/echo', { host: 'limit.service.consul', method: 'POST', headers: { 'transfer-encoding': 'chunked' }, body: Buffer.alloc(5000), keepAlive: false }).catch((e: Error) => ({ status: 0, body: e.message, headers: {} }))
+  const chunked = await http(p.port, '/echo', {
+    host: 'limit.service.consul',
+    method: 'POST',
+    headers: { 'transfer-encoding': 'chunked' },
+    body: Buffer.alloc(5000),
+    keepAlive: false,
+  }).catch((e: Error) => ({ status: 0, body: e.message, headers: {} }))
   t.ok(chunked.status === 413 || chunked.status === 0, `chunked oversize refused (${chunked.status})`)
 })
 
-t.test('an upstream that does not answer in time gives 504; a POST is never replayed after its body was sent', async (t) => {
-  const slow = await backendsFor(t, 'slow', 2)
-  const p = await startTestProxy(t, consul, { upstreamHeadersTimeoutMs: 300, retries: 0 })
-  const r = await http(p.port, '/slow?ms=2000', { host: 'slow.service.consul' })
-  t.equal(r.status, 504)
-  t.equal(r.headers['x-consul-lb-error'], 'CLB_UPSTREAM_TIMEOUT')
-  const p2 = await startTestProxy(t, consul, { upstreamHeadersTimeoutMs: 300, retries: 2, maxFails: 100 })
-  const post = await http(p2.port, '/slow?ms=2000', { host: 'slow.service.consul', method: 'POST', body: 'x'.repeat(100) })
-  t.equal(post.status, 504, 'POST with a body timed out once and was not retried')
-  await sleep(100)
-  const posts = slow.flatMap((b) => b.seen.filter((r) => r.startsWith('POST /slow')))
-  t.equal(posts.length, 1, 'exactly one backend saw the POST, once')
-})
+t.test(
+  'an upstream that does not answer in time gives 504; a POST is never replayed after its body was sent',
+  async (t) => {
+    const slow = await backendsFor(t, 'slow', 2)
+    const p = await startTestProxy(t, consul, { upstreamHeadersTimeoutMs: 300, retries: 0 })
+    const r = await http(p.port, '/slow?ms=2000', { host: 'slow.service.consul' })
+    t.equal(r.status, 504)
+    t.equal(r.headers['x-consul-lb-error'], 'CLB_UPSTREAM_TIMEOUT')
+    const p2 = await startTestProxy(t, consul, { upstreamHeadersTimeoutMs: 300, retries: 2, maxFails: 100 })
+    const post = await http(p2.port, '/slow?ms=2000', {
+      host: 'slow.service.consul',
+      method: 'POST',
+      body: 'x'.repeat(100),
+    })
+    t.equal(post.status, 504, 'POST with a body timed out once and was not retried')
+    await sleep(100)
+    const posts = slow.flatMap((b) => b.seen.filter((r) => r.startsWith('POST /slow')))
+    t.equal(posts.length, 1, 'exactly one backend saw the POST, once')
+  },
+)
 
 t.test('/healthz, /status and /metrics explain the proxy', async (t) => {
   await backendsFor(t, 'adm', 2)
@@ -201,7 +266,12 @@ t.test('/healthz, /status and /metrics explain the proxy', async (t) => {
   await countBackends(p.port, 10, {}, '/adm')
   const base = `http://127.0.0.1:${p.adminPort}`
   t.equal((await fetch(`${base}/healthz`)).status, 200)
-  const status = await (await fetch(`${base}/status`)).json() as { proxy: { services: { service: string; answer: string; transport: string; instances: unknown[]; ageMs: number }[]; routes: string[] } }
+  const status = (await (await fetch(`${base}/status`)).json()) as {
+    proxy: {
+      services: { service: string; answer: string; transport: string; instances: unknown[]; ageMs: number }[]
+      routes: string[]
+    }
+  }
   const svc = status.proxy.services.find((s) => s.service === 'adm')!
   t.equal(svc.answer, 'fresh')
   t.equal(svc.transport, 'tcp')
@@ -226,36 +296,65 @@ t.test('graceful close: an in-flight request finishes, new connections are refus
   await t.rejects(http(p.port, '/', { host: 'drain.service.consul', keepAlive: false }), 'listener closed')
 })
 
-t.test('a reset before any response byte: GET and body-less POST retry on another instance; a POST whose body was sent is not replayed', async (t) => {
-  const { createServer } = await import('node:net')
-  // An instance that reads the request and then resets the connection: what a crashing backend looks like.
-  let resets = 0
-  const resetter = createServer((s) => s.on('data', () => { resets++; s.resetAndDestroy() }))
-  await new Promise<void>((r) => resetter.listen(0, '127.0.0.1', () => r()))
-  t.teardown(() => new Promise<void>((r) => resetter.close(() => r())))
-  const good = await startBackend('reset-good', '127.0.0.1', 0, t)
-  await consul.register({ ID: 'reset-bad', Name: 'reset', Address: '127.0.0.1', Port: (resetter.address() as { port: number }).port })
-  await consul.register({ ID: good.id, Name: 'reset', Address: good.host, Port: good.port })
-  const p = await startTestProxy(t, consul, { maxFails: 1000, retries: 2 })
-  for (const method of ['GET', 'POST']) {
-    const r = await countBackends(p.port, 10, { host: 'reset.service.consul', method })
-    t.equal(r.failures, 0, `${method} without a body: every reset was retried (${resets} resets)`)
-  }
-  const before = resets
-  let failed = 0
-  for (let i = 0; i < 10; i++) {
-    const r = await http(p.port, '/echo', { host: 'reset.service.consul', method: 'POST', body: 'payload' })
-    if (r.status !== 200) { failed++; t.equal(r.status, 502); t.equal(r.headers['x-consul-lb-error'], 'CLB_UPSTREAM_FAILED') }
-  }
-  t.ok(failed > 0, `POSTs with a body that hit the resetting instance failed (${failed})`)
-  t.equal(failed, resets - before, 'each such POST reached the resetting instance exactly once: never replayed')
-})
+t.test(
+  'a reset before any response byte: GET and body-less POST retry on another instance; a POST whose body was sent is not replayed',
+  async (t) => {
+    const { createServer } = await import('node:net')
+    // An instance that reads the request and then resets the connection: what a crashing backend looks like.
+    let resets = 0
+    const resetter = createServer((s) =>
+      s.on('data', () => {
+        resets++
+        s.resetAndDestroy()
+      }),
+    )
+    await new Promise<void>((r) => resetter.listen(0, '127.0.0.1', () => r()))
+    t.teardown(() => new Promise<void>((r) => resetter.close(() => r())))
+    const good = await startBackend('reset-good', '127.0.0.1', 0, t)
+    await consul.register({
+      ID: 'reset-bad',
+      Name: 'reset',
+      Address: '127.0.0.1',
+      Port: (resetter.address() as { port: number }).port,
+    })
+    await consul.register({ ID: good.id, Name: 'reset', Address: good.host, Port: good.port })
+    const p = await startTestProxy(t, consul, { maxFails: 1000, retries: 2 })
+    for (const method of ['GET', 'POST']) {
+      const r = await countBackends(p.port, 10, { host: 'reset.service.consul', method })
+      t.equal(r.failures, 0, `${method} without a body: every reset was retried (${resets} resets)`)
+    }
+    const before = resets
+    let failed = 0
+    for (let i = 0; i < 10; i++) {
+      const r = await http(p.port, '/echo', { host: 'reset.service.consul', method: 'POST', body: 'payload' })
+      if (r.status !== 200) {
+        failed++
+        t.equal(r.status, 502)
+        t.equal(r.headers['x-consul-lb-error'], 'CLB_UPSTREAM_FAILED')
+      }
+    }
+    t.ok(failed > 0, `POSTs with a body that hit the resetting instance failed (${failed})`)
+    t.equal(failed, resets - before, 'each such POST reached the resetting instance exactly once: never replayed')
+  },
+)
 
 t.test("SRV weights from Consul's Weights.Passing are honoured", async (t) => {
   const heavy = await startBackend('w-heavy', '127.0.0.1', 0, t)
   const light = await startBackend('w-light', '127.0.0.1', 0, t)
-  await consul.register({ ID: heavy.id, Name: 'weighted', Address: heavy.host, Port: heavy.port, Weights: { Passing: 3, Warning: 1 } })
-  await consul.register({ ID: light.id, Name: 'weighted', Address: light.host, Port: light.port, Weights: { Passing: 1, Warning: 1 } })
+  await consul.register({
+    ID: heavy.id,
+    Name: 'weighted',
+    Address: heavy.host,
+    Port: heavy.port,
+    Weights: { Passing: 3, Warning: 1 },
+  })
+  await consul.register({
+    ID: light.id,
+    Name: 'weighted',
+    Address: light.host,
+    Port: light.port,
+    Weights: { Passing: 1, Warning: 1 },
+  })
   const p = await startTestProxy(t, consul, {})
   const { counts, failures } = await countBackends(p.port, 400, { host: 'weighted.service.consul' })
   t.equal(failures, 0)

@@ -1,30 +1,35 @@
-import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import t from 'tap'
 import { loadRegistratorConfig } from '../src/config/registrator.js'
+import { ConsulClient } from '../src/consul/client.js'
 import { ConfigError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
-import { ConsulClient } from '../src/consul/client.js'
 import { DockerClient, type DockerEvent } from '../src/registrator/docker.js'
-import { Registrator } from '../src/registrator/index.js'
 import { DockerEventWatcher } from '../src/registrator/events.js'
-import { freePort } from './helpers/ports.js'
+import { Registrator } from '../src/registrator/index.js'
 import { waitFor } from './helpers/docker.js'
+import { freePort } from './helpers/ports.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 
 t.test('defaults, env aliases and scheme-less CONSUL_HTTP_ADDR', async (t) => {
-  const c = loadRegistratorConfig({ env: { DOCKER_HOST: 'tcp://127.0.0.1:2375', CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' } })
+  const c = loadRegistratorConfig({
+    env: { DOCKER_HOST: 'tcp://127.0.0.1:2375', CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' },
+  })
   t.equal(c.dockerUrl, 'http://127.0.0.1:2375')
   t.equal(c.consulUrl, 'http://127.0.0.1:8501')
   t.equal(c.consulToken, 's3cret')
   t.equal(c.resyncMs, 30_000)
   t.equal(c.deregister, 'always')
   t.same(c.admin, { host: '127.0.0.1', port: 8082 })
-  t.equal(loadRegistratorConfig({ env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consulUrl, 'https://consul:8501')
+  t.equal(
+    loadRegistratorConfig({ env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consulUrl,
+    'https://consul:8501',
+  )
   t.equal(loadRegistratorConfig({ env: {} }).dockerUrl, 'unix:///var/run/docker.sock')
   t.equal(loadRegistratorConfig({ flags: { admin: 'off' }, env: {} }).admin, null)
 })
@@ -61,45 +66,90 @@ t.test('a shared config file may hold keys of other subcommands', async (t) => {
 })
 
 /** A fake engine on a unix socket: /events sends one event and drops the connection, to watch the reconnect. */
-t.test('the event stream reconnects after a drop and asks the engine to replay from the last event (since=)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'clb-ev-'))
-  const socket = join(dir, 's')
-  const requests: string[] = []
-  const event: DockerEvent = { Type: 'container', Action: 'start', Actor: { ID: 'abc', Attributes: { name: 'x' } }, time: 1700000000, timeNano: 1700000000123456789 }
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    requests.push(req.url ?? '')
-    res.writeHead(200, { 'content-type': 'application/json' })
-    if (requests.length === 1) res.end(JSON.stringify(event) + '\n') // the engine "restarts" right after this event
-    else if (requests.length === 2) res.end(JSON.stringify(event) + '\n') // the replay repeats it: must be skipped
-    else res.write('') // stays open
-  })
-  await new Promise<void>((r) => server.listen(socket, r))
-  const docker = new DockerClient({ url: `unix://${socket}` })
-  const seen: DockerEvent[] = []
-  const connected: boolean[] = []
-  const watcher = new DockerEventWatcher(docker, { log: silentLogger(), initialDelayMs: 10, maxDelayMs: 50, onEvent: (e) => seen.push(e), onConnected: (r) => connected.push(r), onDisconnected: () => undefined })
-  t.teardown(async () => { await watcher.close(); await docker.close(); server.closeAllConnections(); await new Promise((r) => server.close(r)); rmSync(dir, { recursive: true, force: true }) })
-  watcher.start()
-  await waitFor('three connects', async () => requests.length >= 3, 5000, 10)
-  t.notMatch(requests[0], /since=/, 'the first connect replays nothing (the startup sync covers the past)')
-  t.match(requests[1], /since=1700000000(&|$)/, 'the reconnect replays from the last event')
-  t.match(decodeURIComponent(requests[0]!), /"event":\["start","die","stop","kill","destroy","pause","unpause","health_status"\]/)
-  t.same(connected.slice(0, 2), [false, true], 'each reconnect is reported (the registrator resyncs on it)')
-  t.equal(seen.length, 1, 'a replayed event is not delivered twice')
-})
+t.test(
+  'the event stream reconnects after a drop and asks the engine to replay from the last event (since=)',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'clb-ev-'))
+    const socket = join(dir, 's')
+    const requests: string[] = []
+    const event: DockerEvent = {
+      Type: 'container',
+      Action: 'start',
+      Actor: { ID: 'abc', Attributes: { name: 'x' } },
+      time: 1700000000,
+      timeNano: 1700000000123456800,
+    }
+    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      requests.push(req.url ?? '')
+      res.writeHead(200, { 'content-type': 'application/json' })
+      if (requests.length === 1)
+        res.end(`${JSON.stringify(event)}\n`) // the engine "restarts" right after this event
+      else if (requests.length === 2)
+        res.end(`${JSON.stringify(event)}\n`) // the replay repeats it: must be skipped
+      else res.write('') // stays open
+    })
+    await new Promise<void>((r) => server.listen(socket, r))
+    const docker = new DockerClient({ url: `unix://${socket}` })
+    const seen: DockerEvent[] = []
+    const connected: boolean[] = []
+    const watcher = new DockerEventWatcher(docker, {
+      log: silentLogger(),
+      initialDelayMs: 10,
+      maxDelayMs: 50,
+      onEvent: (e) => seen.push(e),
+      onConnected: (r) => connected.push(r),
+      onDisconnected: () => undefined,
+    })
+    t.teardown(async () => {
+      await watcher.close()
+      await docker.close()
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+      rmSync(dir, { recursive: true, force: true })
+    })
+    watcher.start()
+    await waitFor('three connects', async () => requests.length >= 3, 5000, 10)
+    t.notMatch(requests[0], /since=/, 'the first connect replays nothing (the startup sync covers the past)')
+    t.match(requests[1], /since=1700000000(&|$)/, 'the reconnect replays from the last event')
+    t.match(
+      decodeURIComponent(requests[0]!),
+      /"event":\["start","die","stop","kill","destroy","pause","unpause","health_status"\]/,
+    )
+    t.same(connected.slice(0, 2), [false, true], 'each reconnect is reported (the registrator resyncs on it)')
+    t.equal(seen.length, 1, 'a replayed event is not delivered twice')
+  },
+)
 
-t.test('with --retry-attempts, start() gives up on an unreachable Consul with CLB_REG_CONSUL_UNAVAILABLE', async (t) => {
-  const config = loadRegistratorConfig({ object: { consul: 'http://127.0.0.1:1', docker: 'unix:///tmp/clb-no-such-docker.sock', retryAttempts: 2, retryInterval: 10 }, env: {} })
-  const r = new Registrator(config, { log: silentLogger() })
-  t.teardown(() => r.close())
-  await t.rejects(r.start(), { code: 'CLB_REG_CONSUL_UNAVAILABLE' })
-})
+t.test(
+  'with --retry-attempts, start() gives up on an unreachable Consul with CLB_REG_CONSUL_UNAVAILABLE',
+  async (t) => {
+    const config = loadRegistratorConfig({
+      object: {
+        consul: 'http://127.0.0.1:1',
+        docker: 'unix:///tmp/clb-no-such-docker.sock',
+        retryAttempts: 2,
+        retryInterval: 10,
+      },
+      env: {},
+    })
+    const r = new Registrator(config, { log: silentLogger() })
+    t.teardown(() => r.close())
+    await t.rejects(r.start(), { code: 'CLB_REG_CONSUL_UNAVAILABLE' })
+  },
+)
 
 function runCli(args: string[], env: Record<string, string> = {}) {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'registrator', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'registrator', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let out = ''
-  proc.stdout.on('data', (b: Buffer) => { out += b.toString() })
-  proc.stderr.on('data', (b: Buffer) => { out += b.toString() })
+  proc.stdout.on('data', (b: Buffer) => {
+    out += b.toString()
+  })
+  proc.stderr.on('data', (b: Buffer) => {
+    out += b.toString()
+  })
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
   return { proc, exited, output: () => out }
 }
@@ -114,14 +164,29 @@ t.test('consul-lb registrator: exit 2 on a bad value, naming it', async (t) => {
 
 t.test('consul-lb registrator: serves /status while Docker is away, exits 0 on SIGTERM', async (t) => {
   const port = await freePort()
-  const r = runCli(['--docker', 'unix:///tmp/clb-no-such-docker.sock', '--consul', 'http://127.0.0.1:1', '--admin', `127.0.0.1:${port}`, '--host-id', 'cli-test'])
+  const r = runCli([
+    '--docker',
+    'unix:///tmp/clb-no-such-docker.sock',
+    '--consul',
+    'http://127.0.0.1:1',
+    '--admin',
+    `127.0.0.1:${port}`,
+    '--host-id',
+    'cli-test',
+  ])
   const timer = setTimeout(() => r.proc.kill('SIGKILL'), 60_000)
   t.teardown(() => clearTimeout(timer))
-  const status = await waitFor('admin /status', async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(1000) })
-    const body = await res.json() as { registrator: { hostId: string; docker: { eventStream: string; lastError: { code: string } | null } } }
-    return body.registrator.docker.lastError ? body : null
-  }, 20_000)
+  const status = await waitFor(
+    'admin /status',
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/status`, { signal: AbortSignal.timeout(1000) })
+      const body = (await res.json()) as {
+        registrator: { hostId: string; docker: { eventStream: string; lastError: { code: string } | null } }
+      }
+      return body.registrator.docker.lastError ? body : null
+    },
+    20_000,
+  )
   t.equal(status.registrator.hostId, 'cli-test')
   t.equal(status.registrator.docker.lastError?.code, 'CLB_DOCKER_UNREACHABLE')
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
@@ -132,13 +197,36 @@ t.test('consul-lb registrator: serves /status while Docker is away, exits 0 on S
 
 t.test('close() while start() waits for Consul: start() gives up and leaves no timer or stream behind', async (t) => {
   // A Consul that answers /v1/agent/self only after close() was called.
-  const server = createServer((_req, res) => { setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{"Config":{"NodeName":"n","Datacenter":"dc1"}}'), 300) })
+  const server = createServer((_req, res) => {
+    setTimeout(
+      () =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end('{"Config":{"NodeName":"n","Datacenter":"dc1"}}'),
+      300,
+    )
+  })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => { server.closeAllConnections(); return new Promise((r) => server.close(r)) })
+  t.teardown(() => {
+    server.closeAllConnections()
+    return new Promise((r) => server.close(r))
+  })
   const port = (server.address() as { port: number }).port
-  const config = loadRegistratorConfig({ object: { consul: `http://127.0.0.1:${port}`, docker: 'unix:///tmp/clb-no-such-docker.sock', retryAttempts: 3, retryInterval: 10, admin: 'off' }, env: {} })
+  const config = loadRegistratorConfig({
+    object: {
+      consul: `http://127.0.0.1:${port}`,
+      docker: 'unix:///tmp/clb-no-such-docker.sock',
+      retryAttempts: 3,
+      retryInterval: 10,
+      admin: 'off',
+    },
+    env: {},
+  })
   const r = new Registrator(config, { log: silentLogger() })
-  const starting = r.start().then(() => null, (err: unknown) => err)
+  const starting = r.start().then(
+    () => null,
+    (err: unknown) => err,
+  )
   await new Promise((res) => setTimeout(res, 50))
   await r.close()
   t.equal(((await starting) as { code?: string } | null)?.code, 'CLB_REG_CLOSED', 'start() reports that it was closed')
@@ -146,47 +234,72 @@ t.test('close() while start() waits for Consul: start() gives up and leaves no t
   t.equal((r.status() as { docker: { connects: number } }).docker.connects, 0, 'the event stream was never opened')
 })
 
-t.test('a Consul answer that is not JSON, or is cut off, fails with a stable code (not a bare SyntaxError)', async (t) => {
-  let mode: 'html' | 'cut' = 'html'
-  const server = createServer((_req, res) => {
-    if (mode === 'html') { res.writeHead(200, { 'content-type': 'text/html' }).end('<html>502 Bad Gateway</html>'); return }
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
-    res.write('{"web":')
-    setTimeout(() => res.destroy(), 20)
-  })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => { server.closeAllConnections(); return new Promise((r) => server.close(r)) })
-  const client = new ConsulClient({ address: `http://127.0.0.1:${(server.address() as { port: number }).port}` })
-  t.teardown(() => client.destroy())
-  await t.rejects(client.catalogServices(), { code: 'CLB_CONSUL_BAD_RESPONSE' })
-  mode = 'cut'
-  await t.rejects(client.agentServices(), { code: 'CLB_CONSUL_UNREACHABLE' })
-})
+t.test(
+  'a Consul answer that is not JSON, or is cut off, fails with a stable code (not a bare SyntaxError)',
+  async (t) => {
+    let mode: 'html' | 'cut' = 'html'
+    const server = createServer((_req, res) => {
+      if (mode === 'html') {
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<html>502 Bad Gateway</html>')
+        return
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
+      res.write('{"web":')
+      setTimeout(() => res.destroy(), 20)
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    t.teardown(() => {
+      server.closeAllConnections()
+      return new Promise((r) => server.close(r))
+    })
+    const client = new ConsulClient({ address: `http://127.0.0.1:${(server.address() as { port: number }).port}` })
+    t.teardown(() => client.destroy())
+    await t.rejects(client.catalogServices(), { code: 'CLB_CONSUL_BAD_RESPONSE' })
+    mode = 'cut'
+    await t.rejects(client.agentServices(), { code: 'CLB_CONSUL_UNREACHABLE' })
+  },
+)
 
-t.test('resync ticks faster than a slow Consul answers do not pile up full syncs (a drain would wait behind them)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'clb-slow-'))
-  const socket = join(dir, 's')
-  // An engine with no containers whose event stream stays open, and a Consul that takes 2 s per answer.
-  const engine = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' })
-    if (req.url?.startsWith('/events')) res.write('')
-    else res.end('[]')
-  })
-  await new Promise<void>((r) => engine.listen(socket, r))
-  const consul = createServer((_req, res) => { setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'), 2000) })
-  await new Promise<void>((r) => consul.listen(0, '127.0.0.1', r))
-  const config = loadRegistratorConfig({ object: { consul: `http://127.0.0.1:${(consul.address() as { port: number }).port}`, docker: `unix://${socket}`, resync: 1, admin: 'off' }, env: {} })
-  const r = new Registrator(config, { log: silentLogger() })
-  t.teardown(async () => {
-    await r.close()
-    for (const s of [engine, consul]) { s.closeAllConnections(); await new Promise((res) => s.close(res)) }
-    rmSync(dir, { recursive: true, force: true })
-  })
-  await r.start()
-  let most = 0
-  for (let i = 0; i < 30; i++) {
-    await new Promise((res) => setTimeout(res, 200))
-    most = Math.max(most, (r.status() as { queuedOperations: number }).queuedOperations)
-  }
-  t.ok(most <= 1, `at most one full sync waits behind the running one (saw ${most} queued)`)
-})
+t.test(
+  'resync ticks faster than a slow Consul answers do not pile up full syncs (a drain would wait behind them)',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'clb-slow-'))
+    const socket = join(dir, 's')
+    // An engine with no containers whose event stream stays open, and a Consul that takes 2 s per answer.
+    const engine = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      if (req.url?.startsWith('/events')) res.write('')
+      else res.end('[]')
+    })
+    await new Promise<void>((r) => engine.listen(socket, r))
+    const consul = createServer((_req, res) => {
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'), 2000)
+    })
+    await new Promise<void>((r) => consul.listen(0, '127.0.0.1', r))
+    const config = loadRegistratorConfig({
+      object: {
+        consul: `http://127.0.0.1:${(consul.address() as { port: number }).port}`,
+        docker: `unix://${socket}`,
+        resync: 1,
+        admin: 'off',
+      },
+      env: {},
+    })
+    const r = new Registrator(config, { log: silentLogger() })
+    t.teardown(async () => {
+      await r.close()
+      for (const s of [engine, consul]) {
+        s.closeAllConnections()
+        await new Promise((res) => s.close(res))
+      }
+      rmSync(dir, { recursive: true, force: true })
+    })
+    await r.start()
+    let most = 0
+    for (let i = 0; i < 30; i++) {
+      await new Promise((res) => setTimeout(res, 200))
+      most = Math.max(most, (r.status() as { queuedOperations: number }).queuedOperations)
+    }
+    t.ok(most <= 1, `at most one full sync waits behind the running one (saw ${most} queued)`)
+  },
+)

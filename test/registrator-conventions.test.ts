@@ -1,18 +1,40 @@
 import t from 'tap'
+import type { AgentService } from '../src/consul/client.js'
 import { readConventions, serviceSettings } from '../src/registrator/conventions.js'
-import { defaultName, desiredForContainer, META_OWNER, META_SPEC, type DesiredOptions } from '../src/registrator/desired.js'
+import {
+  type DesiredOptions,
+  defaultName,
+  desiredForContainer,
+  META_OWNER,
+  META_SPEC,
+} from '../src/registrator/desired.js'
 import type { ContainerInspect } from '../src/registrator/docker.js'
 import type { ConventionWarning } from '../src/registrator/errors.js'
 import { planReconcile } from '../src/registrator/reconcile.js'
-import type { AgentService } from '../src/consul/client.js'
 
 const OPTS: DesiredOptions = { hostId: 'host1', ip: null, internal: false, explicit: false, tags: [], healthTtl: '90s' }
 
-function container(over: { env?: string[]; labels?: Record<string, string>; ports?: Record<string, { HostIp: string; HostPort: string }[] | null>; image?: string; name?: string; networkMode?: string; exposed?: string[]; networks?: Record<string, { IPAddress: string }>; health?: string }): ContainerInspect {
+function container(over: {
+  env?: string[]
+  labels?: Record<string, string>
+  ports?: Record<string, { HostIp: string; HostPort: string }[] | null>
+  image?: string
+  name?: string
+  networkMode?: string
+  exposed?: string[]
+  networks?: Record<string, { IPAddress: string }>
+  health?: string
+}): ContainerInspect {
   return {
     Id: 'c0ffee'.padEnd(64, '0'),
     Name: `/${over.name ?? 'web-1'}`,
-    State: { Status: 'running', Running: true, Paused: false, ExitCode: 0, ...(over.health ? { Health: { Status: over.health } } : {}) },
+    State: {
+      Status: 'running',
+      Running: true,
+      Paused: false,
+      ExitCode: 0,
+      ...(over.health ? { Health: { Status: over.health } } : {}),
+    },
     Config: {
       Image: over.image ?? 'example/web:1.2',
       Env: over.env ?? [],
@@ -21,7 +43,10 @@ function container(over: { env?: string[]; labels?: Record<string, string>; port
       ...(over.health ? { Healthcheck: { Test: ['CMD-SHELL', 'true'] } } : {}),
     },
     HostConfig: { NetworkMode: over.networkMode ?? 'net1' },
-    NetworkSettings: { Ports: over.ports ?? { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '32768' }] }, Networks: over.networks ?? { net1: { IPAddress: '10.0.0.5' } } },
+    NetworkSettings: {
+      Ports: over.ports ?? { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '32768' }] },
+      Networks: over.networks ?? { net1: { IPAddress: '10.0.0.5' } },
+    },
   }
 }
 
@@ -34,109 +59,277 @@ t.test('a label wins over an env var of the same name', async (t) => {
   t.same(w, [])
 })
 
-t.test('per-port settings win over container-wide ones, for that port only; a container-wide name gets -<port> with several ports, as in registrator', async (t) => {
-  const d = desiredForContainer(container({
-    env: ['SERVICE_NAME=all', 'SERVICE_443_NAME=secure', 'SERVICE_TAGS=x', 'SERVICE_443_TAGS=y'],
-    ports: { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }], '443/tcp': [{ HostIp: '0.0.0.0', HostPort: '8443' }] },
-    exposed: ['80/tcp', '443/tcp'],
-  }), OPTS)
-  t.same(d.services.map((s) => [s.registration.ID, s.registration.Name, s.registration.Tags, s.registration.Port]), [
-    ['host1:web-1:80', 'all-80', ['x'], 8080],
-    ['host1:web-1:443', 'secure', ['y'], 8443],
-  ])
-  t.equal(d.services[0]!.registration.Address, undefined, 'a 0.0.0.0 binding registers no address: Consul uses the agent\'s')
-})
+t.test(
+  'per-port settings win over container-wide ones, for that port only; a container-wide name gets -<port> with several ports, as in registrator',
+  async (t) => {
+    const d = desiredForContainer(
+      container({
+        env: ['SERVICE_NAME=all', 'SERVICE_443_NAME=secure', 'SERVICE_TAGS=x', 'SERVICE_443_TAGS=y'],
+        ports: {
+          '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }],
+          '443/tcp': [{ HostIp: '0.0.0.0', HostPort: '8443' }],
+        },
+        exposed: ['80/tcp', '443/tcp'],
+      }),
+      OPTS,
+    )
+    t.same(
+      d.services.map((s) => [s.registration.ID, s.registration.Name, s.registration.Tags, s.registration.Port]),
+      [
+        ['host1:web-1:80', 'all-80', ['x'], 8080],
+        ['host1:web-1:443', 'secure', ['y'], 8443],
+      ],
+    )
+    t.equal(
+      d.services[0]!.registration.Address,
+      undefined,
+      "a 0.0.0.0 binding registers no address: Consul uses the agent's",
+    )
+  },
+)
 
-t.test('default names follow registrator: image base name, -<port> with several ports; UDP gets :udp and a tag', async (t) => {
-  t.equal(defaultName(container({ image: 'registry.local:5000/team/nginx:1.25' })), 'nginx')
-  t.equal(defaultName(container({ image: 'httpd@sha256:abcd' })), 'httpd')
-  t.equal(defaultName(container({ image: 'sha256:0123', name: 'my_box' })), 'my-box', 'image by id: the container name, DNS-safe')
-  const d = desiredForContainer(container({ image: 'coredns', ports: { '53/udp': [{ HostIp: '127.0.0.1', HostPort: '5353' }], '53/tcp': [{ HostIp: '127.0.0.1', HostPort: '5354' }] }, exposed: ['53/udp', '53/tcp'] }), OPTS)
-  t.same(d.services.map((s) => [s.registration.ID, s.registration.Name, s.registration.Tags]), [
-    ['host1:web-1:53', 'coredns-53', []],
-    ['host1:web-1:53:udp', 'coredns-53', ['udp']],
-  ])
-})
+t.test(
+  'default names follow registrator: image base name, -<port> with several ports; UDP gets :udp and a tag',
+  async (t) => {
+    t.equal(defaultName(container({ image: 'registry.local:5000/team/nginx:1.25' })), 'nginx')
+    t.equal(defaultName(container({ image: 'httpd@sha256:abcd' })), 'httpd')
+    t.equal(
+      defaultName(container({ image: 'sha256:0123', name: 'my_box' })),
+      'my-box',
+      'image by id: the container name, DNS-safe',
+    )
+    const d = desiredForContainer(
+      container({
+        image: 'coredns',
+        ports: {
+          '53/udp': [{ HostIp: '127.0.0.1', HostPort: '5353' }],
+          '53/tcp': [{ HostIp: '127.0.0.1', HostPort: '5354' }],
+        },
+        exposed: ['53/udp', '53/tcp'],
+      }),
+      OPTS,
+    )
+    t.same(
+      d.services.map((s) => [s.registration.ID, s.registration.Name, s.registration.Tags]),
+      [
+        ['host1:web-1:53', 'coredns-53', []],
+        ['host1:web-1:53:udp', 'coredns-53', ['udp']],
+      ],
+    )
+  },
+)
 
 t.test('unpublished ports are not registered; SERVICE_IGNORE and --explicit skip with a reason', async (t) => {
   t.equal(desiredForContainer(container({ ports: { '80/tcp': null } }), OPTS).skipped, 'no published ports')
   t.equal(desiredForContainer(container({ env: ['SERVICE_IGNORE=1'] }), OPTS).skipped, 'SERVICE_IGNORE')
-  t.equal(desiredForContainer(container({ env: ['SERVICE_IGNORE=false'] }), OPTS).services.length, 1, 'an explicit false no longer ignores (registrator ignored on any value)')
+  t.equal(
+    desiredForContainer(container({ env: ['SERVICE_IGNORE=false'] }), OPTS).services.length,
+    1,
+    'an explicit false no longer ignores (registrator ignored on any value)',
+  )
   t.match(desiredForContainer(container({}), { ...OPTS, explicit: true }).skipped, /explicit/)
-  t.equal(desiredForContainer(container({ env: ['SERVICE_80_NAME=x'] }), { ...OPTS, explicit: true }).services.length, 1)
+  t.equal(
+    desiredForContainer(container({ env: ['SERVICE_80_NAME=x'] }), { ...OPTS, explicit: true }).services.length,
+    1,
+  )
 })
 
 t.test('a bad port in SERVICE_<port>_NAME is reported with its field and the container is still handled', async (t) => {
-  const d = desiredForContainer(container({ env: ['SERVICE_99999_NAME=nope', 'SERVICE_8o_NAME=typo', 'SERVICE_81_NAME=unpublished', 'SERVICE_NAME=web'] }), OPTS)
-  t.same(d.services.map((s) => s.registration.Name), ['web'])
+  const d = desiredForContainer(
+    container({
+      env: ['SERVICE_99999_NAME=nope', 'SERVICE_8o_NAME=typo', 'SERVICE_81_NAME=unpublished', 'SERVICE_NAME=web'],
+    }),
+    OPTS,
+  )
+  t.same(
+    d.services.map((s) => s.registration.Name),
+    ['web'],
+  )
   t.same(d.warnings.map((w) => w.field).sort(), ['SERVICE_81_NAME', 'SERVICE_8o_NAME', 'SERVICE_99999_NAME'])
   t.ok(d.warnings.every((w) => w.code === 'CLB_REG_BAD_CONVENTION'))
   t.match(d.warnings.find((w) => w.field === 'SERVICE_81_NAME')!.message, /not published/)
 })
 
-t.test('check settings: HTTP with the published address, bad interval falls back to 10s, bad status/timeout dropped', async (t) => {
-  const d = desiredForContainer(container({ env: ['SERVICE_CHECK_HTTP=health', 'SERVICE_CHECK_INTERVAL=every 5s', 'SERVICE_CHECK_TIMEOUT=0s', 'SERVICE_CHECK_INITIAL_STATUS=green', 'SERVICE_CHECK_HTTP_METHOD=head', 'SERVICE_CHECK_DEREGISTER_AFTER=10m'] }), OPTS)
-  t.same(d.services[0]!.registration.Checks, [{ CheckID: 'service:host1:web-1:80', Name: 'web http check', HTTP: 'http://127.0.0.1:32768/health', Method: 'HEAD', Interval: '10s', DeregisterCriticalServiceAfter: '10m' }])
-  t.same(d.warnings.map((w) => w.field).sort(), ['SERVICE_CHECK_HTTP', 'SERVICE_CHECK_INITIAL_STATUS', 'SERVICE_CHECK_INTERVAL', 'SERVICE_CHECK_TIMEOUT'])
-})
+t.test(
+  'check settings: HTTP with the published address, bad interval falls back to 10s, bad status/timeout dropped',
+  async (t) => {
+    const d = desiredForContainer(
+      container({
+        env: [
+          'SERVICE_CHECK_HTTP=health',
+          'SERVICE_CHECK_INTERVAL=every 5s',
+          'SERVICE_CHECK_TIMEOUT=0s',
+          'SERVICE_CHECK_INITIAL_STATUS=green',
+          'SERVICE_CHECK_HTTP_METHOD=head',
+          'SERVICE_CHECK_DEREGISTER_AFTER=10m',
+        ],
+      }),
+      OPTS,
+    )
+    t.same(d.services[0]!.registration.Checks, [
+      {
+        CheckID: 'service:host1:web-1:80',
+        Name: 'web http check',
+        HTTP: 'http://127.0.0.1:32768/health',
+        Method: 'HEAD',
+        Interval: '10s',
+        DeregisterCriticalServiceAfter: '10m',
+      },
+    ])
+    t.same(d.warnings.map((w) => w.field).sort(), [
+      'SERVICE_CHECK_HTTP',
+      'SERVICE_CHECK_INITIAL_STATUS',
+      'SERVICE_CHECK_INTERVAL',
+      'SERVICE_CHECK_TIMEOUT',
+    ])
+  },
+)
 
 t.test('TCP, HTTPS and TTL checks; script checks are refused with a warning', async (t) => {
   const check = (env: string[]) => desiredForContainer(container({ env }), OPTS)
-  t.same(check(['SERVICE_CHECK_TCP=true', 'SERVICE_CHECK_TIMEOUT=2s']).services[0]!.registration.Checks![0], { CheckID: 'service:host1:web-1:80', Name: 'web tcp check', TCP: '127.0.0.1:32768', Interval: '10s', Timeout: '2s' })
+  t.same(check(['SERVICE_CHECK_TCP=true', 'SERVICE_CHECK_TIMEOUT=2s']).services[0]!.registration.Checks![0], {
+    CheckID: 'service:host1:web-1:80',
+    Name: 'web tcp check',
+    TCP: '127.0.0.1:32768',
+    Interval: '10s',
+    Timeout: '2s',
+  })
   t.match(check(['SERVICE_CHECK_HTTPS=/x']).services[0]!.registration.Checks![0], { HTTP: 'https://127.0.0.1:32768/x' })
-  t.match(check(['SERVICE_CHECK_TTL=30s', 'SERVICE_CHECK_INITIAL_STATUS=passing']).services[0]!.registration.Checks![0], { TTL: '30s', Status: 'passing' })
+  t.match(
+    check(['SERVICE_CHECK_TTL=30s', 'SERVICE_CHECK_INITIAL_STATUS=passing']).services[0]!.registration.Checks![0],
+    { TTL: '30s', Status: 'passing' },
+  )
   const script = check(['SERVICE_CHECK_SCRIPT=curl localhost'])
   t.equal(script.services[0]!.registration.Checks, undefined)
   t.equal(script.warnings[0]!.field, 'SERVICE_CHECK_SCRIPT')
 })
 
 t.test('unparseable tags and Meta keys: the bad items are dropped and named, the rest kept', async (t) => {
-  const d = desiredForContainer(container({ env: ['SERVICE_TAGS=a, ,b c,a,d', 'SERVICE_VERSION=1.2', 'SERVICE_80_REGION=eu', 'SERVICE_CONSUL-X=no'] }), { ...OPTS, tags: ['global', 'd'] })
+  const d = desiredForContainer(
+    container({
+      env: ['SERVICE_TAGS=a, ,b c,a,d', 'SERVICE_VERSION=1.2', 'SERVICE_80_REGION=eu', 'SERVICE_CONSUL-X=no'],
+    }),
+    { ...OPTS, tags: ['global', 'd'] },
+  )
   const reg = d.services[0]!.registration
   t.same(reg.Tags, ['a', 'd', 'global'])
-  t.same(Object.keys(reg.Meta!).filter((k) => !k.startsWith('clb-')), ['region', 'version'], 'other SERVICE_<KEY> become Meta, lower-cased')
+  t.same(
+    Object.keys(reg.Meta!).filter((k) => !k.startsWith('clb-')),
+    ['region', 'version'],
+    'other SERVICE_<KEY> become Meta, lower-cased',
+  )
   t.equal(reg.Meta![META_OWNER], 'host1', 'the ownership mark')
   t.same(d.warnings.map((w) => w.field).sort(), ['SERVICE_CONSUL-X', 'SERVICE_TAGS', 'SERVICE_TAGS'])
 })
 
-t.test('host networking registers only named ports; internal mode the container IP, SERVICE_NETWORK choosing it', async (t) => {
-  const host = desiredForContainer(container({ networkMode: 'host', ports: {}, env: ['SERVICE_9000_NAME=metrics'], exposed: ['80/tcp', '9000/tcp'] }), { ...OPTS, ip: '192.0.2.1' })
-  t.same(host.services.map((s) => [s.registration.Name, s.registration.Address, s.registration.Port]), [['metrics', '192.0.2.1', 9000]])
-  t.equal(desiredForContainer(container({ networkMode: 'host', ports: {} }), OPTS).skipped, 'host network: no SERVICE_<port>_NAME')
-  const nets = { a: { IPAddress: '10.0.0.5' }, b: { IPAddress: '10.1.0.5' } }
-  t.equal(desiredForContainer(container({ networks: nets }), { ...OPTS, internal: true }).services[0]!.registration.Address, '10.0.0.5')
-  const chosen = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=b'] }), { ...OPTS, internal: true })
-  t.equal(chosen.services[0]!.registration.Address, '10.1.0.5')
-  t.equal(chosen.services[0]!.registration.Port, 80)
-  const missing = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=c'] }), { ...OPTS, internal: true })
-  t.equal(missing.services[0]!.registration.Address, '10.0.0.5', 'an unknown network falls back to the first, with a warning')
-  t.equal(missing.warnings[0]!.field, 'SERVICE_NETWORK')
-  t.equal(desiredForContainer(container({ env: ['SERVICE_IP=not-an-ip'] }), OPTS).warnings[0]!.field, 'SERVICE_IP')
-  const perPort = desiredForContainer(container({ env: ['SERVICE_80_IP=192.0.2.9'] }), OPTS)
-  t.same([perPort.services[0]!.registration.Address, perPort.warnings.map((w) => w.field)], ['127.0.0.1', ['SERVICE_80_IP']], 'a per-port address setting is reported, not silently dropped')
-  const published = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=b'] }), OPTS)
-  t.same([published.services[0]!.registration.Address, published.warnings.map((w) => w.field)], ['127.0.0.1', ['SERVICE_NETWORK']], 'SERVICE_NETWORK without internal mode is reported, not silently ignored')
-})
+t.test(
+  'host networking registers only named ports; internal mode the container IP, SERVICE_NETWORK choosing it',
+  async (t) => {
+    const host = desiredForContainer(
+      container({
+        networkMode: 'host',
+        ports: {},
+        env: ['SERVICE_9000_NAME=metrics'],
+        exposed: ['80/tcp', '9000/tcp'],
+      }),
+      { ...OPTS, ip: '192.0.2.1' },
+    )
+    t.same(
+      host.services.map((s) => [s.registration.Name, s.registration.Address, s.registration.Port]),
+      [['metrics', '192.0.2.1', 9000]],
+    )
+    t.equal(
+      desiredForContainer(container({ networkMode: 'host', ports: {} }), OPTS).skipped,
+      'host network: no SERVICE_<port>_NAME',
+    )
+    const nets = { a: { IPAddress: '10.0.0.5' }, b: { IPAddress: '10.1.0.5' } }
+    t.equal(
+      desiredForContainer(container({ networks: nets }), { ...OPTS, internal: true }).services[0]!.registration.Address,
+      '10.0.0.5',
+    )
+    const chosen = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=b'] }), {
+      ...OPTS,
+      internal: true,
+    })
+    t.equal(chosen.services[0]!.registration.Address, '10.1.0.5')
+    t.equal(chosen.services[0]!.registration.Port, 80)
+    const missing = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=c'] }), {
+      ...OPTS,
+      internal: true,
+    })
+    t.equal(
+      missing.services[0]!.registration.Address,
+      '10.0.0.5',
+      'an unknown network falls back to the first, with a warning',
+    )
+    t.equal(missing.warnings[0]!.field, 'SERVICE_NETWORK')
+    t.equal(desiredForContainer(container({ env: ['SERVICE_IP=not-an-ip'] }), OPTS).warnings[0]!.field, 'SERVICE_IP')
+    const perPort = desiredForContainer(container({ env: ['SERVICE_80_IP=192.0.2.9'] }), OPTS)
+    t.same(
+      [perPort.services[0]!.registration.Address, perPort.warnings.map((w) => w.field)],
+      ['127.0.0.1', ['SERVICE_80_IP']],
+      'a per-port address setting is reported, not silently dropped',
+    )
+    const published = desiredForContainer(container({ networks: nets, env: ['SERVICE_NETWORK=b'] }), OPTS)
+    t.same(
+      [published.services[0]!.registration.Address, published.warnings.map((w) => w.field)],
+      ['127.0.0.1', ['SERVICE_NETWORK']],
+      'SERVICE_NETWORK without internal mode is reported, not silently ignored',
+    )
+  },
+)
 
 t.test('a HEALTHCHECK adds a TTL mirror whose status does not change the registration hash', async (t) => {
   const starting = desiredForContainer(container({ health: 'starting' }), OPTS)
   const healthy = desiredForContainer(container({ health: 'healthy' }), OPTS)
-  t.match(starting.services[0]!.registration.Checks![0], { CheckID: 'service:host1:web-1:80:docker-health', TTL: '90s', Status: 'critical' })
+  t.match(starting.services[0]!.registration.Checks![0], {
+    CheckID: 'service:host1:web-1:80:docker-health',
+    TTL: '90s',
+    Status: 'critical',
+  })
   t.equal(healthy.health, 'passing')
   t.equal(starting.services[0]!.hash, healthy.services[0]!.hash, 'health flips are TTL updates, not re-registrations')
-  t.not(desiredForContainer(container({ env: ['SERVICE_TAGS=new'] }), OPTS).services[0]!.hash, desiredForContainer(container({}), OPTS).services[0]!.hash)
+  t.not(
+    desiredForContainer(container({ env: ['SERVICE_TAGS=new'] }), OPTS).services[0]!.hash,
+    desiredForContainer(container({}), OPTS).services[0]!.hash,
+  )
 })
 
 t.test('reconcile: unchanged is left alone, foreign IDs are conflicts, only owned services are removed', async (t) => {
   const desired = desiredForContainer(container({}), OPTS).services
-  const own = (id: string, hash: string | null, containerId = 'other'): AgentService => ({ ID: id, Service: 's', Address: '', Port: 1, Tags: [], Meta: { [META_OWNER]: 'host1', 'clb-container': containerId, ...(hash ? { [META_SPEC]: hash } : {}) } })
-  const same = planReconcile(desired, { 'host1:web-1:80': own('host1:web-1:80', desired[0]!.hash) }, 'host1', { mayRemove: () => true })
+  const own = (id: string, hash: string | null, containerId = 'other'): AgentService => ({
+    ID: id,
+    Service: 's',
+    Address: '',
+    Port: 1,
+    Tags: [],
+    Meta: { [META_OWNER]: 'host1', 'clb-container': containerId, ...(hash ? { [META_SPEC]: hash } : {}) },
+  })
+  const same = planReconcile(desired, { 'host1:web-1:80': own('host1:web-1:80', desired[0]!.hash) }, 'host1', {
+    mayRemove: () => true,
+  })
   t.same([same.register.length, same.unchanged], [0, 1])
-  const changed = planReconcile(desired, { 'host1:web-1:80': own('host1:web-1:80', 'old') }, 'host1', { mayRemove: () => true })
+  const changed = planReconcile(desired, { 'host1:web-1:80': own('host1:web-1:80', 'old') }, 'host1', {
+    mayRemove: () => true,
+  })
   t.equal(changed.register.length, 1)
-  const foreign = planReconcile(desired, { 'host1:web-1:80': { ...own('host1:web-1:80', null), Meta: null }, hand: { ...own('hand', null), Meta: {} }, other: { ...own('other', null), Meta: { [META_OWNER]: 'host2' } } }, 'host1', { mayRemove: () => true })
+  const foreign = planReconcile(
+    desired,
+    {
+      'host1:web-1:80': { ...own('host1:web-1:80', null), Meta: null },
+      hand: { ...own('hand', null), Meta: {} },
+      other: { ...own('other', null), Meta: { [META_OWNER]: 'host2' } },
+    },
+    'host1',
+    { mayRemove: () => true },
+  )
   t.same(foreign.conflicts, ['host1:web-1:80'])
-  t.same(foreign.deregister, [], 'neither hand-made nor other hosts\' services are removed')
-  const gone = planReconcile([], { a: own('a', 'h', 'c1'), b: own('b', 'h', 'c2') }, 'host1', { mayRemove: (o) => o.containerId === 'c1' })
-  t.same(gone.deregister.map((o) => o.id), ['a'])
+  t.same(foreign.deregister, [], "neither hand-made nor other hosts' services are removed")
+  const gone = planReconcile([], { a: own('a', 'h', 'c1'), b: own('b', 'h', 'c2') }, 'host1', {
+    mayRemove: (o) => o.containerId === 'c1',
+  })
+  t.same(
+    gone.deregister.map((o) => o.id),
+    ['a'],
+  )
 })

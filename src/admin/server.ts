@@ -39,11 +39,29 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     if (path === '/status') {
       const body: Record<string, unknown> = {}
       for (const [k, fn] of Object.entries(opts.status)) {
-        try { body[k] = fn() } catch (err) { body[k] = { error: (err as Error).message } }
+        try {
+          body[k] = fn()
+        } catch (err) {
+          body[k] = { error: (err as Error).message }
+        }
       }
-      const send = (): void => { res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n') }
-      if (!opts.statusAsync) { send(); return }
-      opts.statusAsync().then((extra) => { Object.assign(body, extra); send() }, (err: Error) => { body.error = err.message; send() })
+      const send = (): void => {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`)
+      }
+      if (!opts.statusAsync) {
+        send()
+        return
+      }
+      opts.statusAsync().then(
+        (extra) => {
+          Object.assign(body, extra)
+          send()
+        },
+        (err: Error) => {
+          body.error = err.message
+          send()
+        },
+      )
       return
     }
     if (path === '/metrics') {
@@ -62,12 +80,19 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   server.keepAliveTimeout = 5000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve() })
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
   })
   const port = (server.address() as { port: number }).port
   opts.log.info({ admin: `${opts.host}:${port}` }, 'admin listener ready')
   return {
     port,
-    close: () => new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections() }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
   }
 }

@@ -48,7 +48,10 @@ export function leastConnections(): Select {
       const m = members[(offset + k) % n]!
       if (!ok(m)) continue
       const load = m.upstream.inflight / m.weight
-      if (load < bestLoad) { best = m; bestLoad = load }
+      if (load < bestLoad) {
+        best = m
+        bestLoad = load
+      }
     }
     return best
   }
@@ -79,8 +82,11 @@ function firstOk(members: readonly Member[], ok: (m: Member) => boolean, start: 
 
 export function selectorFor(policy: BalancerPolicy): Select {
   switch (policy) {
-    case 'round-robin': return roundRobin
-    case 'least-connections': return leastConnections()
-    case 'p2c': return powerOfTwo
+    case 'round-robin':
+      return roundRobin
+    case 'least-connections':
+      return leastConnections()
+    case 'p2c':
+      return powerOfTwo
   }
 }

@@ -20,7 +20,9 @@ export class ServicePool {
     this.select = select
   }
 
-  get size(): number { return this.byKey.size }
+  get size(): number {
+    return this.byKey.size
+  }
 
   update(instances: readonly Instance[], now: number): void {
     const next = new Map<string, Member>()
@@ -30,14 +32,22 @@ export class ServicePool {
         next.set(inst.key, old)
       } else {
         const upstream = old ? old.upstream : this.registry.acquire(inst)
-        next.set(inst.key, { upstream, weight: inst.weight, priority: inst.priority, currentWeight: old?.currentWeight ?? 0 })
+        next.set(inst.key, {
+          upstream,
+          weight: inst.weight,
+          priority: inst.priority,
+          currentWeight: old?.currentWeight ?? 0,
+        })
       }
     }
     for (const [key, m] of this.byKey) if (!next.has(key)) this.registry.release(m.upstream, now)
     const tiers = new Map<number, Member[]>()
     for (const m of next.values()) {
       let t = tiers.get(m.priority)
-      if (!t) tiers.set(m.priority, (t = []))
+      if (!t) {
+        t = []
+        tiers.set(m.priority, t)
+      }
       t.push(m)
     }
     this.tiers = [...tiers.entries()].sort((a, b) => a[0] - b[0]).map(([, ms]) => ms)
@@ -53,7 +63,8 @@ export class ServicePool {
     const u = m.upstream
     return u.ejectedUntil <= this.now && u.inflight < this.maxInflight && !this.wasTried(u)
   }
-  private readonly isUntried = (m: Member): boolean => m.upstream.inflight < this.maxInflight && !this.wasTried(m.upstream)
+  private readonly isUntried = (m: Member): boolean =>
+    m.upstream.inflight < this.maxInflight && !this.wasTried(m.upstream)
 
   private wasTried(u: Upstream): boolean {
     const t = this.tried
@@ -78,7 +89,10 @@ export class ServicePool {
       }
       for (let i = 0; i < this.tiers.length; i++) {
         const m = this.select(this.tiers[i]!, this.isUntried)
-        if (m !== null) { this.panics++; return m.upstream }
+        if (m !== null) {
+          this.panics++
+          return m.upstream
+        }
       }
       return null
     } finally {

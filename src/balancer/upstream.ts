@@ -1,4 +1,4 @@
-import { Pool } from 'undici'
+import type { Pool } from 'undici'
 import type { Instance } from '../resolver/instances.js'
 
 export interface PassiveHealthOptions {
@@ -124,7 +124,9 @@ export class UpstreamRegistry {
     for (const u of this.map.values()) {
       if (u.references === 0 && u.inflight === 0 && now - u.unreferencedSince > this.graceMs) {
         this.map.delete(u.key)
-        void u.pool.close().catch(() => { /* closing an idle pool cannot lose a request; nothing to report */ })
+        void u.pool.close().catch(() => {
+          /* closing an idle pool cannot lose a request; nothing to report */
+        })
       }
     }
   }
@@ -133,6 +135,12 @@ export class UpstreamRegistry {
     clearInterval(this.sweepTimer)
     const all = [...this.map.values()]
     this.map.clear()
-    await Promise.all(all.map((u) => u.pool.destroy().catch(() => { /* shutting down: the pool's sockets go either way */ })))
+    await Promise.all(
+      all.map((u) =>
+        u.pool.destroy().catch(() => {
+          /* shutting down: the pool's sockets go either way */
+        }),
+      ),
+    )
   }
 }

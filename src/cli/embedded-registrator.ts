@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client'
-import { REGISTRATOR_FIELDS, loadRegistratorConfig } from '../config/registrator.js'
 import type { FieldSpec } from '../config/fields.js'
+import { loadRegistratorConfig, REGISTRATOR_FIELDS } from '../config/registrator.js'
 import type { Logger } from '../log.js'
 import { Registrator } from '../registrator/index.js'
 
@@ -13,8 +13,16 @@ export interface EmbeddedRegistrator {
 }
 
 /** `serve --registrator`: the registrator in the proxy's process, its status and metrics on the proxy's admin. */
-export async function startEmbeddedRegistrator(sources: { flags: Record<string, unknown>; file?: string | undefined }, log: Logger, registry: Registry): Promise<EmbeddedRegistrator> {
-  const config = loadRegistratorConfig({ flags: sources.flags, env: process.env, ...(sources.file ? { file: sources.file } : {}) })
+export async function startEmbeddedRegistrator(
+  sources: { flags: Record<string, unknown>; file?: string | undefined },
+  log: Logger,
+  registry: Registry,
+): Promise<EmbeddedRegistrator> {
+  const config = loadRegistratorConfig({
+    flags: sources.flags,
+    env: process.env,
+    ...(sources.file ? { file: sources.file } : {}),
+  })
   const r = new Registrator(config, { log, registry })
   await r.start()
   return r

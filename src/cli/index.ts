@@ -1,10 +1,10 @@
 import { createRequire } from 'node:module'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, ConsulLbError } from '../errors.js'
-import { serveCommand } from './serve.js'
 import { devCommand } from './dev.js'
-import { registratorCommand } from './registrator.js'
 import { nginxCommand } from './nginx.js'
+import { registratorCommand } from './registrator.js'
+import { serveCommand } from './serve.js'
 
 export const EXIT_OK = 0
 export const EXIT_FAILURE = 1
@@ -13,7 +13,9 @@ export const EXIT_CONFIG = 2
 
 export function buildProgram(): Command {
   const program = new Command('consul-lb')
-    .description('HTTP load balancer for Consul services: resolves <service>.service.consul through Consul DNS, balances, retries;\nregisters Docker containers in Consul; emits nginx configs that follow Consul without reloads.')
+    .description(
+      'HTTP load balancer for Consul services: resolves <service>.service.consul through Consul DNS, balances, retries;\nregisters Docker containers in Consul; emits nginx configs that follow Consul without reloads.',
+    )
     .version(PACKAGE_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -43,7 +45,8 @@ export async function main(argv: string[]): Promise<void> {
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) {
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT_OK
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
+      return EXIT_OK
     return EXIT_CONFIG
   }
   if (err instanceof ConfigError) return EXIT_CONFIG

@@ -1,5 +1,5 @@
-import { Command, Option } from 'commander'
-import { envName, flagName, type FieldSpec } from '../config/fields.js'
+import { type Command, Option } from 'commander'
+import { envName, type FieldSpec, flagName } from '../config/fields.js'
 
 /** Adds one commander option per field, with the env var and default in the help text. No commander defaults: an
  * option that was not given stays undefined so that file and env values are not overridden. */
@@ -15,7 +15,17 @@ export function addFieldOptions(cmd: Command, fields: readonly FieldSpec[]): Com
       cmd.addOption(new Option(`--${flag}`, help))
       cmd.addOption(new Option(`--no-${flag}`).hideHelp())
     } else if (f.kind === 'routes' || f.kind === 'list') {
-      cmd.addOption(new Option(`--${flag} ${f.arg ?? '<value>'}`, help).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), ...(f.kind === 'list' ? v.split(',').map((x) => x.trim()).filter(Boolean) : [v])]))
+      cmd.addOption(
+        new Option(`--${flag} ${f.arg ?? '<value>'}`, help).argParser((v: string, prev: string[] | undefined) => [
+          ...(prev ?? []),
+          ...(f.kind === 'list'
+            ? v
+                .split(',')
+                .map((x) => x.trim())
+                .filter(Boolean)
+            : [v]),
+        ]),
+      )
     } else {
       const o = new Option(`--${flag} ${f.arg ?? '<value>'}`, help)
       if (f.kind === 'enum' && f.values) o.choices(f.values as string[])

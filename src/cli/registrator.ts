@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { Registry } from 'prom-client'
-import { startAdmin, type AdminServer } from '../admin/server.js'
+import { type AdminServer, startAdmin } from '../admin/server.js'
 import { loadRegistratorConfig, REGISTRATOR_COMMAND_FIELDS } from '../config/registrator.js'
 import { createLogger, type Logger } from '../log.js'
 import { Registrator } from '../registrator/index.js'
@@ -8,12 +8,18 @@ import { addFieldOptions, flagsFrom } from './options.js'
 
 export function registratorCommand(): Command {
   const cmd = new Command('registrator')
-    .description('register Docker containers as Consul services (gliderlabs/registrator conventions: SERVICE_NAME, SERVICE_<port>_NAME, SERVICE_TAGS, SERVICE_CHECK_*, …)')
+    .description(
+      'register Docker containers as Consul services (gliderlabs/registrator conventions: SERVICE_NAME, SERVICE_<port>_NAME, SERVICE_TAGS, SERVICE_CHECK_*, …)',
+    )
     .option('-c, --config <file>', 'YAML or JSON config file')
   addFieldOptions(cmd, REGISTRATOR_COMMAND_FIELDS)
   cmd.action(async () => {
     const configFile = cmd.opts().config as string | undefined
-    const config = loadRegistratorConfig({ flags: flagsFrom(cmd, REGISTRATOR_COMMAND_FIELDS), env: process.env, ...(configFile ? { file: configFile } : {}) })
+    const config = loadRegistratorConfig({
+      flags: flagsFrom(cmd, REGISTRATOR_COMMAND_FIELDS),
+      env: process.env,
+      ...(configFile ? { file: configFile } : {}),
+    })
     const log = createLogger(config.logLevel as 'info')
     await runRegistrator(config, log)
   })
@@ -48,15 +54,28 @@ async function runRegistrator(config: ReturnType<typeof loadRegistratorConfig>, 
     process.on('SIGINT', stop)
   })
   try {
-    if (config.admin) admin = await startAdmin({ ...config.admin, log, registry, status: { registrator: () => registrator.status() }, isHealthy: () => !stopping })
+    if (config.admin)
+      admin = await startAdmin({
+        ...config.admin,
+        log,
+        registry,
+        status: { registrator: () => registrator.status() },
+        isHealthy: () => !stopping,
+      })
     await registrator.start()
   } catch (err) {
     // SIGTERM while start() waited for Consul is a stop, not a failure: exit 0 like any other stop.
-    if (stopping) { await stopped; return }
+    if (stopping) {
+      await stopped
+      return
+    }
     clearInterval(keepAlive)
     await Promise.all([registrator.close(), admin?.close()])
     throw err
   }
-  log.info({ hostId: config.hostId, docker: config.dockerUrl, consul: config.consulUrl, resyncS: config.resyncMs / 1000 }, 'registrator started')
+  log.info(
+    { hostId: config.hostId, docker: config.dockerUrl, consul: config.consulUrl, resyncS: config.resyncMs / 1000 },
+    'registrator started',
+  )
   await stopped
 }

@@ -1,13 +1,17 @@
 import cluster from 'node:cluster'
 import { Command } from 'commander'
-import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client'
-import { startAdmin, type AdminOptions, type AdminServer } from '../admin/server.js'
-import { COMMON_FIELDS, SERVE_FIELDS, loadServeConfig, type ServeConfig } from '../config/serve.js'
-import { createLogger, type Logger } from '../log.js'
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
+import { type AdminOptions, type AdminServer, startAdmin } from '../admin/server.js'
+import { COMMON_FIELDS, loadServeConfig, SERVE_FIELDS, type ServeConfig } from '../config/serve.js'
 import { ConsulLbError } from '../errors.js'
-import { Proxy } from '../proxy/proxy.js'
+import { createLogger, type Logger } from '../log.js'
+import { LoadBalancer } from '../proxy/proxy.js'
+import {
+  EMBEDDED_REGISTRATOR_FIELDS,
+  type EmbeddedRegistrator,
+  startEmbeddedRegistrator,
+} from './embedded-registrator.js'
 import { addFieldOptions, flagsFrom } from './options.js'
-import { EMBEDDED_REGISTRATOR_FIELDS, startEmbeddedRegistrator, type EmbeddedRegistrator } from './embedded-registrator.js'
 
 const FIELDS = [...COMMON_FIELDS, ...SERVE_FIELDS]
 const WORKER_ENV = 'CONSUL_LB_WORKER_CONFIG'
@@ -18,7 +22,9 @@ export function serveCommand(): Command {
     .option('-c, --config <file>', 'YAML or JSON config file (flags win over env, env over the file)')
   addFieldOptions(cmd, FIELDS)
   addFieldOptions(cmd, EMBEDDED_REGISTRATOR_FIELDS)
-  cmd.addHelpText('after', `
+  cmd.addHelpText(
+    'after',
+    `
 Routes:   --route 'mydemo.example.com=mydemo'       Host → service, ports from SRV
           --route 'mydemo.example.com=mydemo:5000'  fixed port, addresses from A/AAAA
           --route '/api=api,strip'                   path prefix, stripped before forwarding
@@ -26,7 +32,8 @@ Routes:   --route 'mydemo.example.com=mydemo'       Host → service, ports from
 Registrator settings (--docker, --consul, --ip, --internal, --resync …) apply with --registrator;
 see \`consul-lb registrator --help\`.
 Host routing (on by default): Host <svc>.service.consul, <tag>.<svc>.service.consul, <svc>.service.<dc>.consul.
-Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`)
+Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`,
+  )
   cmd.action(async (opts: { config?: string }) => {
     const config = loadServeConfig({ flags: flagsFrom(cmd, FIELDS), env: process.env, file: opts.config })
     await runServe(config, { flags: flagsFrom(cmd, EMBEDDED_REGISTRATOR_FIELDS), file: opts.config })
@@ -35,7 +42,10 @@ Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`)
 }
 
 /** Runs `serve` until SIGTERM/SIGINT; in cluster mode the primary supervises workers and owns the admin listener. */
-export async function runServe(config: ServeConfig, registratorSources: { flags: Record<string, unknown>; file?: string | undefined } = { flags: {} }): Promise<void> {
+export async function runServe(
+  config: ServeConfig,
+  registratorSources: { flags: Record<string, unknown>; file?: string | undefined } = { flags: {} },
+): Promise<void> {
   const log = createLogger(config.logLevel as 'info')
   if (config.workers > 1) {
     await runPrimary(config, log, registratorSources)
@@ -43,7 +53,7 @@ export async function runServe(config: ServeConfig, registratorSources: { flags:
   }
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new Proxy(config, { log, registry })
+  const proxy = new LoadBalancer(config, { log, registry })
   await proxy.listen()
   let registrator: EmbeddedRegistrator | null = null
   let admin: AdminServer | null = null
@@ -70,55 +80,88 @@ export async function runWorker(): Promise<void> {
   const log = createLogger(config.logLevel as 'info').child({ worker: cluster.worker?.id })
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new Proxy(config, { log, registry })
+  const proxy = new LoadBalancer(config, { log, registry })
   await proxy.listen()
   process.on('message', (msg: { type: string; id: number }) => {
     if (msg?.type === 'status') process.send?.({ type: 'status', id: msg.id, body: proxy.status() })
-    else if (msg?.type === 'metrics') void registry.getMetricsAsJSON().then((body) => process.send?.({ type: 'metrics', id: msg.id, body }))
+    else if (msg?.type === 'metrics')
+      void registry.getMetricsAsJSON().then((body) => process.send?.({ type: 'metrics', id: msg.id, body }))
   })
   await untilSignal(log)
   await proxy.close()
   process.disconnect?.()
 }
 
-async function runPrimary(config: ServeConfig, log: Logger, registratorSources: { flags: Record<string, unknown>; file?: string | undefined }): Promise<void> {
+async function runPrimary(
+  config: ServeConfig,
+  log: Logger,
+  registratorSources: { flags: Record<string, unknown>; file?: string | undefined },
+): Promise<void> {
   const env = { [WORKER_ENV]: JSON.stringify(config) }
   let stopping = false
   let restarts = 0
   const restartTimers = new Set<NodeJS.Timeout>()
   const listened = new Set<number>()
   let fatal: ((err: Error) => void) | null = null
-  const failed = new Promise<never>((_, reject) => { fatal = reject })
-  failed.catch(() => { /* observed by the race below */ })
-  const fork = (): void => { cluster.fork(env) }
+  const failed = new Promise<never>((_, reject) => {
+    fatal = reject
+  })
+  failed.catch(() => {
+    /* observed by the race below */
+  })
+  const fork = (): void => {
+    cluster.fork(env)
+  }
   for (let i = 0; i < config.workers; i++) fork()
-  cluster.on('listening', (worker) => { listened.add(worker.id) })
+  cluster.on('listening', (worker) => {
+    listened.add(worker.id)
+  })
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return
     if (!listened.has(worker.id)) {
       // It died before it ever listened (port taken, no permission): restarting it would loop forever.
-      fatal?.(new ConsulLbError('CLB_WORKER_START_FAILED', `worker ${worker.id} exited (code ${code ?? signal}) before listening on ${config.listen.host}:${config.listen.port}; see its log above`))
+      fatal?.(
+        new ConsulLbError(
+          'CLB_WORKER_START_FAILED',
+          `worker ${worker.id} exited (code ${code ?? signal}) before listening on ${config.listen.host}:${config.listen.port}; see its log above`,
+        ),
+      )
       return
     }
     restarts++
     const delay = Math.min(100 * 2 ** Math.min(restarts, 6), 5000)
     log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker exited; restarting it')
     // Not unref'd: with every worker dead, this timer is what keeps the primary (and its promise to restart) alive.
-    const timer = setTimeout(() => { restartTimers.delete(timer); fork() }, delay)
+    const timer = setTimeout(() => {
+      restartTimers.delete(timer)
+      fork()
+    }, delay)
     restartTimers.add(timer)
   })
   let nextId = 0
   const ask = <T>(type: string): Promise<T[]> => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w) => w && w.isConnected())
+    const workers = Object.values(cluster.workers ?? {}).filter((w) => w?.isConnected())
     const id = ++nextId
-    return Promise.all(workers.map((w) => new Promise<T>((resolve) => {
-      const timer = setTimeout(() => { w!.off('message', on); resolve({ error: 'worker did not answer' } as T) }, 2000)
-      const on = (m: { type: string; id: number; body: T }): void => {
-        if (m?.type === type && m.id === id) { clearTimeout(timer); w!.off('message', on); resolve(m.body) }
-      }
-      w!.on('message', on)
-      w!.send({ type, id })
-    })))
+    return Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<T>((resolve) => {
+            const timer = setTimeout(() => {
+              w!.off('message', on)
+              resolve({ error: 'worker did not answer' } as T)
+            }, 2000)
+            const on = (m: { type: string; id: number; body: T }): void => {
+              if (m?.type === type && m.id === id) {
+                clearTimeout(timer)
+                w!.off('message', on)
+                resolve(m.body)
+              }
+            }
+            w!.on('message', on)
+            w!.send({ type, id })
+          }),
+      ),
+    )
   }
   const primaryRegistry = new Registry()
   let registrator: EmbeddedRegistrator | null = null
@@ -127,9 +170,17 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
     stopping = true
     for (const t of restartTimers) clearTimeout(t)
     const workers = Object.values(cluster.workers ?? {}).filter((w) => w && !w.isDead())
-    const exits = workers.map((w) => new Promise<void>((r) => { w!.once('exit', () => r()); w!.process.kill('SIGTERM') }))
+    const exits = workers.map(
+      (w) =>
+        new Promise<void>((r) => {
+          w!.once('exit', () => r())
+          w!.process.kill('SIGTERM')
+        }),
+    )
     // Workers get their own shutdown deadline plus a margin; then they are killed.
-    const killer = setTimeout(() => { for (const w of workers) if (!w!.isDead()) w!.process.kill('SIGKILL') }, config.shutdownTimeoutMs + 5000)
+    const killer = setTimeout(() => {
+      for (const w of workers) if (!w!.isDead()) w!.process.kill('SIGKILL')
+    }, config.shutdownTimeoutMs + 5000)
     await Promise.all(exits)
     clearTimeout(killer)
   }
@@ -141,7 +192,9 @@ async function runPrimary(config: ServeConfig, log: Logger, registratorSources: 
       metricsText: async () => {
         const perWorker = await ask<unknown>('metrics')
         const own = await primaryRegistry.getMetricsAsJSON()
-        return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics()
+        return await AggregatorRegistry.aggregate([...perWorker.filter(Array.isArray), own] as Parameters<
+          typeof AggregatorRegistry.aggregate
+        >[0]).metrics()
       },
     }))
     log.info({ workers: config.workers }, 'cluster primary started')

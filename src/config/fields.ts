@@ -45,7 +45,14 @@ export function fieldSchema(f: FieldSpec): z.ZodType<unknown> {
     case 'string':
       return z.string().min(1, 'must not be empty')
     case 'url':
-      return z.string().refine((s) => { try { const u = new URL(s); return ['http:', 'https:', 'unix:'].includes(u.protocol) } catch { return false } }, 'expected a URL such as http://127.0.0.1:8500 or unix:///var/run/docker.sock')
+      return z.string().refine((s) => {
+        try {
+          const u = new URL(s)
+          return ['http:', 'https:', 'unix:'].includes(u.protocol)
+        } catch {
+          return false
+        }
+      }, 'expected a URL such as http://127.0.0.1:8500 or unix:///var/run/docker.sock')
     case 'int': {
       // Flags and env arrive as strings; a file may hold a number. One schema, so errors say what was expected.
       let n = z.number({ message: 'expected an integer' }).int('expected an integer')
@@ -54,28 +61,50 @@ export function fieldSchema(f: FieldSpec): z.ZodType<unknown> {
       return z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v), n)
     }
     case 'bool':
-      return z.preprocess((v) => {
-        if (typeof v !== 'string') return v
-        const s = v.trim().toLowerCase()
-        return ['true', '1', 'yes', 'on'].includes(s) ? true : ['false', '0', 'no', 'off'].includes(s) ? false : v
-      }, z.boolean({ message: 'expected true or false' }))
+      return z.preprocess(
+        (v) => {
+          if (typeof v !== 'string') return v
+          const s = v.trim().toLowerCase()
+          return ['true', '1', 'yes', 'on'].includes(s) ? true : ['false', '0', 'no', 'off'].includes(s) ? false : v
+        },
+        z.boolean({ message: 'expected true or false' }),
+      )
     case 'enum':
       return z.enum(f.values as [string, ...string[]], { message: `expected one of ${f.values!.join(', ')}` })
     case 'hostport':
-      return z.string().refine((s) => portOf(s) !== null, 'expected HOST:PORT with a port 0-65535 (0: any free port; for example 127.0.0.1:8080 or [::1]:8080)')
+      return z
+        .string()
+        .refine(
+          (s) => portOf(s) !== null,
+          'expected HOST:PORT with a port 0-65535 (0: any free port; for example 127.0.0.1:8080 or [::1]:8080)',
+        )
     case 'list':
-      return z.preprocess((v) => (typeof v === 'string' ? splitList(v) : v), z.array(z.string({ message: 'list items must be strings' }).min(1, 'list items must not be empty'), { message: 'expected a list (a YAML/JSON array, or a comma-separated string)' }))
+      return z.preprocess(
+        (v) => (typeof v === 'string' ? splitList(v) : v),
+        z.array(z.string({ message: 'list items must be strings' }).min(1, 'list items must not be empty'), {
+          message: 'expected a list (a YAML/JSON array, or a comma-separated string)',
+        }),
+      )
     case 'routes':
       // Route text is parsed by routes/route.ts, which names the bad route; here only the container shape is checked.
       return z.preprocess(
-        (v) => (typeof v === 'string' ? v.split(/[;\n]/).map((x) => x.trim()).filter(Boolean) : v),
+        (v) =>
+          typeof v === 'string'
+            ? v
+                .split(/[;\n]/)
+                .map((x) => x.trim())
+                .filter(Boolean)
+            : v,
         z.array(z.union([z.string(), z.record(z.string(), z.unknown())]), { message: 'expected a list of routes' }),
       )
   }
 }
 
 export function splitList(s: string): string[] {
-  return s.split(',').map((x) => x.trim()).filter((x) => x !== '')
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
 }
 
 function portOf(s: string): number | null {

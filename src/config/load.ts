@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { ConfigError } from '../errors.js'
-import { envName, fieldSchema, flagName, type FieldSpec } from './fields.js'
+import { envName, type FieldSpec, fieldSchema, flagName } from './fields.js'
 
 /** CONSUL_LB_* variables that are not settings: the scripts' cache folder, the cluster primary's hand-off. */
 const NON_SETTING_ENV = new Set(['CONSUL_LB_CACHE', 'CONSUL_LB_WORKER_CONFIG'])
@@ -29,10 +29,14 @@ export function readConfigFile(path: string): Record<string, unknown> {
   try {
     data = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text)
   } catch (err) {
-    throw new ConfigError('--config', `${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
+    throw new ConfigError(
+      '--config',
+      `${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`,
+    )
   }
   if (data === null || data === undefined) return {}
-  if (typeof data !== 'object' || Array.isArray(data)) throw new ConfigError('--config', `${path} must hold a mapping of settings at the top level`)
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new ConfigError('--config', `${path} must hold a mapping of settings at the top level`)
   return data as Record<string, unknown>
 }
 
@@ -42,7 +46,11 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * rejected (a typo must not silently fall back to a default); keys that belong to other subcommands' tables are passed
  * in `knownElsewhere` and ignored.
  */
-export function loadFields(fields: readonly FieldSpec[], sources: ConfigSources, knownElsewhere: readonly string[] = []): Record<string, unknown> {
+export function loadFields(
+  fields: readonly FieldSpec[],
+  sources: ConfigSources,
+  knownElsewhere: readonly string[] = [],
+): Record<string, unknown> {
   const fileData = sources.object ?? (sources.file ? readConfigFile(sources.file) : {})
   const fileLabel = sources.file ? `${sources.file}: ` : 'config: '
   const known = new Set([...fields.map((f) => f.key), ...knownElsewhere])
@@ -99,7 +107,10 @@ function nearest(key: string, candidates: string[]): string | null {
   let bestD = 3
   for (const c of candidates) {
     const d = distance(key.toLowerCase(), c.toLowerCase())
-    if (d < bestD) { bestD = d; best = c }
+    if (d < bestD) {
+      bestD = d
+      best = c
+    }
   }
   return best
 }

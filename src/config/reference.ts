@@ -1,4 +1,4 @@
-import { envName, flagName, type FieldSpec } from './fields.js'
+import { envName, type FieldSpec, flagName } from './fields.js'
 
 /**
  * The config reference as a markdown table, from the same field tables that drive the flags, env vars and file
@@ -10,14 +10,17 @@ export function referenceTable(fields: readonly FieldSpec[]): string {
     if (f.hidden) continue
     const flag = f.key === 'routes' ? '--route' : `--${flagName(f.key)}`
     const env = [...(f.envAliases ?? []), envName(f.key)].map((e) => `\`${e}\``).join(', ')
-    const def = f.secret || f.default === null || f.default === undefined ? '' : `\`${Array.isArray(f.default) ? (f.default.length ? f.default.join(',') : '') : String(f.default)}\``
+    const def =
+      f.secret || f.default === null || f.default === undefined
+        ? ''
+        : `\`${Array.isArray(f.default) ? (f.default.length ? f.default.join(',') : '') : String(f.default)}\``
     const values = f.values ? ` (${f.values.join(', ')})` : ''
-    rows.push(`| \`${flag}\` | ${env} | \`${f.key}\` | ${def} | ${escape(f.help)}${values} |`)
+    rows.push(`| \`${flag}\` | ${env} | \`${f.key}\` | ${def} | ${escapeCell(f.help)}${values} |`)
   }
   return rows.join('\n')
 }
 
-function escape(s: string): string {
+function escapeCell(s: string): string {
   return s.replace(/\|/g, '\\|').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 }
 

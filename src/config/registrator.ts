@@ -1,8 +1,8 @@
 import { isIP } from 'node:net'
 import { hostname } from 'node:os'
 import { ConfigError } from '../errors.js'
-import { fieldSchema, splitHostPort, type FieldSpec } from './fields.js'
-import { loadFields, type ConfigSources } from './load.js'
+import { type FieldSpec, fieldSchema, splitHostPort } from './fields.js'
+import { type ConfigSources, loadFields } from './load.js'
 import { COMMON_FIELDS, OTHER_COMMAND_KEYS, registerOtherKeys, SERVE_FIELDS } from './serve.js'
 
 /**
@@ -10,21 +10,116 @@ import { COMMON_FIELDS, OTHER_COMMAND_KEYS, registerOtherKeys, SERVE_FIELDS } fr
  * had one (-ip, -internal, -explicit, -tags, -resync, -cleanup, -deregister, -retry-attempts, -retry-interval).
  */
 export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
-  { key: 'docker', kind: 'string', default: 'unix:///var/run/docker.sock', arg: '<url>', envAliases: ['DOCKER_HOST'], help: 'Docker Engine API: unix:///path/docker.sock, tcp://host:2375 or http(s)://host:port (no TLS client certificates)' },
-  { key: 'consul', kind: 'string', default: 'http://127.0.0.1:8500', arg: '<url>', envAliases: ['CONSUL_HTTP_ADDR'], help: "the Consul agent's HTTP API (a scheme-less host:port means http://, or https:// with CONSUL_HTTP_SSL=true)" },
-  { key: 'consulToken', kind: 'string', default: null, arg: '<token>', envAliases: ['CONSUL_HTTP_TOKEN'], secret: true, help: 'Consul ACL token (needs service:write for the registered names)' },
-  { key: 'ip', kind: 'string', default: null, arg: '<address>', help: 'address registered for published ports and host-networked containers (default: the binding address, or the Consul agent\'s address for 0.0.0.0)' },
-  { key: 'internal', kind: 'bool', default: false, help: "register the container's IP and exposed ports instead of published ones (per container: SERVICE_INTERNAL)" },
-  { key: 'explicit', kind: 'bool', default: false, help: 'register only containers with SERVICE_NAME or SERVICE_<port>_NAME' },
+  {
+    key: 'docker',
+    kind: 'string',
+    default: 'unix:///var/run/docker.sock',
+    arg: '<url>',
+    envAliases: ['DOCKER_HOST'],
+    help: 'Docker Engine API: unix:///path/docker.sock, tcp://host:2375 or http(s)://host:port (no TLS client certificates)',
+  },
+  {
+    key: 'consul',
+    kind: 'string',
+    default: 'http://127.0.0.1:8500',
+    arg: '<url>',
+    envAliases: ['CONSUL_HTTP_ADDR'],
+    help: "the Consul agent's HTTP API (a scheme-less host:port means http://, or https:// with CONSUL_HTTP_SSL=true)",
+  },
+  {
+    key: 'consulToken',
+    kind: 'string',
+    default: null,
+    arg: '<token>',
+    envAliases: ['CONSUL_HTTP_TOKEN'],
+    secret: true,
+    help: 'Consul ACL token (needs service:write for the registered names)',
+  },
+  {
+    key: 'ip',
+    kind: 'string',
+    default: null,
+    arg: '<address>',
+    help: "address registered for published ports and host-networked containers (default: the binding address, or the Consul agent's address for 0.0.0.0)",
+  },
+  {
+    key: 'internal',
+    kind: 'bool',
+    default: false,
+    help: "register the container's IP and exposed ports instead of published ones (per container: SERVICE_INTERNAL)",
+  },
+  {
+    key: 'explicit',
+    kind: 'bool',
+    default: false,
+    help: 'register only containers with SERVICE_NAME or SERVICE_<port>_NAME',
+  },
   { key: 'tags', kind: 'list', default: [], arg: '<tag,...>', help: 'tags added to every registered service' },
-  { key: 'resync', kind: 'int', default: 30, min: 0, max: 86400, arg: '<seconds>', help: 'full reconcile every this many seconds (0: off): registers what is missing (Consul lost its state), deregisters what it owns that no longer runs' },
-  { key: 'cleanup', kind: 'bool', default: false, help: 'on start, also deregister services this host owns whose containers are gone (resyncs always do)' },
-  { key: 'deregister', kind: 'enum', default: 'always', values: ['always', 'on-success'], arg: '<always|on-success>', help: 'when a container dies: always deregister, or only when it exited 0 (others stay, in maintenance, until removed or restarted)' },
-  { key: 'retryAttempts', kind: 'int', default: -1, min: -1, max: 1000000, arg: '<n>', help: 'at start, how often to retry reaching Consul before exiting (-1: never give up; failures are retried in the background)' },
-  { key: 'retryInterval', kind: 'int', default: 2000, min: 10, max: 3600000, arg: '<ms>', help: 'first delay between Consul retries (doubles, capped at 30 s, after failed syncs)' },
-  { key: 'hostId', kind: 'string', default: null, arg: '<id>', help: 'this host\'s id: first part of service IDs and the ownership mark (default: the host name, as registrator)' },
-  { key: 'admin', kind: 'string', default: '127.0.0.1:8082', arg: '<host:port|off>', help: 'standalone admin listener (/healthz, /status, /metrics); "off" disables it. serve --registrator uses serve\'s' },
-  { key: 'reconnectMaxMs', kind: 'int', default: 10000, min: 10, max: 600000, arg: '<ms>', hidden: true, help: 'cap of the Docker reconnect back-off' },
+  {
+    key: 'resync',
+    kind: 'int',
+    default: 30,
+    min: 0,
+    max: 86400,
+    arg: '<seconds>',
+    help: 'full reconcile every this many seconds (0: off): registers what is missing (Consul lost its state), deregisters what it owns that no longer runs',
+  },
+  {
+    key: 'cleanup',
+    kind: 'bool',
+    default: false,
+    help: 'on start, also deregister services this host owns whose containers are gone (resyncs always do)',
+  },
+  {
+    key: 'deregister',
+    kind: 'enum',
+    default: 'always',
+    values: ['always', 'on-success'],
+    arg: '<always|on-success>',
+    help: 'when a container dies: always deregister, or only when it exited 0 (others stay, in maintenance, until removed or restarted)',
+  },
+  {
+    key: 'retryAttempts',
+    kind: 'int',
+    default: -1,
+    min: -1,
+    max: 1000000,
+    arg: '<n>',
+    help: 'at start, how often to retry reaching Consul before exiting (-1: never give up; failures are retried in the background)',
+  },
+  {
+    key: 'retryInterval',
+    kind: 'int',
+    default: 2000,
+    min: 10,
+    max: 3600000,
+    arg: '<ms>',
+    help: 'first delay between Consul retries (doubles, capped at 30 s, after failed syncs)',
+  },
+  {
+    key: 'hostId',
+    kind: 'string',
+    default: null,
+    arg: '<id>',
+    help: "this host's id: first part of service IDs and the ownership mark (default: the host name, as registrator)",
+  },
+  {
+    key: 'admin',
+    kind: 'string',
+    default: '127.0.0.1:8082',
+    arg: '<host:port|off>',
+    help: 'standalone admin listener (/healthz, /status, /metrics); "off" disables it. serve --registrator uses serve\'s',
+  },
+  {
+    key: 'reconnectMaxMs',
+    kind: 'int',
+    default: 10000,
+    min: 10,
+    max: 600000,
+    arg: '<ms>',
+    hidden: true,
+    help: 'cap of the Docker reconnect back-off',
+  },
 ]
 
 registerOtherKeys(REGISTRATOR_FIELDS)
@@ -58,15 +153,21 @@ export const REGISTRATOR_COMMAND_FIELDS: readonly FieldSpec[] = [...REGISTRATOR_
 
 export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig {
   // A config file shared with serve (serve --registrator reads one file) holds serve's keys too.
-  const v = loadFields(REGISTRATOR_COMMAND_FIELDS, sources, [...OTHER_COMMAND_KEYS, ...COMMON_FIELDS.map((f) => f.key), ...SERVE_FIELDS.map((f) => f.key)])
+  const v = loadFields(REGISTRATOR_COMMAND_FIELDS, sources, [
+    ...OTHER_COMMAND_KEYS,
+    ...COMMON_FIELDS.map((f) => f.key),
+    ...SERVE_FIELDS.map((f) => f.key),
+  ])
   const env = sources.env ?? {}
   const ip = v.ip as string | null
-  if (ip !== null && ip !== undefined && !isIP(ip)) throw new ConfigError('ip', `"${ip}": expected an IPv4 or IPv6 address`)
+  if (ip !== null && ip !== undefined && !isIP(ip))
+    throw new ConfigError('ip', `"${ip}": expected an IPv4 or IPv6 address`)
   const tags = v.tags as string[]
   for (const t of tags) if (/\s/.test(t)) throw new ConfigError('tags', `"${t}": tags must not contain whitespace`)
   const hostId = (v.hostId as string | null) ?? hostname()
   // The host id is the first part of every service ID and the ownership mark: a colon would make IDs ambiguous.
-  if (!/^[A-Za-z0-9._-]{1,128}$/.test(hostId)) throw new ConfigError('hostId', `"${hostId}": letters, digits, dot, dash and underscore only (at most 128)`)
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(hostId))
+    throw new ConfigError('hostId', `"${hostId}": letters, digits, dot, dash and underscore only (at most 128)`)
   return {
     dockerUrl: dockerUrl(String(v.docker)),
     consulUrl: consulUrl(String(v.consul), isTrue(env.CONSUL_HTTP_SSL)),
@@ -97,16 +198,22 @@ function dockerUrl(raw: string): string {
   }
   if (u.protocol === 'unix:') {
     // 107 bytes is the sun_path limit of a unix socket address on Linux.
-    if (!u.pathname || u.pathname === '/' || u.pathname.length > 107) throw new ConfigError('docker', `"${raw}": expected unix:///path/to/docker.sock (path at most 107 bytes)`)
+    if (!u.pathname || u.pathname === '/' || u.pathname.length > 107)
+      throw new ConfigError('docker', `"${raw}": expected unix:///path/to/docker.sock (path at most 107 bytes)`)
     return `unix://${u.pathname}`
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError('docker', `"${raw}": unsupported scheme ${u.protocol} (unix://, tcp://, http://, https://)`)
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new ConfigError('docker', `"${raw}": unsupported scheme ${u.protocol} (unix://, tcp://, http://, https://)`)
   return `${u.protocol}//${u.host}`
 }
 
 /** CONSUL_HTTP_SSL and the like, read as Consul's own CLI reads them. */
 export function isTrue(envValue: string | undefined): boolean {
-  return ['true', '1'].includes(String(envValue ?? '').trim().toLowerCase())
+  return ['true', '1'].includes(
+    String(envValue ?? '')
+      .trim()
+      .toLowerCase(),
+  )
 }
 
 /**
@@ -116,13 +223,19 @@ export function isTrue(envValue: string | undefined): boolean {
 export function consulUrl(raw: string, ssl: boolean): string {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `${ssl ? 'https' : 'http'}://${raw}`
   let u: URL | null = null
-  try { u = new URL(withScheme) } catch { u = null }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname) throw new ConfigError('consul', `"${raw}": expected http://host:port (unix sockets are not supported)`)
+  try {
+    u = new URL(withScheme)
+  } catch {
+    u = null
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname)
+    throw new ConfigError('consul', `"${raw}": expected http://host:port (unix sockets are not supported)`)
   return withScheme.replace(/\/+$/, '')
 }
 
 function adminAddress(raw: string): { host: string; port: number } | null {
   if (raw === 'off') return null
-  if (!fieldSchema({ key: 'admin', kind: 'hostport', default: null, help: '' }).safeParse(raw).success) throw new ConfigError('admin', `"${raw}": expected HOST:PORT or off`)
+  if (!fieldSchema({ key: 'admin', kind: 'hostport', default: null, help: '' }).safeParse(raw).success)
+    throw new ConfigError('admin', `"${raw}": expected HOST:PORT or off`)
   return splitHostPort(raw)
 }

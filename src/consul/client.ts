@@ -1,4 +1,4 @@
-import { Agent, request, type Dispatcher } from 'undici'
+import { Agent, type Dispatcher, request } from 'undici'
 import { ConsulApiError } from './errors.js'
 
 export interface ConsulClientOptions {
@@ -41,7 +41,10 @@ export interface AgentCheck {
   Notes?: string
 }
 
-export interface BlockingResult<T> { index: string; value: T }
+export interface BlockingResult<T> {
+  index: string
+  value: T
+}
 
 /**
  * A small client for the parts of Consul's HTTP API we use. One undici Agent per client (keep-alive to the agent);
@@ -60,7 +63,12 @@ export class ConsulClient {
     this.dispatcher = new Agent({ keepAliveTimeout: 10_000, connections: 8 })
   }
 
-  async call<T>(method: 'GET' | 'PUT' | 'POST' | 'DELETE', path: string, body?: unknown, extraWaitMs = 0): Promise<{ value: T; index: string | null }> {
+  async call<T>(
+    method: 'GET' | 'PUT' | 'POST' | 'DELETE',
+    path: string,
+    body?: unknown,
+    extraWaitMs = 0,
+  ): Promise<{ value: T; index: string | null }> {
     const headers: Record<string, string> = {}
     if (this.token) headers['x-consul-token'] = this.token
     if (body !== undefined) headers['content-type'] = 'application/json'
@@ -81,12 +89,23 @@ export class ConsulClient {
     } catch (err) {
       const code = (err as { code?: string }).code
       if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
-        throw new ConsulApiError('CLB_CONSUL_TIMEOUT', `Consul ${method} ${path} timed out after ${timeout} ms`, null, { cause: err })
+        throw new ConsulApiError('CLB_CONSUL_TIMEOUT', `Consul ${method} ${path} timed out after ${timeout} ms`, null, {
+          cause: err,
+        })
       }
-      throw new ConsulApiError('CLB_CONSUL_UNREACHABLE', `Consul at ${this.address} unreachable (${code ?? (err as Error).message})`, null, { cause: err })
+      throw new ConsulApiError(
+        'CLB_CONSUL_UNREACHABLE',
+        `Consul at ${this.address} unreachable (${code ?? (err as Error).message})`,
+        null,
+        { cause: err },
+      )
     }
     if (res.statusCode >= 300) {
-      throw new ConsulApiError('CLB_CONSUL_HTTP', `Consul ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
+      throw new ConsulApiError(
+        'CLB_CONSUL_HTTP',
+        `Consul ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`,
+        res.statusCode,
+      )
     }
     const index = res.headers['x-consul-index']
     let value: T
@@ -94,7 +113,12 @@ export class ConsulClient {
       value = (text ? JSON.parse(text) : null) as T
     } catch (err) {
       // A proxy or load balancer in front of the agent answering with an HTML page, for example.
-      throw new ConsulApiError('CLB_CONSUL_BAD_RESPONSE', `Consul ${method} ${path}: answer is not JSON (${text.slice(0, 100).trim()})`, res.statusCode, { cause: err })
+      throw new ConsulApiError(
+        'CLB_CONSUL_BAD_RESPONSE',
+        `Consul ${method} ${path}: answer is not JSON (${text.slice(0, 100).trim()})`,
+        res.statusCode,
+        { cause: err },
+      )
     }
     return { value, index: typeof index === 'string' ? index : null }
   }
@@ -116,7 +140,10 @@ export class ConsulClient {
   }
 
   async setServiceMaintenance(id: string, enable: boolean, reason: string): Promise<void> {
-    await this.call('PUT', `/v1/agent/service/maintenance/${encodeURIComponent(id)}?enable=${enable}&reason=${encodeURIComponent(reason)}`)
+    await this.call(
+      'PUT',
+      `/v1/agent/service/maintenance/${encodeURIComponent(id)}?enable=${enable}&reason=${encodeURIComponent(reason)}`,
+    )
   }
 
   async updateTtlCheck(checkId: string, status: 'passing' | 'warning' | 'critical', output: string): Promise<void> {
@@ -133,7 +160,12 @@ export class ConsulClient {
    */
   async catalogServices(index?: string, waitS = 30): Promise<BlockingResult<Record<string, string[]>>> {
     const q = index ? `?index=${encodeURIComponent(index)}&wait=${waitS}s` : ''
-    const r = await this.call<Record<string, string[]>>('GET', `/v1/catalog/services${q}`, undefined, index ? waitS * 1000 + 5000 : 0)
+    const r = await this.call<Record<string, string[]>>(
+      'GET',
+      `/v1/catalog/services${q}`,
+      undefined,
+      index ? waitS * 1000 + 5000 : 0,
+    )
     return { index: r.index ?? '0', value: r.value ?? {} }
   }
 

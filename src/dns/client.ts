@@ -1,9 +1,20 @@
 import { ConsulLbError, DnsError } from '../errors.js'
-import { RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, type DnsMessage, type QueryType } from './message.js'
+import {
+  type DnsMessage,
+  type QueryType,
+  RCODE_NOERROR,
+  RCODE_NXDOMAIN,
+  RCODE_REFUSED,
+  RCODE_SERVFAIL,
+} from './message.js'
 import { TcpTransport } from './tcp.js'
 import { UdpTransport } from './udp.js'
 
-export interface DnsServerAddress { host: string; port: number; label: string }
+export interface DnsServerAddress {
+  host: string
+  port: number
+  label: string
+}
 
 export interface DnsClientOptions {
   servers: readonly DnsServerAddress[]
@@ -28,7 +39,12 @@ export interface DnsResult {
   capped: boolean
 }
 
-interface ServerSlot { addr: DnsServerAddress; udp: UdpTransport; tcp: TcpTransport; downUntil: number }
+interface ServerSlot {
+  addr: DnsServerAddress
+  udp: UdpTransport
+  tcp: TcpTransport
+  downUntil: number
+}
 
 /**
  * Queries Consul DNS servers in order with a timeout each, failing over to the next on timeout, unreachable server,
@@ -43,7 +59,12 @@ export class DnsClient {
 
   constructor(opts: DnsClientOptions) {
     if (opts.servers.length === 0) throw new ConsulLbError('CLB_CONFIG_INVALID', 'dns: at least one server is needed')
-    this.opts = { transport: opts.transport, timeoutMs: opts.timeoutMs, udpAnswerLimit: opts.udpAnswerLimit ?? 3, serverCooldownMs: opts.serverCooldownMs ?? 5000 }
+    this.opts = {
+      transport: opts.transport,
+      timeoutMs: opts.timeoutMs,
+      udpAnswerLimit: opts.udpAnswerLimit ?? 3,
+      serverCooldownMs: opts.serverCooldownMs ?? 5000,
+    }
     this.slots = opts.servers.map((addr) => ({
       addr,
       udp: new UdpTransport(addr.host, addr.port, addr.label),
@@ -74,7 +95,8 @@ export class DnsClient {
 
   private async queryServer(slot: ServerSlot, name: string, type: QueryType): Promise<DnsResult> {
     const t = this.opts.timeoutMs
-    if (this.opts.transport === 'tcp') return classify(await slot.tcp.query(name, type, t), 'tcp', slot.addr.label, false)
+    if (this.opts.transport === 'tcp')
+      return classify(await slot.tcp.query(name, type, t), 'tcp', slot.addr.label, false)
     const udp = await slot.udp.query(name, type, t)
     const limit = this.opts.udpAnswerLimit
     const looksCut = udp.truncated || (limit > 0 && udp.answers.length === limit) || udp.size >= 4000
@@ -84,7 +106,10 @@ export class DnsClient {
   }
 
   close(): void {
-    for (const s of this.slots) { s.udp.close(); s.tcp.close() }
+    for (const s of this.slots) {
+      s.udp.close()
+      s.tcp.close()
+    }
   }
 }
 

@@ -15,14 +15,34 @@ interface PacketStatic {
   Resource: { EDNS(rdata: unknown[], opts?: { udpPayloadSize?: number }): unknown }
 }
 interface PacketInstance {
-  header: { id: number; qr: number; tc: number; rd: number; rcode: number; ancount: number; arcount: number; nscount: number; qdcount: number }
+  header: {
+    id: number
+    qr: number
+    tc: number
+    rd: number
+    rcode: number
+    ancount: number
+    arcount: number
+    nscount: number
+    qdcount: number
+  }
   questions: { name: string; type: number; class: number }[]
   answers: RawRecord[]
   authorities: RawRecord[]
   additionals: RawRecord[]
   toBuffer(): Buffer
 }
-interface RawRecord { name: string; type: number; ttl: number; address?: string; priority?: number; weight?: number; port?: number; target?: string; domain?: string }
+interface RawRecord {
+  name: string
+  type: number
+  ttl: number
+  address?: string
+  priority?: number
+  weight?: number
+  port?: number
+  target?: string
+  domain?: string
+}
 
 export type QueryType = 'A' | 'AAAA' | 'SRV'
 
@@ -77,23 +97,37 @@ export function encodeQuery(id: number, name: string, type: QueryType, ednsPaylo
 
 /** Decodes a response; any damage (short read, record that does not parse, not a response) is CLB_DNS_MALFORMED. */
 export function decodeResponse(buf: Buffer, server: string): DnsMessage {
-  if (buf.length < 12) throw new DnsError('CLB_DNS_MALFORMED', `malformed DNS response from ${server}: ${buf.length} bytes`)
+  if (buf.length < 12)
+    throw new DnsError('CLB_DNS_MALFORMED', `malformed DNS response from ${server}: ${buf.length} bytes`)
   let p: PacketInstance
   try {
     p = Packet.parse(buf)
   } catch (err) {
-    throw new DnsError('CLB_DNS_MALFORMED', `malformed DNS response from ${server}: ${(err as Error).message}`, { cause: err })
+    throw new DnsError('CLB_DNS_MALFORMED', `malformed DNS response from ${server}: ${(err as Error).message}`, {
+      cause: err,
+    })
   }
   if (!p.header.qr) throw new DnsError('CLB_DNS_MALFORMED', `DNS message from ${server} is not a response`)
   // dns2 skips records it cannot parse; a count that does not match the header means the message was damaged.
   if (p.answers.length !== p.header.ancount || p.additionals.length !== p.header.arcount) {
-    if (!p.header.tc) throw new DnsError('CLB_DNS_MALFORMED', `malformed DNS response from ${server}: header promises ${p.header.ancount} answers, ${p.answers.length} parsed`)
+    if (!p.header.tc)
+      throw new DnsError(
+        'CLB_DNS_MALFORMED',
+        `malformed DNS response from ${server}: header promises ${p.header.ancount} answers, ${p.answers.length} parsed`,
+      )
   }
   const answers: DnsRecord[] = []
   for (const r of p.answers) if (r) answers.push(toRecord(r))
   const additionals: DnsRecord[] = []
   for (const r of p.additionals) if (r && r.type !== TYPE_OPT) additionals.push(toRecord(r))
-  return { id: p.header.id, rcode: p.header.rcode, truncated: p.header.tc === 1, answers, additionals, size: buf.length }
+  return {
+    id: p.header.id,
+    rcode: p.header.rcode,
+    truncated: p.header.tc === 1,
+    answers,
+    additionals,
+    size: buf.length,
+  }
 }
 
 function toRecord(r: RawRecord): DnsRecord {

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net'
 import { DnsError } from '../errors.js'
-import { decodeResponse, encodeQuery, type DnsMessage, type QueryType } from './message.js'
+import { type DnsMessage, decodeResponse, encodeQuery, type QueryType } from './message.js'
 import { PendingQueries } from './pending.js'
 
 /**
@@ -35,7 +35,11 @@ export class TcpTransport {
       // A reused connection may have been closed by the server between queries (idle timeout); one retry on a fresh
       // connection, within the same deadline, tells a closed connection from a dead server.
       const left = deadline - Date.now()
-      if ((err as { code?: string }).code === 'CLB_DNS_UNREACHABLE' && (err as { wasReused?: boolean }).wasReused && left > 0) {
+      if (
+        (err as { code?: string }).code === 'CLB_DNS_UNREACHABLE' &&
+        (err as { wasReused?: boolean }).wasReused &&
+        left > 0
+      ) {
         return await this.once(name, type, left)
       }
       throw err
@@ -50,7 +54,9 @@ export class TcpTransport {
     frame.writeUInt16BE(query.length, 0)
     query.copy(frame, 2)
     this.open(timeoutMs).then(
-      (sock) => { if (this.pending.has(id)) sock.write(frame) },
+      (sock) => {
+        if (this.pending.has(id)) sock.write(frame)
+      },
       (err: Error) => this.pending.settle(id, err),
     )
     try {
@@ -69,7 +75,9 @@ export class TcpTransport {
       sock.unref()
       this.connectingSocket = sock
       // A server that drops SYNs must not leave a connect pending for the OS's minutes-long timeout.
-      sock.setTimeout(timeoutMs, () => sock.destroy(Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })))
+      sock.setTimeout(timeoutMs, () =>
+        sock.destroy(Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })),
+      )
       const onConnectError = (err: Error) => {
         this.connecting = null
         this.connectingSocket = null
@@ -82,11 +90,17 @@ export class TcpTransport {
         sock.setTimeout(0)
         this.connecting = null
         this.connectingSocket = null
-        if (this.closed) { sock.destroy(); reject(new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: transport closed`)); return }
+        if (this.closed) {
+          sock.destroy()
+          reject(new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: transport closed`))
+          return
+        }
         this.socket = sock
         this.buffered = Buffer.alloc(0)
         sock.on('data', (chunk: Buffer) => this.onData(chunk))
-        sock.on('error', () => { /* 'close' follows and fails what is in flight */ })
+        sock.on('error', () => {
+          /* 'close' follows and fails what is in flight */
+        })
         sock.on('close', () => this.onClose(sock))
         resolve(sock)
       })
@@ -113,7 +127,9 @@ export class TcpTransport {
 
   private onClose(sock: Socket): void {
     if (this.socket === sock) this.socket = null
-    this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: connection closed before the answer`))
+    this.pending.failAll(
+      () => new DnsError('CLB_DNS_UNREACHABLE', `tcp://${this.label}: connection closed before the answer`),
+    )
   }
 
   close(): void {

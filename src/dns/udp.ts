@@ -1,6 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram'
 import { DnsError } from '../errors.js'
-import { decodeResponse, encodeQuery, messageId, type DnsMessage, type QueryType } from './message.js'
+import { type DnsMessage, decodeResponse, encodeQuery, messageId, type QueryType } from './message.js'
 import { PendingQueries } from './pending.js'
 
 /**
@@ -31,10 +31,21 @@ export class UdpTransport {
     const { id, answer } = this.pending.add(name, timeoutMs)
     const packet = encodeQuery(id, name, type, this.ednsPayload)
     this.open().then(
-      (sock) => sock.send(packet, (err) => {
-        if (err) this.pending.settle(id, new DnsError('CLB_DNS_UNREACHABLE', `cannot send DNS query to udp://${this.label}: ${err.message}`, { cause: err }))
-      }),
-      (err: Error) => this.pending.settle(id, new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err })),
+      (sock) =>
+        sock.send(packet, (err) => {
+          if (err)
+            this.pending.settle(
+              id,
+              new DnsError('CLB_DNS_UNREACHABLE', `cannot send DNS query to udp://${this.label}: ${err.message}`, {
+                cause: err,
+              }),
+            )
+        }),
+      (err: Error) =>
+        this.pending.settle(
+          id,
+          new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err }),
+        ),
     )
     return answer
   }
@@ -59,7 +70,9 @@ export class UdpTransport {
         sock.off('error', reject)
         sock.on('error', (err) => {
           // ECONNREFUSED (ICMP port unreachable) and friends: fail what is in flight, reopen on the next query.
-          this.pending.failAll(() => new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err }))
+          this.pending.failAll(
+            () => new DnsError('CLB_DNS_UNREACHABLE', `udp://${this.label}: ${err.message}`, { cause: err }),
+          )
           this.reset(sock)
         })
         resolve(sock)
@@ -73,7 +86,11 @@ export class UdpTransport {
     if (this.current !== sock) return
     this.current = null
     this.socket = null
-    try { sock.close() } catch { /* already closed: nothing left to release */ }
+    try {
+      sock.close()
+    } catch {
+      /* already closed: nothing left to release */
+    }
   }
 
   close(): void {

@@ -23,15 +23,26 @@ export async function checkNginxConfig(httpBody: string, nginxBin: string, timeo
     const conf = join(dir, 'nginx.conf')
     await writeFile(conf, wrapFullConfig(httpBody, { prefixDir: dir }))
     return await new Promise<CheckResult>((resolve, reject) => {
-      execFile(nginxBin, ['-t', '-q', '-p', `${dir}/`, '-c', conf], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-        const output = `${stderr}${stdout}`.trim()
-        if (!err) return resolve({ ok: true, output })
-        const code = (err as NodeJS.ErrnoException).code
-        if (code === 'ENOENT' || code === 'EACCES' || err.killed) {
-          return reject(new NginxError('CLB_NGINX_NOT_RUNNABLE', `cannot run ${nginxBin} -t: ${err.killed ? `timed out after ${timeoutMs} ms` : err.message}`, { cause: err }))
-        }
-        resolve({ ok: false, output })
-      })
+      execFile(
+        nginxBin,
+        ['-t', '-q', '-p', `${dir}/`, '-c', conf],
+        { timeout: timeoutMs, encoding: 'utf8' },
+        (err, stdout, stderr) => {
+          const output = `${stderr}${stdout}`.trim()
+          if (!err) return resolve({ ok: true, output })
+          const code = (err as NodeJS.ErrnoException).code
+          if (code === 'ENOENT' || code === 'EACCES' || err.killed) {
+            return reject(
+              new NginxError(
+                'CLB_NGINX_NOT_RUNNABLE',
+                `cannot run ${nginxBin} -t: ${err.killed ? `timed out after ${timeoutMs} ms` : err.message}`,
+                { cause: err },
+              ),
+            )
+          }
+          resolve({ ok: false, output })
+        },
+      )
     })
   } finally {
     await rm(dir, { recursive: true, force: true })
@@ -49,4 +60,5 @@ export async function consulTruncateEnabled(client: ConsulClient): Promise<boole
   return typeof v === 'boolean' ? v : null
 }
 
-export const TRUNCATE_WARNING = 'Consul DNS does not set the TC bit (dns_config { enable_truncate = true } is off): nginx sends no EDNS, so it sees at most 3 instances of each service; set enable_truncate on the Consul agents nginx asks'
+export const TRUNCATE_WARNING =
+  'Consul DNS does not set the TC bit (dns_config { enable_truncate = true } is off): nginx sends no EDNS, so it sees at most 3 instances of each service; set enable_truncate on the Consul agents nginx asks'

@@ -4,9 +4,15 @@ import type { Logger } from '../log.js'
 import { checkNginxConfig, consulTruncateEnabled, TRUNCATE_WARNING } from './check.js'
 import { NginxError } from './errors.js'
 import { runReloadCommand, writeFileAtomically } from './output.js'
-import { assertNginxSupports, needsUpstreamResolve, renderNginxHttp, wrapFullConfig, type RenderOptions } from './render.js'
+import {
+  assertNginxSupports,
+  needsUpstreamResolve,
+  type RenderOptions,
+  renderNginxHttp,
+  wrapFullConfig,
+} from './render.js'
 import { selectCatalogServices } from './validate.js'
-import { detectNginxVersion, parseNginxVersion, type NginxVersion } from './version.js'
+import { detectNginxVersion, type NginxVersion, parseNginxVersion } from './version.js'
 import { CatalogWatcher } from './watch.js'
 
 /**
@@ -14,7 +20,9 @@ import { CatalogWatcher } from './watch.js'
  * modes that need `server … resolve` ask nginx: the resolver mode runs on every nginx, so an nginx whose -v we cannot
  * read (a fork, a wrapper) must not stop it.
  */
-export async function resolveNginxVersion(cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin' | 'mode' | 'catalogPort'>): Promise<NginxVersion | null> {
+export async function resolveNginxVersion(
+  cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin' | 'mode' | 'catalogPort'>,
+): Promise<NginxVersion | null> {
   if (cfg.nginxVersion !== null) return parseNginxVersion(cfg.nginxVersion)
   if (!needsUpstreamResolve(cfg)) return null
   return await detectNginxVersion(cfg.nginxBin)
@@ -62,14 +70,22 @@ function consulClientFor(cfg: NginxConfig): ConsulClient {
  * One emission: (catalog mode) read the service list, render, (with check) run `nginx -t` and look for Consul's
  * enable_truncate, then write to cfg.out (stdout for "-"). Throws an NginxError with a stable code on refusal.
  */
-export async function emitNginxConfig(cfg: NginxConfig, log: Logger, write: (text: string) => Promise<void> = defaultWriter(cfg)): Promise<EmitResult> {
+export async function emitNginxConfig(
+  cfg: NginxConfig,
+  log: Logger,
+  write: (text: string) => Promise<void> = defaultWriter(cfg),
+): Promise<EmitResult> {
   const opts = await supportedRenderOptions(cfg)
   let services: string[] | null = null
   const client = cfg.mode === 'catalog' || cfg.check ? consulClientFor(cfg) : null
   try {
     if (cfg.mode === 'catalog') {
       const sel = selectCatalogServices((await client!.catalogServices()).value)
-      for (const r of sel.rejected) log.error({ code: 'CLB_NGINX_UNSAFE_NAME', service: r.name }, `Consul service name not written to the nginx config: ${r.reason}`)
+      for (const r of sel.rejected)
+        log.error(
+          { code: 'CLB_NGINX_UNSAFE_NAME', service: r.name },
+          `Consul service name not written to the nginx config: ${r.reason}`,
+        )
       services = sel.services
     }
     const body = renderNginxHttp(opts, services ?? undefined)
@@ -77,7 +93,8 @@ export async function emitNginxConfig(cfg: NginxConfig, log: Logger, write: (tex
     const warnings: string[] = []
     if (cfg.check) {
       const res = await checkNginxConfig(body, cfg.nginxBin)
-      if (!res.ok) throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the output; nothing written:\n${res.output}`)
+      if (!res.ok)
+        throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the output; nothing written:\n${res.output}`)
       log.info({ nginx: opts.nginxVersion?.text ?? 'unknown' }, 'nginx -t accepted the output')
       warnings.push(...(await truncateWarnings(client!, log)))
     }
@@ -94,7 +111,10 @@ async function truncateWarnings(client: ConsulClient, log: Logger): Promise<stri
     enabled = await consulTruncateEnabled(client)
   } catch (err) {
     // The probe is advice, not a gate: the config is valid either way. Say that we could not look, and why.
-    log.info({ code: (err as { code?: string }).code, consul: client.address }, `could not ask Consul whether enable_truncate is set: ${(err as Error).message}`)
+    log.info(
+      { code: (err as { code?: string }).code, consul: client.address },
+      `could not ask Consul whether enable_truncate is set: ${(err as Error).message}`,
+    )
     return []
   }
   if (enabled !== false) return []
@@ -103,7 +123,9 @@ async function truncateWarnings(client: ConsulClient, log: Logger): Promise<stri
 }
 
 function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
-  if (cfg.out === '-') return (text) => new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
+  if (cfg.out === '-')
+    return (text) =>
+      new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
   return (text) => writeFileAtomically(cfg.out, text)
 }
 
@@ -111,7 +133,11 @@ function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
  * `--watch`: a CatalogWatcher over cfg's Consul, rendering with cfg's settings, checking with `nginx -t` when
  * cfg.check, reloading with cfg.reloadCommand. The caller starts it and closes it (then closes the returned client).
  */
-export async function createCatalogWatcher(cfg: NginxConfig, log: Logger, extra: { waitS?: number } = {}): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
+export async function createCatalogWatcher(
+  cfg: NginxConfig,
+  log: Logger,
+  extra: { waitS?: number } = {},
+): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
   const opts = await supportedRenderOptions(cfg)
   const client = consulClientFor(cfg)
   const reloadCommand = cfg.reloadCommand
@@ -121,7 +147,9 @@ export async function createCatalogWatcher(cfg: NginxConfig, log: Logger, extra:
       const body = renderNginxHttp(opts, services)
       return cfg.full ? wrapFullConfig(body) : body
     },
-    ...(cfg.check ? { check: (services: readonly string[]) => checkNginxConfig(renderNginxHttp(opts, services), cfg.nginxBin) } : {}),
+    ...(cfg.check
+      ? { check: (services: readonly string[]) => checkNginxConfig(renderNginxHttp(opts, services), cfg.nginxBin) }
+      : {}),
     outPath: cfg.out,
     reload: reloadCommand === null ? null : () => runReloadCommand(reloadCommand),
     debounceMs: cfg.debounceMs,

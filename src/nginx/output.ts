@@ -22,7 +22,14 @@ export async function writeFileAtomically(path: string, text: string): Promise<v
 export function runReloadCommand(command: string, timeoutMs = 30_000): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile('/bin/sh', ['-c', command], { timeout: timeoutMs, encoding: 'utf8' }, (err, _stdout, stderr) => {
-      if (err) reject(new NginxError('CLB_NGINX_RELOAD_FAILED', `reload command ${JSON.stringify(command)} failed: ${stderr.trim() || err.message}`, { cause: err }))
+      if (err)
+        reject(
+          new NginxError(
+            'CLB_NGINX_RELOAD_FAILED',
+            `reload command ${JSON.stringify(command)} failed: ${stderr.trim() || err.message}`,
+            { cause: err },
+          ),
+        )
       else resolve()
     })
   })

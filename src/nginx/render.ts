@@ -1,8 +1,8 @@
 import type { DnsServer } from '../config/serve.js'
-import { serviceDnsName, type Route } from '../routes/route.js'
+import { type Route, serviceDnsName } from '../routes/route.js'
 import { NginxError } from './errors.js'
 import { assertRouteSafe, assertSettingsSafe, commentText, type EmittedSettings } from './validate.js'
-import { supportsUpstreamResolve, UPSTREAM_RESOLVE_SINCE, type NginxVersion } from './version.js'
+import { type NginxVersion, supportsUpstreamResolve, UPSTREAM_RESOLVE_SINCE } from './version.js'
 
 /**
  * routes → nginx config text. Pure: no I/O, no clock, no randomness, so the same input gives the same bytes (servers
@@ -55,22 +55,36 @@ export function renderNginxHttp(opts: RenderOptions, services?: readonly string[
   assertSettingsSafe(opts)
   const { routes, style } = routesFor(opts, services)
   for (const r of routes) assertRouteSafe(r)
-  if (routes.length === 0) throw new NginxError('CLB_NGINX_NO_ROUTES', opts.mode === 'catalog' ? 'the Consul catalog lists no service that can be written' : 'no routes: give --route or routes in the config file')
+  if (routes.length === 0)
+    throw new NginxError(
+      'CLB_NGINX_NO_ROUTES',
+      opts.mode === 'catalog'
+        ? 'the Consul catalog lists no service that can be written'
+        : 'no routes: give --route or routes in the config file',
+    )
   if (style === 'resolver') {
     const portless = routes.filter((r) => r.port === null)
     if (portless.length > 0) {
-      throw new NginxError('CLB_NGINX_NO_PORT', `the resolver mode reads addresses from A records, which carry no port; give these routes a fixed port (SERVICE:PORT) or use --mode upstream (SRV ports, nginx >= 1.27.3): ${portless.map((r) => commentText(r.source)).join('; ')}`)
+      throw new NginxError(
+        'CLB_NGINX_NO_PORT',
+        `the resolver mode reads addresses from A records, which carry no port; give these routes a fixed port (SERVICE:PORT) or use --mode upstream (SRV ports, nginx >= 1.27.3): ${portless.map((r) => commentText(r.source)).join('; ')}`,
+      )
     }
   }
   assertNginxSupports(opts)
-  return [...header(opts, style), ...httpLevel(opts, routes, style), ...servers(opts, routes, style)].join('\n') + '\n'
+  return `${[...header(opts, style), ...httpLevel(opts, routes, style), ...servers(opts, routes, style)].join('\n')}\n`
 }
 
 /** Wraps an http-context text in a minimal whole nginx.conf that loads no dynamic modules and no /etc/nginx files. */
 export function wrapFullConfig(httpBody: string, extras: FullConfigExtras = {}): string {
   // Unquoted nginx arguments: a folder or user name with a space or `;` would split the directive.
-  if (extras.prefixDir !== undefined && !/^[A-Za-z0-9._/-]+$/.test(extras.prefixDir)) throw new NginxError('CLB_NGINX_UNSAFE_NAME', `prefix folder ${JSON.stringify(extras.prefixDir)} has characters nginx would misread (use letters, digits and . _ / -)`)
-  if (extras.user !== undefined && !/^[A-Za-z0-9._-]+$/.test(extras.user)) throw new NginxError('CLB_NGINX_UNSAFE_NAME', `user ${JSON.stringify(extras.user)} is not a plain user name`)
+  if (extras.prefixDir !== undefined && !/^[A-Za-z0-9._/-]+$/.test(extras.prefixDir))
+    throw new NginxError(
+      'CLB_NGINX_UNSAFE_NAME',
+      `prefix folder ${JSON.stringify(extras.prefixDir)} has characters nginx would misread (use letters, digits and . _ / -)`,
+    )
+  if (extras.user !== undefined && !/^[A-Za-z0-9._-]+$/.test(extras.user))
+    throw new NginxError('CLB_NGINX_UNSAFE_NAME', `user ${JSON.stringify(extras.user)} is not a plain user name`)
   const lines = ['# Whole nginx.conf written by consul-lb nginx --full.']
   if (extras.user !== undefined) lines.push(`user ${extras.user};`)
   lines.push(`worker_processes ${extras.workerProcesses ?? 'auto'};`)
@@ -79,12 +93,13 @@ export function wrapFullConfig(httpBody: string, extras: FullConfigExtras = {}):
   if (extras.prefixDir !== undefined) {
     const d = extras.prefixDir
     lines.push(`${INDENT}access_log off;`)
-    for (const kind of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) lines.push(`${INDENT}${kind}_temp_path ${d}/${kind}_temp;`)
+    for (const kind of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'])
+      lines.push(`${INDENT}${kind}_temp_path ${d}/${kind}_temp;`)
     lines.push('')
   }
   for (const l of httpBody.replace(/\n$/, '').split('\n')) lines.push(l === '' ? '' : `${INDENT}${l}`)
   lines.push('}')
-  return lines.join('\n') + '\n'
+  return `${lines.join('\n')}\n`
 }
 
 /**
@@ -94,7 +109,10 @@ export function wrapFullConfig(httpBody: string, extras: FullConfigExtras = {}):
 export function assertNginxSupports(opts: Pick<RenderOptions, 'mode' | 'catalogPort' | 'nginxVersion'>): void {
   if (needsUpstreamResolve(opts) && opts.nginxVersion && !supportsUpstreamResolve(opts.nginxVersion)) {
     const v = UPSTREAM_RESOLVE_SINCE
-    throw new NginxError('CLB_NGINX_VERSION_TOO_OLD', `nginx ${opts.nginxVersion.text} cannot re-resolve upstream servers ("server … resolve" needs nginx >= ${v.major}.${v.minor}.${v.patch} or nginx Plus); use --mode resolver with fixed ports${opts.mode === 'catalog' ? ' (--catalog-port)' : ''}, or a newer nginx`)
+    throw new NginxError(
+      'CLB_NGINX_VERSION_TOO_OLD',
+      `nginx ${opts.nginxVersion.text} cannot re-resolve upstream servers ("server … resolve" needs nginx >= ${v.major}.${v.minor}.${v.patch} or nginx Plus); use --mode resolver with fixed ports${opts.mode === 'catalog' ? ' (--catalog-port)' : ''}, or a newer nginx`,
+    )
   }
 }
 
@@ -106,17 +124,19 @@ export function needsUpstreamResolve(opts: Pick<RenderOptions, 'mode' | 'catalog
 function routesFor(opts: RenderOptions, services: readonly string[] | undefined): { routes: Route[]; style: Style } {
   if (opts.mode === 'resolver') return { routes: [...opts.routes], style: 'resolver' }
   if (opts.mode === 'upstream') return { routes: [...opts.routes], style: 'upstream' }
-  const routes = (services ?? []).map((service): Route => ({
-    source: `catalog service ${service}`,
-    host: null,
-    pathPrefix: `/${service}`,
-    service,
-    tag: null,
-    datacenter: null,
-    port: opts.catalogPort,
-    stripPrefix: false,
-    websocket: false,
-  }))
+  const routes = (services ?? []).map(
+    (service): Route => ({
+      source: `catalog service ${service}`,
+      host: null,
+      pathPrefix: `/${service}`,
+      service,
+      tag: null,
+      datacenter: null,
+      port: opts.catalogPort,
+      stripPrefix: false,
+      websocket: false,
+    }),
+  )
   return { routes, style: opts.catalogPort === null ? 'upstream' : 'resolver' }
 }
 
@@ -204,7 +224,10 @@ function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
   return lines
 }
 
-interface ServerGroup { host: string | null; routes: Route[] }
+interface ServerGroup {
+  host: string | null
+  routes: Route[]
+}
 
 /**
  * One server per host. Host-less routes match any host in the proxy, so they are copied into each host's server
@@ -229,7 +252,11 @@ function groupByHost(routes: readonly Route[]): ServerGroup[] {
 function dedupePaths(routes: Route[]): Route[] {
   const out: Route[] = []
   for (const r of routes) if (!out.some((o) => o.pathPrefix === r.pathPrefix)) out.push(r)
-  return out.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length || (a.pathPrefix < b.pathPrefix ? -1 : a.pathPrefix > b.pathPrefix ? 1 : 0))
+  return out.sort(
+    (a, b) =>
+      b.pathPrefix.length - a.pathPrefix.length ||
+      (a.pathPrefix < b.pathPrefix ? -1 : a.pathPrefix > b.pathPrefix ? 1 : 0),
+  )
 }
 
 function servers(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
@@ -242,12 +269,23 @@ function servers(opts: RenderOptions, routes: readonly Route[], style: Style): s
   for (const g of groups) {
     const isCatchAll = g.host === null
     lines.push(isCatchAll ? '# Requests for any other host.' : `# Host ${g.host}.`)
-    lines.push('server {', `${INDENT}listen ${opts.listen}${isCatchAll && hasHostServers ? ' default_server' : ''};`, `${INDENT}server_name ${g.host ?? '_'};`, '')
+    lines.push(
+      'server {',
+      `${INDENT}listen ${opts.listen}${isCatchAll && hasHostServers ? ' default_server' : ''};`,
+      `${INDENT}server_name ${g.host ?? '_'};`,
+      '',
+    )
     for (const r of g.routes) lines.push(...locations(opts, r, style))
     if (!g.routes.some((r) => r.pathPrefix === '/')) {
       // Without it, a path no route covers falls to nginx's implicit static-file location (its welcome page, or any
       // file under the prefix's html/ folder); consul-lb serve answers 404.
-      lines.push(`${INDENT}# No route covers other paths.`, `${INDENT}location / {`, `${INDENT}${INDENT}return 404;`, `${INDENT}}`, '')
+      lines.push(
+        `${INDENT}# No route covers other paths.`,
+        `${INDENT}location / {`,
+        `${INDENT}${INDENT}return 404;`,
+        `${INDENT}}`,
+        '',
+      )
     }
     if (opts.mode === 'catalog') {
       lines.push(
@@ -297,7 +335,9 @@ function proxyBlock(opts: RenderOptions, r: Route, style: Style): string[] {
   if (r.stripPrefix) lines.push(`rewrite ^${regexLiteral(r.pathPrefix)}/?(.*)$ /$1 break;`)
   if (style === 'resolver') {
     // With variables and no URI part nginx passes the rewritten URI after `rewrite … break`; otherwise the original.
-    lines.push(r.stripPrefix ? `proxy_pass http://$endpoint:${r.port};` : `proxy_pass http://$endpoint:${r.port}$request_uri;`)
+    lines.push(
+      r.stripPrefix ? `proxy_pass http://$endpoint:${r.port};` : `proxy_pass http://$endpoint:${r.port}$request_uri;`,
+    )
   } else {
     lines.push(`proxy_pass http://${upstreamName(r)};`)
   }
@@ -308,7 +348,8 @@ function proxyBlock(opts: RenderOptions, r: Route, style: Style): string[] {
     'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
     'proxy_set_header X-Forwarded-Proto $scheme;',
   )
-  if (r.websocket) lines.push('proxy_set_header Upgrade $http_upgrade;', `proxy_set_header Connection ${CONNECTION_MAP_VAR};`)
+  if (r.websocket)
+    lines.push('proxy_set_header Upgrade $http_upgrade;', `proxy_set_header Connection ${CONNECTION_MAP_VAR};`)
   else lines.push('proxy_set_header Connection "";')
   lines.push(
     'proxy_next_upstream error timeout;',

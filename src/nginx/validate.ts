@@ -1,5 +1,13 @@
 import type { DnsServer } from '../config/serve.js'
-import { isDatacenterName, isDnsTag, isDomain, isHostName, isPathPrefix, isPort, isServiceName } from '../routes/names.js'
+import {
+  isDatacenterName,
+  isDnsTag,
+  isDomain,
+  isHostName,
+  isPathPrefix,
+  isPort,
+  isServiceName,
+} from '../routes/names.js'
 import type { Route } from '../routes/route.js'
 import { NginxError } from './errors.js'
 
@@ -20,7 +28,10 @@ export function isNginxListen(listen: string): boolean {
 }
 
 function unsafe(what: string, value: unknown, origin: string): never {
-  throw new NginxError('CLB_NGINX_UNSAFE_NAME', `${origin}: ${what} ${JSON.stringify(value)} is not allowed in an nginx config (letters, digits, dashes and dots only; paths also / . _ ~ %XX)`)
+  throw new NginxError(
+    'CLB_NGINX_UNSAFE_NAME',
+    `${origin}: ${what} ${JSON.stringify(value)} is not allowed in an nginx config (letters, digits, dashes and dots only; paths also / . _ ~ %XX)`,
+  )
 }
 
 /** Throws CLB_NGINX_UNSAFE_NAME unless every field of the route is a safe name. */
@@ -29,7 +40,8 @@ export function assertRouteSafe(route: Route): void {
   if (route.host !== null && !isHostName(route.host)) unsafe('host', route.host, origin)
   if (!isPathPrefix(route.pathPrefix)) unsafe('path', route.pathPrefix, origin)
   // nginx matches locations against the decoded path, and a decoded %XX could be any byte, `;` and `{` included.
-  if (route.pathPrefix.includes('%')) unsafe('path (percent-escapes are not supported by the emitter)', route.pathPrefix, origin)
+  if (route.pathPrefix.includes('%'))
+    unsafe('path (percent-escapes are not supported by the emitter)', route.pathPrefix, origin)
   if (!isServiceName(route.service)) unsafe('service', route.service, origin)
   if (route.tag !== null && !isDnsTag(route.tag)) unsafe('tag', route.tag, origin)
   if (route.datacenter !== null && !isDatacenterName(route.datacenter)) unsafe('datacenter', route.datacenter, origin)
@@ -57,7 +69,8 @@ export interface EmittedSettings {
 export function assertSettingsSafe(s: EmittedSettings): void {
   if (!isDomain(s.domain)) unsafe('domain', s.domain, 'settings')
   for (const d of s.dns) {
-    if (typeof d.host !== 'string' || !DNS_SERVER_HOST.test(d.host) || !isPort(d.port)) unsafe('DNS server', `${d.host}:${d.port}`, 'settings')
+    if (typeof d.host !== 'string' || !DNS_SERVER_HOST.test(d.host) || !isPort(d.port))
+      unsafe('DNS server', `${d.host}:${d.port}`, 'settings')
   }
   if (!isNginxListen(s.listen)) unsafe('listen address', s.listen, 'settings')
   for (const key of ['resolverValidS', 'resolverTimeoutS', 'keepalive', 'connectTimeoutS', 'readTimeoutS'] as const) {
@@ -74,7 +87,10 @@ export function commentText(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, '?')
 }
 
-export interface RejectedName { name: string; reason: string }
+export interface RejectedName {
+  name: string
+  reason: string
+}
 
 export interface CatalogSelection {
   /** Safe, lower-cased, de-duplicated, sorted service names. */
@@ -88,7 +104,10 @@ export interface CatalogSelection {
  * interface (which nginx asks at request time) answers only for DNS labels, so anything else is both unreachable
  * and dangerous as config text. `consul` itself is excluded: it would expose Consul's server RPC port.
  */
-export function selectCatalogServices(catalog: Record<string, unknown>, exclude: readonly string[] = ['consul']): CatalogSelection {
+export function selectCatalogServices(
+  catalog: Record<string, unknown>,
+  exclude: readonly string[] = ['consul'],
+): CatalogSelection {
   const seen = new Set<string>()
   const rejected: RejectedName[] = []
   for (const name of Object.keys(catalog)) {

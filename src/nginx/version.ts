@@ -22,11 +22,24 @@ export const UPSTREAM_RESOLVE_SINCE = { major: 1, minor: 27, patch: 3 } as const
  */
 export function parseNginxVersion(text: string): NginxVersion {
   const m = /(?:^|nginx\/|openresty\/)(\d+)\.(\d+)\.(\d+)/.exec(text.trim())
-  if (!m) throw new NginxError('CLB_NGINX_VERSION_UNKNOWN', `cannot read an nginx version from ${JSON.stringify(text.trim().slice(0, 200))} (expected e.g. 1.27.3)`)
-  return { major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]), plus: /nginx-plus/i.test(text), text: `${m[1]}.${m[2]}.${m[3]}` }
+  if (!m)
+    throw new NginxError(
+      'CLB_NGINX_VERSION_UNKNOWN',
+      `cannot read an nginx version from ${JSON.stringify(text.trim().slice(0, 200))} (expected e.g. 1.27.3)`,
+    )
+  return {
+    major: Number(m[1]),
+    minor: Number(m[2]),
+    patch: Number(m[3]),
+    plus: /nginx-plus/i.test(text),
+    text: `${m[1]}.${m[2]}.${m[3]}`,
+  }
 }
 
-export function isVersionAtLeast(v: { major: number; minor: number; patch: number }, min: { major: number; minor: number; patch: number }): boolean {
+export function isVersionAtLeast(
+  v: { major: number; minor: number; patch: number },
+  min: { major: number; minor: number; patch: number },
+): boolean {
   if (v.major !== min.major) return v.major > min.major
   if (v.minor !== min.minor) return v.minor > min.minor
   return v.patch >= min.patch
@@ -45,7 +58,10 @@ export function detectNginxVersion(bin: string, timeoutMs = 10_000): Promise<Ngi
   return new Promise((resolve, reject) => {
     execFile(bin, ['-v'], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') return resolve(null)
-      if (err) return reject(new NginxError('CLB_NGINX_NOT_RUNNABLE', `${bin} -v failed: ${stderr.trim() || err.message}`, { cause: err }))
+      if (err)
+        return reject(
+          new NginxError('CLB_NGINX_NOT_RUNNABLE', `${bin} -v failed: ${stderr.trim() || err.message}`, { cause: err }),
+        )
       try {
         resolve(parseNginxVersion(`${stderr}\n${stdout}`.trim()))
       } catch (e) {

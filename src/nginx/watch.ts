@@ -105,7 +105,10 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
         backoff.reset()
       } catch (err) {
         const delay = backoff.next()
-        this.opts.log.warn({ err, code: (err as { code?: string }).code, retryInMs: delay }, 'catalog watch failed; retrying')
+        this.opts.log.warn(
+          { err, code: (err as { code?: string }).code, retryInMs: delay },
+          'catalog watch failed; retrying',
+        )
         this.emitEvent({ type: 'error', error: err })
         index = undefined
         await this.sleep(delay)
@@ -115,7 +118,11 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
 
   private async apply(catalog: Record<string, unknown>): Promise<void> {
     const sel = selectCatalogServices(catalog)
-    for (const r of sel.rejected) this.opts.log.error({ code: 'CLB_NGINX_UNSAFE_NAME', service: r.name }, `Consul service name not written to the nginx config: ${r.reason}`)
+    for (const r of sel.rejected)
+      this.opts.log.error(
+        { code: 'CLB_NGINX_UNSAFE_NAME', service: r.name },
+        `Consul service name not written to the nginx config: ${r.reason}`,
+      )
     this.emitEvent({ type: 'polled', services: sel.services, rejected: sel.rejected.map((r) => r.name) })
     const key = sel.services.join(',')
     const log = this.opts.log.child({ services: sel.services.length })
@@ -145,7 +152,11 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
       text = this.opts.render(services)
       if (this.opts.check) {
         const res = await this.opts.check(services)
-        if (!res.ok) throw new NginxError('CLB_NGINX_CHECK_FAILED', `nginx -t rejected the new config; keeping the last good one: ${res.output}`)
+        if (!res.ok)
+          throw new NginxError(
+            'CLB_NGINX_CHECK_FAILED',
+            `nginx -t rejected the new config; keeping the last good one: ${res.output}`,
+          )
       }
     } catch (err) {
       if (!(err instanceof NginxError)) throw err
@@ -173,14 +184,22 @@ export class CatalogWatcher extends EventEmitter<{ event: [WatchEvent] }> {
   private untilClosed<T>(p: Promise<T>): Promise<T | null> {
     return new Promise<T | null>((resolve, reject) => {
       this.wake = () => resolve(null)
-      p.then(resolve, reject).finally(() => { this.wake = null })
+      p.then(resolve, reject).finally(() => {
+        this.wake = null
+      })
     })
   }
 
   private sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => { this.wake = null; resolve() }, ms)
-      this.wake = () => { clearTimeout(timer); resolve() }
+      const timer = setTimeout(() => {
+        this.wake = null
+        resolve()
+      }, ms)
+      this.wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
     })
   }
 }

@@ -1,5 +1,5 @@
-import { Readable } from 'node:stream'
 import type { IncomingMessage } from 'node:http'
+import { Readable } from 'node:stream'
 import { ConsulLbError } from '../errors.js'
 
 export class BodyTooLargeError extends ConsulLbError {

@@ -25,7 +25,17 @@ export interface ExchangeHost {
 
 /** Errors that mean "this instance did not take the request (well)": counted against it. */
 // (UND_ERR_CLOSED / UND_ERR_DESTROYED are not here: they mean we closed the pool, while shutting down.)
-const INSTANCE_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT'])
+const INSTANCE_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_HEADERS_TIMEOUT',
+])
 /** Failures before a connection existed: the request cannot have reached the instance, whatever its method. */
 const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
 /** RFC 9110 §9.2.2: methods whose repetition has the effect of one request. */
@@ -57,7 +67,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private resume: (() => void) | null = null
   private drainHooked = false
 
-  constructor(req: IncomingMessage, res: ServerResponse, target: ServiceTarget, host: ExchangeHost, path: string, headers: string[], body: IncomingMessage | LimitedBody | null) {
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ServiceTarget,
+    host: ExchangeHost,
+    path: string,
+    headers: string[],
+    body: IncomingMessage | LimitedBody | null,
+  ) {
     this.req = req
     this.res = res
     this.target = target
@@ -77,7 +95,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const u = this.target.pool.pick(Date.now(), this.host.maxInflightPerInstance, null)
     if (u === null) {
       this.finish(null)
-      sendError(this.req, this.res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${this.target.service} (every instance is at its connection cap)`, this.host.retryAfterS)
+      sendError(
+        this.req,
+        this.res,
+        503,
+        'CLB_NO_HEALTHY_INSTANCE',
+        `no healthy instance of ${this.target.service} (every instance is at its connection cap)`,
+        this.host.retryAfterS,
+      )
       this.host.finished(this, 503, 'CLB_NO_HEALTHY_INSTANCE')
       return
     }
@@ -112,7 +137,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i]!.toString('latin1')
       if (isHopByHop(name)) {
-        if (name.length === 10 && name.toLowerCase() === 'connection') tokens = connectionTokens(rawHeaders[i + 1]!.toString('latin1'))
+        if (name.length === 10 && name.toLowerCase() === 'connection')
+          tokens = connectionTokens(rawHeaders[i + 1]!.toString('latin1'))
         continue
       }
       out.push(name, rawHeaders[i + 1]!.toString('latin1'))
@@ -161,12 +187,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (!this.res.headersSent && this.isRetryable(code)) {
-      ;(this.tried ??= []).push(u)
+      if (this.tried === null) this.tried = []
+      this.tried.push(u)
       const next = this.target.pool.pick(now, this.host.maxInflightPerInstance, this.tried)
       if (next !== null) {
         this.host.logFailure(this, u, err, false)
         this.target.stats.retries++
-        if (!this.retrying) { this.retrying = true; this.host.retryStarted() }
+        if (!this.retrying) {
+          this.retrying = true
+          this.host.retryStarted()
+        }
         this.dispatch(next)
         return
       }
@@ -207,8 +237,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private isRetryable(code: string): boolean {
     if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries || this.host.isClosing) return false
     const b = this.body
-    if (b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started)) return false
-    if (!CONNECT_FAILURES.has(code) && !IDEMPOTENT.has(this.req.method!) && (b !== null || code === 'UND_ERR_HEADERS_TIMEOUT')) return false
+    if (b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started))
+      return false
+    if (
+      !CONNECT_FAILURES.has(code) &&
+      !IDEMPOTENT.has(this.req.method!) &&
+      (b !== null || code === 'UND_ERR_HEADERS_TIMEOUT')
+    )
+      return false
     return this.retrying || this.host.mayRetry()
   }
 
@@ -216,6 +252,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return
     this.done = true
     if (u !== null) u.inflight--
-    if (this.retrying) { this.retrying = false; this.host.retryEnded() }
+    if (this.retrying) {
+      this.retrying = false
+      this.host.retryEnded()
+    }
   }
 }

@@ -4,7 +4,19 @@
  */
 // `expect` is answered by this listener (Node sends the 100 Continue) and undici refuses to forward it;
 // `http2-settings` belongs to an h2c upgrade of this connection (RFC 7540 §3.2.1).
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'http2-settings'])
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'http2-settings',
+])
 const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length))
 
 export function isHopByHop(name: string): boolean {
@@ -19,7 +31,8 @@ export function connectionTokens(value: string | undefined): Set<string> | null 
   for (const t of value.split(',')) {
     const n = t.trim().toLowerCase()
     if (n === '' || n === 'close' || n === 'keep-alive') continue
-    ;(set ??= new Set()).add(n)
+    if (set === null) set = new Set()
+    set.add(n)
   }
   return set
 }

@@ -61,29 +61,72 @@ export class ProxyMetrics {
     this.registry = registry
     const stats = (): [string, ServiceStats][] => this.allStats()
     new Counter({
-      name: 'consul_lb_requests_total', help: 'Requests answered, by service and status class', labelNames: ['service', 'code'], registers: [registry],
+      name: 'consul_lb_requests_total',
+      help: 'Requests answered, by service and status class',
+      labelNames: ['service', 'code'],
+      registers: [registry],
       collect() {
         this.reset()
-        for (const [svc, st] of stats()) for (let i = 0; i < 5; i++) if (st.byClass[i]! > 0) this.labels(svc, STATUS_CLASSES[i]!).inc(st.byClass[i]!)
+        for (const [svc, st] of stats())
+          for (let i = 0; i < 5; i++) if (st.byClass[i]! > 0) this.labels(svc, STATUS_CLASSES[i]!).inc(st.byClass[i]!)
       },
     })
     new Counter({
-      name: 'consul_lb_retries_total', help: 'Requests retried on another instance', labelNames: ['service'], registers: [registry],
-      collect() { this.reset(); for (const [svc, st] of stats()) if (st.retries > 0) this.labels(svc).inc(st.retries) },
+      name: 'consul_lb_retries_total',
+      help: 'Requests retried on another instance',
+      labelNames: ['service'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const [svc, st] of stats()) if (st.retries > 0) this.labels(svc).inc(st.retries)
+      },
     })
     new Counter({
-      name: 'consul_lb_ejections_total', help: 'Instances ejected by passive health checks', labelNames: ['service'], registers: [registry],
-      collect() { this.reset(); for (const [svc, st] of stats()) if (st.ejections > 0) this.labels(svc).inc(st.ejections) },
+      name: 'consul_lb_ejections_total',
+      help: 'Instances ejected by passive health checks',
+      labelNames: ['service'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const [svc, st] of stats()) if (st.ejections > 0) this.labels(svc).inc(st.ejections)
+      },
     })
     registry.registerMetric(new LatencyHistogram(stats) as never)
-    this.dnsQueries = new Counter({ name: 'consul_lb_dns_queries_total', help: 'DNS queries to Consul by result (ok, nxdomain, empty, or an error code) and transport', labelNames: ['result', 'transport'], registers: [registry] })
-    this.dnsRefreshes = new Counter({ name: 'consul_lb_dns_refreshes_total', help: 'Cache refreshes of a service by result', labelNames: ['result'], registers: [registry] })
-    this.cacheServes = new Counter({ name: 'consul_lb_cache_requests_total', help: 'Requests by the state of the cached answer they used (hit, stale, miss)', labelNames: ['result'], registers: [registry] })
-    new Gauge({ name: 'consul_lb_requests_in_flight', help: 'Requests being proxied now', registers: [registry], collect() { this.set(inflight()) } })
+    this.dnsQueries = new Counter({
+      name: 'consul_lb_dns_queries_total',
+      help: 'DNS queries to Consul by result (ok, nxdomain, empty, or an error code) and transport',
+      labelNames: ['result', 'transport'],
+      registers: [registry],
+    })
+    this.dnsRefreshes = new Counter({
+      name: 'consul_lb_dns_refreshes_total',
+      help: 'Cache refreshes of a service by result',
+      labelNames: ['result'],
+      registers: [registry],
+    })
+    this.cacheServes = new Counter({
+      name: 'consul_lb_cache_requests_total',
+      help: 'Requests by the state of the cached answer they used (hit, stale, miss)',
+      labelNames: ['result'],
+      registers: [registry],
+    })
+    new Gauge({
+      name: 'consul_lb_requests_in_flight',
+      help: 'Requests being proxied now',
+      registers: [registry],
+      collect() {
+        this.set(inflight())
+      },
+    })
     this.cacheHit = this.cacheServes.labels('hit')
     this.cacheStale = this.cacheServes.labels('stale')
     this.cacheMiss = this.cacheServes.labels('miss')
-    this.proxyErrors = new Counter({ name: 'consul_lb_errors_total', help: 'Error answers by code (CLB_*)', labelNames: ['code'], registers: [registry] })
+    this.proxyErrors = new Counter({
+      name: 'consul_lb_errors_total',
+      help: 'Error answers by code (CLB_*)',
+      labelNames: ['code'],
+      registers: [registry],
+    })
   }
 
   /** The stats of a service known to exist (configured, or resolved to instances). */
@@ -98,7 +141,12 @@ export class ProxyMetrics {
   }
 
   private allStats(): [string, ServiceStats][] {
-    return [...this.perService.entries(), ['_unrouted', this.unrouted], ['_unresolved', this.unresolved], ['_other', this.other]]
+    return [
+      ...this.perService.entries(),
+      ['_unrouted', this.unrouted],
+      ['_unresolved', this.unresolved],
+      ['_other', this.other],
+    ]
   }
 
   resolverMetrics(): ResolverMetrics {
@@ -119,14 +167,24 @@ class LatencyHistogram {
     this.stats = stats
   }
 
-  get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
+  get(): {
+    name: string
+    help: string
+    type: string
+    aggregator: string
+    values: { labels: Record<string, string | number>; value: number; metricName: string }[]
+  } {
     const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
     for (const [service, st] of this.stats()) {
       if (st.latencyCount === 0) continue
       let cumulative = 0
       for (let i = 0; i < LATENCY_BUCKETS.length; i++) {
         cumulative += st.latency[i]!
-        values.push({ labels: { service, le: LATENCY_BUCKETS[i]! }, value: cumulative, metricName: `${this.name}_bucket` })
+        values.push({
+          labels: { service, le: LATENCY_BUCKETS[i]! },
+          value: cumulative,
+          metricName: `${this.name}_bucket`,
+        })
       }
       values.push({ labels: { service, le: '+Inf' }, value: st.latencyCount, metricName: `${this.name}_bucket` })
       values.push({ labels: { service }, value: st.latencySum, metricName: `${this.name}_sum` })
@@ -135,5 +193,7 @@ class LatencyHistogram {
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 
-  reset(): void { /* cumulative since start, like every Prometheus counter */ }
+  reset(): void {
+    /* cumulative since start, like every Prometheus counter */
+  }
 }

@@ -2,24 +2,24 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { LRUCache } from 'lru-cache'
-import { Pool } from 'undici'
 import type { Registry } from 'prom-client'
+import { Pool } from 'undici'
 import { selectorFor } from '../balancer/policies.js'
-import { UpstreamRegistry, type Upstream } from '../balancer/upstream.js'
+import { type Upstream, UpstreamRegistry } from '../balancer/upstream.js'
 import type { ServeConfig } from '../config/serve.js'
 import { DnsClient } from '../dns/client.js'
 import type { Logger } from '../log.js'
-import { ServiceResolver, type ServiceKey } from '../resolver/resolver.js'
+import { type ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import { LimitedBody } from './body.js'
 import { Exchange, type ExchangeHost } from './exchange.js'
 import { connectionTokens, isHopByHop } from './headers.js'
 import { ProxyMetrics, type ServiceStats } from './metrics.js'
+import { type RequestHead, readHead } from './request-head.js'
 import { sendError } from './respond.js'
-import { Router, hostOf, stripPath } from './router.js'
-import { ServiceTarget } from './target.js'
-import { readHead, type RequestHead } from './request-head.js'
-import { UpgradeProxy } from './upgrade.js'
+import { hostOf, Router, stripPath } from './router.js'
 import { proxyStatus } from './status.js'
+import { ServiceTarget } from './target.js'
+import { UpgradeProxy } from './upgrade.js'
 
 const STATUS_TEXT: Record<number, string> = { 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }
 
@@ -33,7 +33,7 @@ export interface ProxyDeps {
  * The load balancer: match route → ask resolver → ask balancer → forward with undici → retry. Construct it with a
  * validated ServeConfig; `listen()` binds, `close()` drains and releases everything (no handle left behind).
  */
-export class Proxy implements ExchangeHost {
+export class LoadBalancer implements ExchangeHost {
   readonly config: ServeConfig
   readonly log: Logger
   readonly metrics: ProxyMetrics
@@ -95,21 +95,36 @@ export class Proxy implements ExchangeHost {
       maxConnectionsPerInstance: config.maxConnectionsPerInstance,
     })
     for (const route of config.routes) {
-      this.routeTargets.push(this.makeTarget({ service: route.service, tag: route.tag, datacenter: route.datacenter, port: route.port }, true))
+      this.routeTargets.push(
+        this.makeTarget(
+          { service: route.service, tag: route.tag, datacenter: route.datacenter, port: route.port },
+          true,
+        ),
+      )
     }
-    this.router = new Router(config.routes.map((route, i) => ({ route, target: this.routeTargets[i]! })), {
-      enabled: config.hostRouting,
-      domain: config.domain,
-      allowServices: config.allowServices,
-      allowConsulService: config.allowConsulService,
-    })
+    this.router = new Router(
+      config.routes.map((route, i) => ({ route, target: this.routeTargets[i]! })),
+      {
+        enabled: config.hostRouting,
+        domain: config.domain,
+        allowServices: config.allowServices,
+        allowConsulService: config.allowConsulService,
+      },
+    )
     this.hostTargets = new LRUCache<string, ServiceTarget>({ max: 256, dispose: (t) => t.close() })
     this.upgrades = new UpgradeProxy(this.log.child({ module: 'upgrade' }), config.connectTimeoutMs)
   }
 
   private makeTarget(k: ServiceKey, configured: boolean): ServiceTarget {
     // A selector per target: policies with state (least-connections' tie-break rotation) must not be shared.
-    return new ServiceTarget(k, this.resolver, this.upstreams, selectorFor(this.config.balancer), this.metrics, configured)
+    return new ServiceTarget(
+      k,
+      this.resolver,
+      this.upstreams,
+      selectorFor(this.config.balancer),
+      this.metrics,
+      configured,
+    )
   }
 
   /** Binds the listener; resolves configured routes first (bounded wait: a Consul that is down must not block start). */
@@ -118,13 +133,16 @@ export class Proxy implements ExchangeHost {
     for (const t of this.routeTargets) this.resolver.touch(t.entry, now)
     await Promise.all(this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.coldWaitMs, 'answer')))
     const c = this.config
-    const server = createServer({
-      maxHeaderSize: c.maxHeaderBytes,
-      requestTimeout: c.clientRequestTimeoutMs,
-      headersTimeout: c.clientHeadersTimeoutMs,
-      keepAliveTimeout: c.clientKeepAliveMs,
-      connectionsCheckingInterval: 1000,
-    }, (req, res) => this.handle(req, res))
+    const server = createServer(
+      {
+        maxHeaderSize: c.maxHeaderBytes,
+        requestTimeout: c.clientRequestTimeoutMs,
+        headersTimeout: c.clientHeadersTimeoutMs,
+        keepAliveTimeout: c.clientKeepAliveMs,
+        connectionsCheckingInterval: 1000,
+      },
+      (req, res) => this.handle(req, res),
+    )
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head))
     server.on('connection', (s: Socket) => {
       this.sockets.add(s)
@@ -132,17 +150,31 @@ export class Proxy implements ExchangeHost {
     })
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // Malformed requests, oversized headers and header timeouts end here; answer what HTTP allows and close.
-      if (!socket.writable) { socket.destroy(); return }
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
+      if (!socket.writable) {
+        socket.destroy()
+        return
+      }
+      const status =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? '431 Request Header Fields Too Large'
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? '408 Request Timeout'
+            : '400 Bad Request'
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen(c.listen.port, c.listen.host, () => { server.off('error', reject); resolve() })
+      server.listen(c.listen.port, c.listen.host, () => {
+        server.off('error', reject)
+        resolve()
+      })
     })
     this.server = server
     const addr = server.address() as { address: string; port: number }
-    this.log.info({ listen: `${addr.address}:${addr.port}`, routes: c.routes.map((r) => r.source), hostRouting: c.hostRouting }, 'proxy listening')
+    this.log.info(
+      { listen: `${addr.address}:${addr.port}`, routes: c.routes.map((r) => r.source), hostRouting: c.hostRouting },
+      'proxy listening',
+    )
     return { host: addr.address, port: addr.port }
   }
 
@@ -150,10 +182,15 @@ export class Proxy implements ExchangeHost {
     return (this.server?.address() as { port: number } | null)?.port ?? 0
   }
 
-  get isClosing(): boolean { return this.closing }
+  get isClosing(): boolean {
+    return this.closing
+  }
 
   /** Finds the target for a request, or answers it (404 / 403) and returns null. */
-  private targetFor(host: string, url: string): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
+  private targetFor(
+    host: string,
+    url: string,
+  ): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
     const m = this.router.matchRoute(host, url)
     if (m !== null) return { target: m.target, path: m.stripLength === 0 ? url : stripPath(url, m.stripLength) }
     const d = this.router.decideHost(host)
@@ -197,7 +234,10 @@ export class Proxy implements ExchangeHost {
     if (entry.revalidating) {
       // Woken after idleness with an expired answer: wait (bounded) for the refresh in flight.
       void this.resolver.waitFor(entry, this.coldWaitMs, 'revalidated').then(() => {
-        if (res.destroyed) { this.done(target.stats, 499, null); return }
+        if (res.destroyed) {
+          this.done(target.stats, 499, null)
+          return
+        }
         if (entry.instances.length > 0) ex.start()
         else this.whenEmpty(ex, req, res, target)
       })
@@ -210,9 +250,15 @@ export class Proxy implements ExchangeHost {
     }
     // No instance cached: a cold name waits for its first answer; an empty pool fails at once or waits (config).
     this.metrics.cacheMiss.inc()
-    if (target.entry.hasAnswer) { this.whenEmpty(ex, req, res, target); return }
+    if (target.entry.hasAnswer) {
+      this.whenEmpty(ex, req, res, target)
+      return
+    }
     void this.resolver.waitFor(target.entry, this.coldWaitMs, 'answer').then(() => {
-      if (res.destroyed) { this.done(target.stats, 499, null); return }
+      if (res.destroyed) {
+        this.done(target.stats, 499, null)
+        return
+      }
       if (target.entry.instances.length > 0) ex.start()
       else this.whenEmpty(ex, req, res, target)
     })
@@ -220,22 +266,40 @@ export class Proxy implements ExchangeHost {
 
   /** The service has no instance: 503 at once, or (emptyPool=wait) hold the request until one appears. */
   private whenEmpty(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    if (this.config.emptyPool !== 'wait' || this.config.emptyPoolWaitMs === 0) { this.noInstance(req, res, target); return }
-    void this.resolver.waitFor(target.entry, this.config.emptyPoolWaitMs, 'instances').then(() => this.startOrFail(ex, req, res, target))
+    if (this.config.emptyPool !== 'wait' || this.config.emptyPoolWaitMs === 0) {
+      this.noInstance(req, res, target)
+      return
+    }
+    void this.resolver
+      .waitFor(target.entry, this.config.emptyPoolWaitMs, 'instances')
+      .then(() => this.startOrFail(ex, req, res, target))
   }
 
   private startOrFail(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    if (res.destroyed) { this.done(target.stats, 499, null); return }
+    if (res.destroyed) {
+      this.done(target.stats, 499, null)
+      return
+    }
     if (target.entry.instances.length > 0) ex.start()
     else this.noInstance(req, res, target)
   }
 
   private noInstance(req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
     const e = target.entry
-    const why = e.lastError && e.instances.length === 0
-      ? `Consul DNS failed: ${e.lastError.code}`
-      : e.hasAnswer ? 'Consul lists no passing instance' : 'no answer from Consul DNS yet'
-    sendError(req, res, 503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service} (${why})`, this.retryAfterS)
+    const why =
+      e.lastError && e.instances.length === 0
+        ? `Consul DNS failed: ${e.lastError.code}`
+        : e.hasAnswer
+          ? 'Consul lists no passing instance'
+          : 'no answer from Consul DNS yet'
+    sendError(
+      req,
+      res,
+      503,
+      'CLB_NO_HEALTHY_INSTANCE',
+      `no healthy instance of ${target.service} (${why})`,
+      this.retryAfterS,
+    )
     this.done(target.stats, 503, 'CLB_NO_HEALTHY_INSTANCE')
   }
 
@@ -252,9 +316,16 @@ export class Proxy implements ExchangeHost {
       const name = raw[i]!
       const len = name.length
       if (isHopByHop(name)) continue
-      if (len === 15 && name.toLowerCase() === 'x-forwarded-for') { xff = xff === null ? raw[i + 1]! : `${xff}, ${raw[i + 1]}`; continue }
-      if ((len === 17 && name.toLowerCase() === 'x-forwarded-proto') || (len === 16 && name.toLowerCase() === 'x-forwarded-host')) continue
-      if (tokens !== null && tokens.has(name.toLowerCase())) continue
+      if (len === 15 && name.toLowerCase() === 'x-forwarded-for') {
+        xff = xff === null ? raw[i + 1]! : `${xff}, ${raw[i + 1]}`
+        continue
+      }
+      if (
+        (len === 17 && name.toLowerCase() === 'x-forwarded-proto') ||
+        (len === 16 && name.toLowerCase() === 'x-forwarded-host')
+      )
+        continue
+      if (tokens?.has(name.toLowerCase())) continue
       out.push(name, raw[i + 1]!)
     }
     const client = req.socket.remoteAddress ?? ''
@@ -271,15 +342,24 @@ export class Proxy implements ExchangeHost {
     const rh = readHead(req)
     const found = this.targetFor(hostOf(rh.host), url)
     const reject = (status: number, code: string, message: string): void => {
-      if (!socket.destroyed) socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`)
+      if (!socket.destroyed)
+        socket.end(
+          `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`,
+        )
       this.metrics.proxyErrors.labels(code).inc()
     }
-    if (!('target' in found)) { reject(found.status, found.code, found.message); return }
+    if (!('target' in found)) {
+      reject(found.status, found.code, found.message)
+      return
+    }
     const { target, path } = found
     const go = (): void => {
       if (socket.destroyed) return
       const u = target.pool.pick(Date.now(), this.maxInflightPerInstance, null)
-      if (u === null) { reject(503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service}`); return }
+      if (u === null) {
+        reject(503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service}`)
+        return
+      }
       // A raw relay keeps Connection/Upgrade (the instance needs them) and adds the forwarding headers.
       this.upgrades.forward(req, socket, head, u, path, this.upgradeHeaders(req, rh), (ok, code) => {
         if (!ok && code !== null) this.recordFailure(u, code, target, Date.now())
@@ -287,7 +367,10 @@ export class Proxy implements ExchangeHost {
     }
     this.resolver.touch(target.entry, Date.now())
     if (target.entry.instances.length > 0 && !target.entry.revalidating) go()
-    else void this.resolver.waitFor(target.entry, this.coldWaitMs, target.entry.revalidating ? 'revalidated' : 'answer').then(go)
+    else
+      void this.resolver
+        .waitFor(target.entry, this.coldWaitMs, target.entry.revalidating ? 'revalidated' : 'answer')
+        .then(go)
   }
 
   private readonly onUpgradeSocketError = (): void => {
@@ -314,11 +397,16 @@ export class Proxy implements ExchangeHost {
   recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void {
     if (this.upstreams.recordFailure(u, code, now)) {
       target.stats.ejections++
-      this.log.warn({ service: target.service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason }, 'instance ejected')
+      this.log.warn(
+        { service: target.service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason },
+        'instance ejected',
+      )
     }
   }
 
-  recordSuccess(u: Upstream): void { this.upstreams.recordSuccess(u) }
+  recordSuccess(u: Upstream): void {
+    this.upstreams.recordSuccess(u)
+  }
 
   mayRetry(): boolean {
     // While closing, the pools are being destroyed: a retry would be queued on a pool that is going away.
@@ -326,13 +414,32 @@ export class Proxy implements ExchangeHost {
     return this.retriesInFlight < Math.max(this.config.retryBudgetMin, this.inflight * this.retryBudgetRatio)
   }
 
-  retryStarted(): void { this.retriesInFlight++ }
-  retryEnded(): void { this.retriesInFlight-- }
+  retryStarted(): void {
+    this.retriesInFlight++
+  }
+  retryEnded(): void {
+    this.retriesInFlight--
+  }
 
   logFailure(ex: Exchange, u: Upstream, err: Error, final: boolean): void {
     const code = (err as { code?: string }).code
-    if (final) this.log.warn({ service: ex.target.service, instance: u.key, code, attempts: ex.attempts, method: ex.req.method, url: ex.req.url }, `upstream request failed: ${err.message}`)
-    else if (this.log.isLevelEnabled('info')) this.log.info({ service: ex.target.service, instance: u.key, code, attempt: ex.attempts }, 'attempt failed; retrying on another instance')
+    if (final)
+      this.log.warn(
+        {
+          service: ex.target.service,
+          instance: u.key,
+          code,
+          attempts: ex.attempts,
+          method: ex.req.method,
+          url: ex.req.url,
+        },
+        `upstream request failed: ${err.message}`,
+      )
+    else if (this.log.isLevelEnabled('info'))
+      this.log.info(
+        { service: ex.target.service, instance: u.key, code, attempt: ex.attempts },
+        'attempt failed; retrying on another instance',
+      )
   }
 
   finished(ex: Exchange, status: number, code: string | null): void {
@@ -353,9 +460,15 @@ export class Proxy implements ExchangeHost {
     return proxyStatus(this)
   }
 
-  get inFlight(): number { return this.inflight }
-  get openUpgrades(): number { return this.upgrades.open }
-  targets(): ServiceTarget[] { return [...this.routeTargets, ...this.hostTargets.values()] }
+  get inFlight(): number {
+    return this.inflight
+  }
+  get openUpgrades(): number {
+    return this.upgrades.open
+  }
+  targets(): ServiceTarget[] {
+    return [...this.routeTargets, ...this.hostTargets.values()]
+  }
 
   /**
    * Graceful stop: stop accepting, let in-flight requests finish within `deadlineMs`, close idle keep-alive
@@ -371,7 +484,10 @@ export class Proxy implements ExchangeHost {
       if (this.inflight > 0) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, deadlineMs)
-          this.drained = () => { clearTimeout(timer); resolve() }
+          this.drained = () => {
+            clearTimeout(timer)
+            resolve()
+          }
         })
       }
       for (const s of this.sockets) s.destroy()
@@ -386,7 +502,10 @@ export class Proxy implements ExchangeHost {
     let timer: NodeJS.Timeout | undefined
     const bounded = await Promise.race([
       this.upstreams.close().then(() => true),
-      new Promise<boolean>((r) => { timer = setTimeout(() => r(false), 5000); timer.unref() }),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), 5000)
+        timer.unref()
+      }),
     ])
     clearTimeout(timer)
     if (!bounded) this.log.warn('upstream pools did not close within 5 s; exiting anyway')

@@ -24,7 +24,8 @@ export function readHead(req: IncomingMessage): RequestHead {
         if (host === undefined && (name === 'Host' || name.toLowerCase() === 'host')) host = raw[i + 1]
         break
       case 10:
-        if (name === 'Connection' || name.toLowerCase() === 'connection') connection = connection === undefined ? raw[i + 1] : `${connection}, ${raw[i + 1]}`
+        if (name === 'Connection' || name.toLowerCase() === 'connection')
+          connection = connection === undefined ? raw[i + 1] : `${connection}, ${raw[i + 1]}`
         break
       case 14:
         if (name === 'Content-Length' || name.toLowerCase() === 'content-length') contentLength = raw[i + 1]

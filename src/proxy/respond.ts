@@ -4,7 +4,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
  * Error answers users can read: a short text body (JSON when the client asks for it), the stable code in
  * `x-consul-lb-error`, and `Retry-After` where waiting helps.
  */
-export function sendError(req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string, retryAfterS?: number): void {
+export function sendError(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  code: string,
+  message: string,
+  retryAfterS?: number,
+): void {
   if (res.headersSent) {
     res.destroy()
     return
@@ -19,7 +26,8 @@ export function sendError(req: IncomingMessage, res: ServerResponse, status: num
   }
   if (retryAfterS !== undefined && retryAfterS > 0) headers['retry-after'] = retryAfterS
   // A request body we did not read would be parsed as the next request: close such connections.
-  if (!req.complete && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined)) headers.connection = 'close'
+  if (!req.complete && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined))
+    headers.connection = 'close'
   res.writeHead(status, headers)
   res.end(req.method === 'HEAD' ? undefined : body)
 }

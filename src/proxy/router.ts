@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
-import type { Route } from '../routes/route.js'
 import { isDatacenterName, isDnsTag, isServiceName } from '../routes/names.js'
+import type { Route } from '../routes/route.js'
 
 /** A configured route, prepared for matching. */
 export interface CompiledRoute<T> {
@@ -53,7 +53,12 @@ export class Router<T> {
     this.hostOpts = hostOpts
     this.domainSuffix = `.${hostOpts.domain}`
     this.allow = hostOpts.allowServices.length > 0 ? new Set(hostOpts.allowServices) : null
-    const compiled = routes.map(({ route, target }) => ({ route, target, prefix: route.pathPrefix, wildcard: route.host?.startsWith('*.') ? route.host.slice(1) : null }))
+    const compiled = routes.map(({ route, target }) => ({
+      route,
+      target,
+      prefix: route.pathPrefix,
+      wildcard: route.host?.startsWith('*.') ? route.host.slice(1) : null,
+    }))
     const hostless = compiled.filter((c) => c.route.host === null)
     this.anyHost = bySpecificity(hostless)
     for (const c of compiled) {
@@ -61,7 +66,10 @@ export class Router<T> {
       if (h === null) continue
       if (c.wildcard !== null) {
         if (!this.wildcards.some((w) => w.suffix === c.wildcard)) {
-          this.wildcards.push({ suffix: c.wildcard, routes: bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]) })
+          this.wildcards.push({
+            suffix: c.wildcard,
+            routes: bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]),
+          })
         }
       } else if (!this.byHost.has(h)) {
         this.byHost.set(h, bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]))
@@ -77,12 +85,16 @@ export class Router<T> {
       list = this.anyHost
       for (let i = 0; i < this.wildcards.length; i++) {
         const w = this.wildcards[i]!
-        if (covers(w.suffix, host)) { list = w.routes; break }
+        if (covers(w.suffix, host)) {
+          list = w.routes
+          break
+        }
       }
     }
     for (let i = 0; i < list.length; i++) {
       const c = list[i]!
-      if (prefixMatches(url, c.prefix)) return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
+      if (prefixMatches(url, c.prefix))
+        return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
     }
     return null
   }
@@ -100,7 +112,9 @@ export class Router<T> {
 
   private parseHost(host: string): HostDecision {
     const labels = host.slice(0, -this.domainSuffix.length).split('.')
-    let service: string, tag: string | null = null, dc: string | null = null
+    let service: string,
+      tag: string | null = null,
+      dc: string | null = null
     // Only `.service.` names: never node, addr, query or anything else Consul's DNS knows (not an open proxy).
     if (labels.length >= 2 && labels.length <= 3 && labels[1] === 'service') {
       service = labels[0]!
@@ -112,9 +126,15 @@ export class Router<T> {
     } else {
       return NONE
     }
-    if (!isServiceName(service) || (tag !== null && !isDnsTag(tag)) || (dc !== null && !isDatacenterName(dc))) return NONE
+    if (!isServiceName(service) || (tag !== null && !isDnsTag(tag)) || (dc !== null && !isDatacenterName(dc)))
+      return NONE
     if (service === 'consul' && !this.hostOpts.allowConsulService) {
-      return { kind: 'forbidden', service, reason: "the 'consul' service (Consul's own API) is not reachable through the load balancer (allowConsulService)" }
+      return {
+        kind: 'forbidden',
+        service,
+        reason:
+          "the 'consul' service (Consul's own API) is not reachable through the load balancer (allowConsulService)",
+      }
     }
     if (this.allow !== null && !this.allow.has(service)) {
       return { kind: 'forbidden', service, reason: `service ${service} is not in allowServices` }
@@ -131,7 +151,9 @@ const NONE: HostDecision = { kind: 'none' }
  * (Array.prototype.sort is stable).
  */
 function bySpecificity<T>(routes: CompiledRoute<T>[]): CompiledRoute<T>[] {
-  return [...routes].sort((a, b) => b.prefix.length - a.prefix.length || (a.route.host === null ? 1 : 0) - (b.route.host === null ? 1 : 0))
+  return [...routes].sort(
+    (a, b) => b.prefix.length - a.prefix.length || (a.route.host === null ? 1 : 0) - (b.route.host === null ? 1 : 0),
+  )
 }
 
 /** `*.example.com` covers `a.example.com` and `a.b.example.com`, not `example.com`. */

@@ -1,11 +1,11 @@
-import type { Proxy } from './proxy.js'
+import type { LoadBalancer } from './proxy.js'
 
 /**
  * The /status view of a proxy: JSON that explains itself. Per service: where the answer came from (fresh, stale,
  * negative), over which transport, how old it is, whether Consul looked to cap it, each instance with its load and,
  * if ejected, why and for how much longer. Reads state only.
  */
-export function proxyStatus(p: Proxy): unknown {
+export function proxyStatus(p: LoadBalancer): unknown {
   const now = Date.now()
   const c = p.config
   const seen = new Set<string>()
@@ -24,7 +24,9 @@ export function proxyStatus(p: Proxy): unknown {
       transport: e.transport,
       server: e.server,
       capped: e.capped,
-      cappedMeaning: e.capped ? 'a UDP answer held only part of the instances (Consul udp_answer_limit / no TC bit); the full TCP answer is used' : undefined,
+      cappedMeaning: e.capped
+        ? 'a UDP answer held only part of the instances (Consul udp_answer_limit / no TC bit); the full TCP answer is used'
+        : undefined,
       ageMs: e.fetchedAt ? now - e.fetchedAt : null,
       ttlMs: e.ttlMs,
       expiresInMs: e.expiresAt ? e.expiresAt - now : null,
@@ -56,11 +58,24 @@ export function proxyStatus(p: Proxy): unknown {
     listen: `${c.listen.host}:${p.port}`,
     inflight: p.inFlight,
     openUpgrades: p.openUpgrades,
-    dns: { servers: c.dns.map((d) => d.label), transport: c.dnsTransport, domain: c.domain, ttlFloorMs: c.ttlFloorMs, ttlCeilingMs: c.ttlCeilingMs, staleIfErrorMs: c.staleIfErrorMs },
+    dns: {
+      servers: c.dns.map((d) => d.label),
+      transport: c.dnsTransport,
+      domain: c.domain,
+      ttlFloorMs: c.ttlFloorMs,
+      ttlCeilingMs: c.ttlCeilingMs,
+      staleIfErrorMs: c.staleIfErrorMs,
+    },
     balancer: c.balancer,
     passiveHealth: { maxFails: c.maxFails, failWindowMs: c.failWindowMs, ejectForMs: c.ejectForMs },
     routes: c.routes.map((r) => r.source),
-    hostRouting: c.hostRouting ? { domain: c.domain, allowServices: c.allowServices.length ? c.allowServices : 'any', consulServiceReachable: c.allowConsulService } : false,
+    hostRouting: c.hostRouting
+      ? {
+          domain: c.domain,
+          allowServices: c.allowServices.length ? c.allowServices : 'any',
+          consulServiceReachable: c.allowConsulService,
+        }
+      : false,
     services,
   }
 }

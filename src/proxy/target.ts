@@ -1,7 +1,7 @@
-import { ServicePool } from '../balancer/pool.js'
 import type { Select } from '../balancer/policies.js'
+import { ServicePool } from '../balancer/pool.js'
 import type { UpstreamRegistry } from '../balancer/upstream.js'
-import type { ServiceEntry, ServiceResolver, ServiceKey } from '../resolver/resolver.js'
+import type { ServiceEntry, ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import type { ProxyMetrics, ServiceStats } from './metrics.js'
 
 /**
@@ -21,7 +21,14 @@ export class ServiceTarget {
   private closed = false
   private readonly unsubscribe: () => void
 
-  constructor(key: ServiceKey, resolver: ServiceResolver, registry: UpstreamRegistry, select: Select, metrics: ProxyMetrics, configured: boolean) {
+  constructor(
+    key: ServiceKey,
+    resolver: ServiceResolver,
+    registry: UpstreamRegistry,
+    select: Select,
+    metrics: ProxyMetrics,
+    configured: boolean,
+  ) {
     this.service = key.service
     this.resolver = resolver
     this.entry = resolver.acquire(key)

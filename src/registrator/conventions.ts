@@ -1,6 +1,6 @@
 import { isIP } from 'node:net'
 import { isServiceName } from '../routes/names.js'
-import { conventionWarning, type ConventionWarning } from './errors.js'
+import { type ConventionWarning, conventionWarning } from './errors.js'
 
 /**
  * gliderlabs/registrator's container conventions: `SERVICE_<KEY>` for every port and `SERVICE_<port>_<KEY>` for one
@@ -11,7 +11,10 @@ import { conventionWarning, type ConventionWarning } from './errors.js'
  * what registrator would have done without it, so one typo does not take a container out of Consul.
  */
 
-export interface RawAttr { readonly value: string; readonly field: string }
+export interface RawAttr {
+  readonly value: string
+  readonly field: string
+}
 /** Lower-case key after the prefix (`name`, `check_http`, `version`) → value and where it came from. */
 export type AttrMap = ReadonlyMap<string, RawAttr>
 
@@ -25,7 +28,10 @@ export interface ContainerConventions {
 
 const PREFIX = 'SERVICE_'
 
-export function readConventions(env: readonly string[] | null | undefined, labels: Readonly<Record<string, string>> | null | undefined): ContainerConventions {
+export function readConventions(
+  env: readonly string[] | null | undefined,
+  labels: Readonly<Record<string, string>> | null | undefined,
+): ContainerConventions {
   // Env first, labels second: a later write wins, which is the documented precedence.
   const raw = new Map<string, RawAttr>()
   for (const entry of env ?? []) {
@@ -42,7 +48,10 @@ export function readConventions(env: readonly string[] | null | undefined, label
     // A first segment that starts with a digit is meant as a port (SERVICE_80_NAME); anything else is a key for all
     // ports (SERVICE_CHECK_HTTP, SERVICE_VERSION).
     const m = /^(\d[^_]*)(?:_(.*))?$/.exec(rest)
-    if (!m) { base.set(rest, attr); continue }
+    if (!m) {
+      base.set(rest, attr)
+      continue
+    }
     const port = /^\d{1,5}$/.test(m[1]!) ? Number(m[1]) : NaN
     if (!(port >= 1 && port <= 65535)) {
       warnings.push(conventionWarning(attr.field, attr.value, `"${m[1]}" is not a port (1-65535); setting ignored`))
@@ -53,14 +62,18 @@ export function readConventions(env: readonly string[] | null | undefined, label
       continue
     }
     let perPort = ports.get(port)
-    if (!perPort) ports.set(port, (perPort = new Map()))
+    if (!perPort) {
+      perPort = new Map()
+      ports.set(port, perPort)
+    }
     perPort.set(m[2], attr)
   }
   return { base, ports, warnings }
 }
 
 function addRaw(raw: Map<string, RawAttr>, field: string, value: string): void {
-  if (field.length > PREFIX.length && field.toUpperCase().startsWith(PREFIX)) raw.set(field.slice(PREFIX.length).toUpperCase(), { value, field })
+  if (field.length > PREFIX.length && field.toUpperCase().startsWith(PREFIX))
+    raw.set(field.slice(PREFIX.length).toUpperCase(), { value, field })
 }
 
 /** What the check settings ask for; the address and port are filled in by desired.ts once they are known. */
@@ -95,9 +108,22 @@ export interface AddressSettings {
 
 /** Keys with a meaning of their own; every other key becomes Consul service Meta (registrator's rule). */
 const KNOWN_KEYS = new Set([
-  'name', 'id', 'tags', 'ignore', 'network', 'internal', 'ip',
-  'check_http', 'check_https', 'check_tcp', 'check_ttl', 'check_interval', 'check_timeout', 'check_http_method',
-  'check_initial_status', 'check_deregister_after',
+  'name',
+  'id',
+  'tags',
+  'ignore',
+  'network',
+  'internal',
+  'ip',
+  'check_http',
+  'check_https',
+  'check_tcp',
+  'check_ttl',
+  'check_interval',
+  'check_timeout',
+  'check_http_method',
+  'check_initial_status',
+  'check_deregister_after',
 ])
 /** Keys that only make sense for the whole container (they choose its address). */
 const CONTAINER_WIDE_KEYS = ['network', 'internal', 'ip'] as const
@@ -114,7 +140,11 @@ const TRUE_WORDS = ['true', '1', 'yes', 'on']
 const FALSE_WORDS = ['false', '0', 'no', 'off']
 
 /** Merges base and per-port attributes (per-port wins) and validates them into ServiceSettings. */
-export function serviceSettings(conv: ContainerConventions, port: number, warnings: ConventionWarning[]): ServiceSettings {
+export function serviceSettings(
+  conv: ContainerConventions,
+  port: number,
+  warnings: ConventionWarning[],
+): ServiceSettings {
   const attrs = new Map(conv.base)
   for (const [k, v] of conv.ports.get(port) ?? []) attrs.set(k, v)
   const warn = (a: RawAttr, message: string) => warnings.push(conventionWarning(a.field, a.value, message))
@@ -129,7 +159,8 @@ export function serviceSettings(conv: ContainerConventions, port: number, warnin
   if (nameAttr) {
     name = nameAttr.value.trim()
     // Consul accepts such names, but its DNS interface cannot answer for them: say so, and register anyway.
-    if (!isServiceName(name)) warn(nameAttr, 'not a DNS-compatible name (letters, digits, dashes): Consul DNS will not find it')
+    if (!isServiceName(name))
+      warn(nameAttr, 'not a DNS-compatible name (letters, digits, dashes): Consul DNS will not find it')
   }
 
   const ignoreAttr = get('ignore')
@@ -138,7 +169,8 @@ export function serviceSettings(conv: ContainerConventions, port: number, warnin
     const v = ignoreAttr.value.trim().toLowerCase()
     // registrator ignored on any non-empty value; an explicit "false" now means false.
     ignore = !FALSE_WORDS.includes(v)
-    if (!TRUE_WORDS.includes(v) && !FALSE_WORDS.includes(v)) warn(ignoreAttr, 'expected true or false; treated as true (registrator ignored on any value)')
+    if (!TRUE_WORDS.includes(v) && !FALSE_WORDS.includes(v))
+      warn(ignoreAttr, 'expected true or false; treated as true (registrator ignored on any value)')
   }
 
   // The address is chosen per container (addressSettings): a per-port form would otherwise be dropped without a word.
@@ -150,25 +182,57 @@ export function serviceSettings(conv: ContainerConventions, port: number, warnin
   const meta: Record<string, string> = {}
   for (const [key, a] of attrs) {
     if (KNOWN_KEYS.has(key)) continue
-    if (UNSUPPORTED_KEYS.has(key)) { warn(a, 'script checks are not supported (they need Consul script checks enabled); use SERVICE_CHECK_HTTP/TCP/TTL or a Docker HEALTHCHECK'); continue }
-    if (key.startsWith('check_')) { warn(a, 'unknown check setting; ignored'); continue }
-    if (!META_KEY.test(key) || key.startsWith('consul-')) { warn(a, 'not usable as a Consul Meta key (letters, digits, _ and -, at most 128, not consul-*); ignored'); continue }
-    if (a.value.length > META_VALUE_MAX) { warn(a, `Meta values are limited to ${META_VALUE_MAX} characters; ignored`); continue }
+    if (UNSUPPORTED_KEYS.has(key)) {
+      warn(
+        a,
+        'script checks are not supported (they need Consul script checks enabled); use SERVICE_CHECK_HTTP/TCP/TTL or a Docker HEALTHCHECK',
+      )
+      continue
+    }
+    if (key.startsWith('check_')) {
+      warn(a, 'unknown check setting; ignored')
+      continue
+    }
+    if (!META_KEY.test(key) || key.startsWith('consul-')) {
+      warn(a, 'not usable as a Consul Meta key (letters, digits, _ and -, at most 128, not consul-*); ignored')
+      continue
+    }
+    if (a.value.length > META_VALUE_MAX) {
+      warn(a, `Meta values are limited to ${META_VALUE_MAX} characters; ignored`)
+      continue
+    }
     meta[key] = a.value
   }
 
-  return { name, id: get('id')?.value.trim(), tags: parseTags(get('tags'), warnings), ignore, check: parseCheck(get, warn), meta }
+  return {
+    name,
+    id: get('id')?.value.trim(),
+    tags: parseTags(get('tags'), warnings),
+    ignore,
+    check: parseCheck(get, warn),
+    meta,
+  }
 }
 
 export function addressSettings(conv: ContainerConventions, warnings: ConventionWarning[]): AddressSettings {
-  const present = (key: string) => { const a = conv.base.get(key); return a && a.value.trim() !== '' ? a : undefined }
+  const present = (key: string) => {
+    const a = conv.base.get(key)
+    return a && a.value.trim() !== '' ? a : undefined
+  }
   const internalAttr = present('internal')
   let internal: boolean | undefined
   if (internalAttr) {
     const v = internalAttr.value.trim().toLowerCase()
     if (TRUE_WORDS.includes(v)) internal = true
     else if (FALSE_WORDS.includes(v)) internal = false
-    else warnings.push(conventionWarning(internalAttr.field, internalAttr.value, 'expected true or false; the --internal setting applies'))
+    else
+      warnings.push(
+        conventionWarning(
+          internalAttr.field,
+          internalAttr.value,
+          'expected true or false; the --internal setting applies',
+        ),
+      )
   }
   const ipAttr = present('ip')
   let ip: string | undefined
@@ -185,9 +249,17 @@ export function parseTags(a: RawAttr | undefined, warnings: ConventionWarning[])
   const out: string[] = []
   for (const item of a.value.split(',')) {
     const tag = item.trim()
-    if (tag === '') { warnings.push(conventionWarning(a.field, a.value, 'empty tag in the list; dropped')); continue }
-    // eslint-disable-next-line no-control-regex
-    if (/[\s\x00-\x1f\x7f]/.test(tag)) { warnings.push(conventionWarning(a.field, a.value, `tag "${tag}" contains whitespace or control characters; dropped`)); continue }
+    if (tag === '') {
+      warnings.push(conventionWarning(a.field, a.value, 'empty tag in the list; dropped'))
+      continue
+    }
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses
+    if (/[\s\x00-\x1f\x7f]/.test(tag)) {
+      warnings.push(
+        conventionWarning(a.field, a.value, `tag "${tag}" contains whitespace or control characters; dropped`),
+      )
+      continue
+    }
     if (!out.includes(tag)) out.push(tag)
   }
   return out
@@ -199,7 +271,10 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
     if (!a) return undefined
     const v = a.value.trim()
     if (DURATION.test(v) && /[1-9]/.test(v)) return v
-    warn(a, `expected a duration such as 10s, 1m or 500ms${key === 'check_interval' ? '; the default 10s applies' : '; not set'}`)
+    warn(
+      a,
+      `expected a duration such as 10s, 1m or 500ms${key === 'check_interval' ? '; the default 10s applies' : '; not set'}`,
+    )
     return undefined
   }
   // Same precedence as registrator's consul adapter: http, https, ttl, tcp.
@@ -207,7 +282,13 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
   let pathAttr: RawAttr | undefined
   const http = get('check_http')
   const https = get('check_https')
-  if (http) { kind = 'http'; pathAttr = http } else if (https) { kind = 'https'; pathAttr = https } else if (get('check_ttl')) kind = 'ttl'
+  if (http) {
+    kind = 'http'
+    pathAttr = http
+  } else if (https) {
+    kind = 'https'
+    pathAttr = https
+  } else if (get('check_ttl')) kind = 'ttl'
   else if (get('check_tcp')) kind = 'tcp'
   if (!kind) return null
 
@@ -219,8 +300,15 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
   let path: string | undefined
   if (pathAttr) {
     path = pathAttr.value.trim()
-    if (!path.startsWith('/')) { warn(pathAttr, 'expected a path starting with /; "/" was prepended'); path = `/${path}` }
-    if (/[\s\x00-\x1f\x7f]/.test(path)) { warn(pathAttr, 'the path contains whitespace or control characters; "/" is checked instead'); path = '/' }
+    if (!path.startsWith('/')) {
+      warn(pathAttr, 'expected a path starting with /; "/" was prepended')
+      path = `/${path}`
+    }
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses
+    if (/[\s\x00-\x1f\x7f]/.test(path)) {
+      warn(pathAttr, 'the path contains whitespace or control characters; "/" is checked instead')
+      path = '/'
+    }
   }
   let method: string | undefined
   const methodAttr = get('check_http_method')
@@ -239,13 +327,17 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
   }
 }
 
-function optional(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, m: string) => void, duration: (k: string) => string | undefined): Pick<CheckSpec, 'initialStatus' | 'deregisterAfter'> {
+function optional(
+  get: (k: string) => RawAttr | undefined,
+  warn: (a: RawAttr, m: string) => void,
+  duration: (k: string) => string | undefined,
+): Pick<CheckSpec, 'initialStatus' | 'deregisterAfter'> {
   const out: { initialStatus?: CheckSpec['initialStatus']; deregisterAfter?: string } = {}
   const status = get('check_initial_status')
   if (status) {
     const v = status.value.trim().toLowerCase()
     if (v === 'passing' || v === 'warning' || v === 'critical') out.initialStatus = v
-    else warn(status, 'expected passing, warning or critical; Consul\'s default (critical) applies')
+    else warn(status, "expected passing, warning or critical; Consul's default (critical) applies")
   }
   const after = duration('check_deregister_after')
   if (after) out.deregisterAfter = after

@@ -1,8 +1,14 @@
 import { createHash } from 'node:crypto'
 import type { AgentServiceRegistration } from '../consul/client.js'
-import { addressSettings, readConventions, serviceSettings, type CheckSpec, type ContainerConventions } from './conventions.js'
+import {
+  addressSettings,
+  type CheckSpec,
+  type ContainerConventions,
+  readConventions,
+  serviceSettings,
+} from './conventions.js'
 import type { ContainerInspect } from './docker.js'
-import { conventionWarning, type ConventionWarning } from './errors.js'
+import { type ConventionWarning, conventionWarning } from './errors.js'
 
 /**
  * Desired state: what one container should look like in Consul, computed from its inspect data alone (no I/O), so
@@ -45,7 +51,12 @@ export interface ContainerDesired {
   readonly health: HealthStatus | null
 }
 
-interface PortCandidate { port: number; proto: string; hostPort: number; hostIp: string | undefined }
+interface PortCandidate {
+  port: number
+  proto: string
+  hostPort: number
+  hostIp: string | undefined
+}
 
 export function healthCheckId(serviceId: string): string {
   return `service:${serviceId}:docker-health`
@@ -60,7 +71,14 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
   const conv = readConventions(c.Config.Env, c.Config.Labels)
   const warnings = [...conv.warnings]
   const health = healthOf(c)
-  const result = (services: DesiredService[], skipped: string | null): ContainerDesired => ({ containerId: c.Id, containerName: name, services, warnings: dedupe(warnings), skipped, health })
+  const result = (services: DesiredService[], skipped: string | null): ContainerDesired => ({
+    containerId: c.Id,
+    containerName: name,
+    services,
+    warnings: dedupe(warnings),
+    skipped,
+    health,
+  })
 
   const addr = addressSettings(conv, warnings)
   const hostNet = c.HostConfig.NetworkMode === 'host'
@@ -82,15 +100,31 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
   if (addr.network !== undefined && (hostNet || !internal)) {
     // Only a container IP belongs to a Docker network; a published port or the host's network has none to choose.
     const a = conv.base.get('network')!
-    warnings.push(conventionWarning(a.field, a.value, `applies only in internal mode (--internal or SERVICE_INTERNAL=true); the ${hostNet ? "host's" : 'published'} address is registered`))
+    warnings.push(
+      conventionWarning(
+        a.field,
+        a.value,
+        `applies only in internal mode (--internal or SERVICE_INTERNAL=true); the ${hostNet ? "host's" : 'published'} address is registered`,
+      ),
+    )
   }
   for (const port of conv.ports.keys()) {
     if (!hostNet && !candidates.some((p) => p.port === port)) {
       const first = conv.ports.get(port)!.values().next().value!
-      warnings.push(conventionWarning(first.field, first.value, `port ${port} is not ${internal ? 'exposed' : 'published'} by the container; setting ignored`))
+      warnings.push(
+        conventionWarning(
+          first.field,
+          first.value,
+          `port ${port} is not ${internal ? 'exposed' : 'published'} by the container; setting ignored`,
+        ),
+      )
     }
   }
-  if (candidates.length === 0) return result([], hostNet ? 'host network: no SERVICE_<port>_NAME' : internal ? 'no exposed ports' : 'no published ports')
+  if (candidates.length === 0)
+    return result(
+      [],
+      hostNet ? 'host network: no SERVICE_<port>_NAME' : internal ? 'no exposed ports' : 'no published ports',
+    )
   // registrator decides "several ports" before ignores are applied; keep that so default names and IDs match its.
   const isGroup = candidates.length > 1
   const services: DesiredService[] = []
@@ -102,10 +136,18 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
     const udp = cand.proto === 'udp'
     const perPortId = conv.ports.get(cand.port)?.get('id')?.value.trim()
     const id = s.id
-      ? (isGroup && !perPortId ? `${s.id}:${cand.port}${udp ? ':udp' : ''}` : s.id)
+      ? isGroup && !perPortId
+        ? `${s.id}:${cand.port}${udp ? ':udp' : ''}`
+        : s.id
       : `${opts.hostId}:${name}:${cand.port}${udp ? ':udp' : ''}`
     if (services.some((x) => x.registration.ID === id)) {
-      warnings.push(conventionWarning(`SERVICE_${cand.port}_ID`, id, 'service ID already used by another port of this container; port skipped'))
+      warnings.push(
+        conventionWarning(
+          `SERVICE_${cand.port}_ID`,
+          id,
+          'service ID already used by another port of this container; port skipped',
+        ),
+      )
       continue
     }
     // registrator's rule: with several ports, a name that is not the port's own (SERVICE_NAME, or the image's) gets
@@ -121,7 +163,13 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
     meta[META_CONTAINER] = c.Id
     const checks: Record<string, unknown>[] = []
     if (s.check) checks.push(consulCheck(id, svcName, s.check, cand.hostIp, cand.hostPort))
-    if (health) checks.push({ CheckID: healthCheckId(id), Name: `Docker HEALTHCHECK of ${name}`, TTL: opts.healthTtl, Status: health })
+    if (health)
+      checks.push({
+        CheckID: healthCheckId(id),
+        Name: `Docker HEALTHCHECK of ${name}`,
+        TTL: opts.healthTtl,
+        Status: health,
+      })
     const registration: AgentServiceRegistration = {
       ID: id,
       Name: svcName,
@@ -135,7 +183,15 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
     meta[META_SPEC] = hash
     services.push({ registration, hash })
   }
-  if (services.length === 0) return result([], baseIgnore ? 'SERVICE_IGNORE' : opts.explicit ? '--explicit and no SERVICE_NAME / SERVICE_<port>_NAME' : 'every port ignored')
+  if (services.length === 0)
+    return result(
+      [],
+      baseIgnore
+        ? 'SERVICE_IGNORE'
+        : opts.explicit
+          ? '--explicit and no SERVICE_NAME / SERVICE_<port>_NAME'
+          : 'every port ignored',
+    )
   return result(services, null)
 }
 
@@ -144,11 +200,22 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
  * and must not cause a re-register that would wake every watcher of the service).
  */
 function specHash(reg: AgentServiceRegistration): string {
-  const checks = reg.Checks?.map((ch) => (String(ch.CheckID).endsWith(':docker-health') ? { ...ch, Status: undefined } : ch))
-  return createHash('sha256').update(JSON.stringify({ ...reg, Checks: checks })).digest('hex').slice(0, 16)
+  const checks = reg.Checks?.map((ch) =>
+    String(ch.CheckID).endsWith(':docker-health') ? { ...ch, Status: undefined } : ch,
+  )
+  return createHash('sha256')
+    .update(JSON.stringify({ ...reg, Checks: checks }))
+    .digest('hex')
+    .slice(0, 16)
 }
 
-function consulCheck(serviceId: string, serviceName: string, spec: CheckSpec, address: string | undefined, port: number): Record<string, unknown> {
+function consulCheck(
+  serviceId: string,
+  serviceName: string,
+  spec: CheckSpec,
+  address: string | undefined,
+  port: number,
+): Record<string, unknown> {
   // Without a specific address the service is reached through the agent's node address; the check runs on that
   // agent (the registrator's model: one agent per Docker host), so loopback reaches the published port.
   const host = address ?? '127.0.0.1'
@@ -184,8 +251,18 @@ export function healthFromDocker(status: string | undefined): HealthStatus {
 export function defaultName(c: ContainerInspect): string {
   const image = c.Config.Image
   const base = image.startsWith('sha256:') ? '' : (image.split('/').pop() ?? '').replace(/@.*$/, '').replace(/:.*$/, '')
-  const clean = base.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '')
-  return clean || containerName(c).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '') || 'container'
+  const clean = base
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+  return (
+    clean ||
+    containerName(c)
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '') ||
+    'container'
+  )
 }
 
 function parsePortKey(key: string): [number, string] | null {
@@ -199,7 +276,10 @@ function protoOf(c: ContainerInspect, port: number): string {
 
 function exposedPorts(c: ContainerInspect): [number, string][] {
   const keys = new Set([...Object.keys(c.Config.ExposedPorts ?? {}), ...Object.keys(c.NetworkSettings.Ports ?? {})])
-  return [...keys].map(parsePortKey).filter((p): p is [number, string] => p !== null).sort((a, b) => a[0] - b[0] || a[1].localeCompare(b[1]))
+  return [...keys]
+    .map(parsePortKey)
+    .filter((p): p is [number, string] => p !== null)
+    .sort((a, b) => a[0] - b[0] || a[1].localeCompare(b[1]))
 }
 
 function publishedPorts(c: ContainerInspect): PortCandidate[] {
@@ -217,14 +297,26 @@ function publishedPorts(c: ContainerInspect): PortCandidate[] {
   return out.sort((a, b) => a.port - b.port || a.proto.localeCompare(b.proto))
 }
 
-function containerIp(c: ContainerInspect, network: string | undefined, conv: ContainerConventions, warnings: ConventionWarning[]): string | undefined {
+function containerIp(
+  c: ContainerInspect,
+  network: string | undefined,
+  conv: ContainerConventions,
+  warnings: ConventionWarning[],
+): string | undefined {
   const networks = c.NetworkSettings.Networks ?? {}
-  const ipOf = (n: { IPAddress?: string; GlobalIPv6Address?: string } | undefined) => n?.IPAddress || n?.GlobalIPv6Address || undefined
+  const ipOf = (n: { IPAddress?: string; GlobalIPv6Address?: string } | undefined) =>
+    n?.IPAddress || n?.GlobalIPv6Address || undefined
   if (network) {
     const ip = ipOf(networks[network])
     if (ip) return ip
     const a = conv.base.get('network')!
-    warnings.push(conventionWarning(a.field, a.value, `the container has no address on network "${network}" (it has ${Object.keys(networks).join(', ') || 'none'}); the first network's address is used`))
+    warnings.push(
+      conventionWarning(
+        a.field,
+        a.value,
+        `the container has no address on network "${network}" (it has ${Object.keys(networks).join(', ') || 'none'}); the first network's address is used`,
+      ),
+    )
   }
   for (const n of Object.keys(networks).sort()) {
     const ip = ipOf(networks[n])
@@ -235,5 +327,10 @@ function containerIp(c: ContainerInspect, network: string | undefined, conv: Con
 
 function dedupe(warnings: ConventionWarning[]): ConventionWarning[] {
   const seen = new Set<string>()
-  return warnings.filter((w) => { const k = `${w.field}\0${w.message}`; if (seen.has(k)) return false; seen.add(k); return true })
+  return warnings.filter((w) => {
+    const k = `${w.field}\0${w.message}`
+    if (seen.has(k)) return false
+    seen.add(k)
+    return true
+  })
 }

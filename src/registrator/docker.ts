@@ -1,4 +1,4 @@
-import { Agent, request, type Dispatcher } from 'undici'
+import { Agent, type Dispatcher, request } from 'undici'
 import { DockerError } from './errors.js'
 
 /** The parts of `GET /containers/{id}/json` the registrator reads. */
@@ -6,7 +6,14 @@ export interface ContainerInspect {
   Id: string
   /** With the leading slash Docker puts there ("/web-1"). */
   Name: string
-  State: { Status: string; Running: boolean; Paused: boolean; ExitCode: number; StartedAt?: string; Health?: { Status: string } }
+  State: {
+    Status: string
+    Running: boolean
+    Paused: boolean
+    ExitCode: number
+    StartedAt?: string
+    Health?: { Status: string }
+  }
   Config: {
     Image: string
     Env: string[] | null
@@ -78,25 +85,42 @@ export class DockerClient {
     let res: Dispatcher.ResponseData
     let text: string
     try {
-      res = await request(`${this.origin}${path}`, { method, dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+      res = await request(`${this.origin}${path}`, {
+        method,
+        dispatcher: this.dispatcher,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      })
       text = await res.body.text()
     } catch (err) {
       throw transportError(this.url, `${method} ${path}`, err, this.timeoutMs)
     }
     if (res.statusCode === 404 && allow404) return null
-    if (res.statusCode >= 300) throw new DockerError('CLB_DOCKER_HTTP', `Docker ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
+    if (res.statusCode >= 300)
+      throw new DockerError(
+        'CLB_DOCKER_HTTP',
+        `Docker ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`,
+        res.statusCode,
+      )
     try {
       return (text ? JSON.parse(text) : null) as T
     } catch (err) {
-      throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker ${method} ${path}: answer is not JSON`, res.statusCode, { cause: err })
+      throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker ${method} ${path}: answer is not JSON`, res.statusCode, {
+        cause: err,
+      })
     }
   }
 
   async ping(): Promise<void> {
     try {
-      const res = await request(`${this.origin}/_ping`, { dispatcher: this.dispatcher, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs })
+      const res = await request(`${this.origin}/_ping`, {
+        dispatcher: this.dispatcher,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      })
       await res.body.text()
-      if (res.statusCode !== 200) throw new DockerError('CLB_DOCKER_HTTP', `Docker /_ping answered ${res.statusCode}`, res.statusCode)
+      if (res.statusCode !== 200)
+        throw new DockerError('CLB_DOCKER_HTTP', `Docker /_ping answered ${res.statusCode}`, res.statusCode)
     } catch (err) {
       if (err instanceof DockerError) throw err
       throw transportError(this.url, 'GET /_ping', err, this.timeoutMs)
@@ -119,18 +143,32 @@ export class DockerClient {
    * the engine accepted the stream: anything that happens after it is delivered. Resolves never: it rejects with
    * CLB_DOCKER_STREAM_ENDED when the stream closes, or with the transport error.
    */
-  async streamEvents(opts: { since?: string; signal: AbortSignal; onOpen: () => void; onEvent: (e: DockerEvent) => void }): Promise<never> {
+  async streamEvents(opts: {
+    since?: string
+    signal: AbortSignal
+    onOpen: () => void
+    onEvent: (e: DockerEvent) => void
+  }): Promise<never> {
     const filters = JSON.stringify({ type: ['container'], event: WATCHED_ACTIONS })
     const path = `/events?filters=${encodeURIComponent(filters)}${opts.since ? `&since=${opts.since}` : ''}`
     let res: Dispatcher.ResponseData
     try {
-      res = await request(`${this.origin}${path}`, { dispatcher: this.dispatcher, signal: opts.signal, headersTimeout: this.timeoutMs, bodyTimeout: 0 })
+      res = await request(`${this.origin}${path}`, {
+        dispatcher: this.dispatcher,
+        signal: opts.signal,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: 0,
+      })
     } catch (err) {
       throw transportError(this.url, 'GET /events', err, this.timeoutMs)
     }
     if (res.statusCode !== 200) {
       const text = await res.body.text()
-      throw new DockerError('CLB_DOCKER_HTTP', `Docker GET /events answered ${res.statusCode}: ${text.slice(0, 300).trim()}`, res.statusCode)
+      throw new DockerError(
+        'CLB_DOCKER_HTTP',
+        `Docker GET /events answered ${res.statusCode}: ${text.slice(0, 300).trim()}`,
+        res.statusCode,
+      )
     }
     opts.onOpen()
     let buf = ''
@@ -140,16 +178,22 @@ export class DockerClient {
     try {
       for await (const chunk of res.body) {
         buf += decoder.decode(chunk as Buffer, { stream: true })
-        let nl: number
-        while ((nl = buf.indexOf('\n')) >= 0) {
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl).trim()
           buf = buf.slice(nl + 1)
           if (line) opts.onEvent(parseEvent(line))
         }
-        if (buf.length > MAX_EVENT_LINE_BYTES) throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent a line longer than ${MAX_EVENT_LINE_BYTES} bytes`)
+        if (buf.length > MAX_EVENT_LINE_BYTES)
+          throw new DockerError(
+            'CLB_DOCKER_BAD_RESPONSE',
+            `Docker /events sent a line longer than ${MAX_EVENT_LINE_BYTES} bytes`,
+          )
       }
     } catch (err) {
-      if (err instanceof DockerError) { res.body.destroy(); throw err }
+      if (err instanceof DockerError) {
+        res.body.destroy()
+        throw err
+      }
       throw transportError(this.url, 'GET /events', err, this.timeoutMs)
     }
     throw new DockerError('CLB_DOCKER_STREAM_ENDED', `Docker at ${this.url} closed the event stream`)
@@ -165,9 +209,18 @@ function parseEvent(line: string): DockerEvent {
   try {
     e = JSON.parse(line) as DockerEvent
   } catch (err) {
-    throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent a line that is not JSON: ${line.slice(0, 100)}`, null, { cause: err })
+    throw new DockerError(
+      'CLB_DOCKER_BAD_RESPONSE',
+      `Docker /events sent a line that is not JSON: ${line.slice(0, 100)}`,
+      null,
+      { cause: err },
+    )
   }
-  if (typeof e?.Action !== 'string' || typeof e.Actor?.ID !== 'string') throw new DockerError('CLB_DOCKER_BAD_RESPONSE', `Docker /events sent an event without Action/Actor: ${line.slice(0, 100)}`)
+  if (typeof e?.Action !== 'string' || typeof e.Actor?.ID !== 'string')
+    throw new DockerError(
+      'CLB_DOCKER_BAD_RESPONSE',
+      `Docker /events sent an event without Action/Actor: ${line.slice(0, 100)}`,
+    )
   return e
 }
 
@@ -176,5 +229,10 @@ function transportError(url: string, what: string, err: unknown, timeoutMs: numb
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
     return new DockerError('CLB_DOCKER_TIMEOUT', `Docker ${what} timed out after ${timeoutMs} ms`, null, { cause: err })
   }
-  return new DockerError('CLB_DOCKER_UNREACHABLE', `Docker at ${url} unreachable during ${what} (${code ?? (err as Error).message})`, null, { cause: err })
+  return new DockerError(
+    'CLB_DOCKER_UNREACHABLE',
+    `Docker at ${url} unreachable during ${what} (${code ?? (err as Error).message})`,
+    null,
+    { cause: err },
+  )
 }

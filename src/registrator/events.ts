@@ -1,5 +1,5 @@
-import type { Logger } from '../log.js'
 import { Backoff, delay } from '../backoff.js'
+import type { Logger } from '../log.js'
 import type { DockerClient, DockerEvent } from './docker.js'
 import { DockerError } from './errors.js'
 
@@ -34,7 +34,10 @@ export class DockerEventWatcher {
   /** Events already delivered in second `sinceS`: a replay from that second repeats them, and they are skipped. */
   private seenInLastSecond = new Set<string>()
 
-  constructor(private readonly docker: DockerClient, private readonly opts: EventWatcherOptions) {
+  constructor(
+    private readonly docker: DockerClient,
+    private readonly opts: EventWatcherOptions,
+  ) {
     this.backoff = new Backoff(opts.initialDelayMs, opts.maxDelayMs)
   }
 
@@ -60,11 +63,17 @@ export class DockerEventWatcher {
         })
       } catch (err) {
         if (signal.aborted) break
-        const e = err instanceof DockerError ? err : new DockerError('CLB_DOCKER_UNREACHABLE', (err as Error).message, null, { cause: err })
+        const e =
+          err instanceof DockerError
+            ? err
+            : new DockerError('CLB_DOCKER_UNREACHABLE', (err as Error).message, null, { cause: err })
         this.lastError = e
         this.state = 'backoff'
         const wait = this.backoff.next()
-        this.opts.log.warn({ code: e.code, err: e.message, retryInMs: wait, attempt: this.backoff.attempts }, 'Docker event stream down; reconnecting')
+        this.opts.log.warn(
+          { code: e.code, err: e.message, retryInMs: wait, attempt: this.backoff.attempts },
+          'Docker event stream down; reconnecting',
+        )
         this.opts.onDisconnected(e)
         await delay(wait, signal)
       }
@@ -75,7 +84,10 @@ export class DockerEventWatcher {
   private deliver(e: DockerEvent): void {
     const key = `${e.timeNano}|${e.Actor.ID}|${e.Action}`
     if (e.time === this.sinceS && this.seenInLastSecond.has(key)) return
-    if (e.time !== this.sinceS) { this.sinceS = e.time; this.seenInLastSecond = new Set() }
+    if (e.time !== this.sinceS) {
+      this.sinceS = e.time
+      this.seenInLastSecond = new Set()
+    }
     this.seenInLastSecond.add(key)
     this.lastEventAt = Date.now()
     this.opts.onEvent(e)

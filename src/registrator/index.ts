@@ -1,19 +1,28 @@
 import { constants as osConstants } from 'node:os'
 import { Registry } from 'prom-client'
+import { Backoff, delay } from '../backoff.js'
 import type { RegistratorConfig } from '../config/registrator.js'
-import { ConsulClient, type AgentService } from '../consul/client.js'
+import { type AgentService, ConsulClient } from '../consul/client.js'
 import { ConsulLbError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { Backoff, delay } from '../backoff.js'
-import { META_CONTAINER, desiredForContainer, healthCheckId, healthFromDocker, type ContainerDesired, type DesiredOptions, type DesiredService, type HealthStatus } from './desired.js'
-import { DockerClient, type ContainerInspect, type ContainerSummary, type DockerEvent } from './docker.js'
+import {
+  type ContainerDesired,
+  type DesiredOptions,
+  type DesiredService,
+  desiredForContainer,
+  type HealthStatus,
+  healthCheckId,
+  healthFromDocker,
+  META_CONTAINER,
+} from './desired.js'
+import { type ContainerInspect, type ContainerSummary, DockerClient, type DockerEvent } from './docker.js'
 import { RegistratorError } from './errors.js'
 import { DockerEventWatcher } from './events.js'
 import { RegistratorMetrics } from './metrics.js'
-import { ownedServices, planReconcile, type OwnedService, type ReconcilePlan } from './reconcile.js'
+import { type OwnedService, ownedServices, planReconcile, type ReconcilePlan } from './reconcile.js'
 
-export { RegistratorError, DockerError, type ConventionWarning } from './errors.js'
 export type { RegistratorConfig } from '../config/registrator.js'
+export { type ConventionWarning, DockerError, RegistratorError } from './errors.js'
 
 export type SyncReason = 'startup' | 'reconnect' | 'periodic' | 'retry' | 'manual'
 
@@ -40,7 +49,20 @@ export interface RegistratorDeps {
 const MAINT_PREFIX = 'consul-lb registrator: '
 /** Signals after which a container is expected to exit: its instances are drained at once. SIGHUP, SIGUSR1… are
  * reload signals for many servers and must not take an instance out of rotation. */
-const TERMINATING_SIGNALS = new Set(['9', '15', '2', '3', 'SIGKILL', 'SIGTERM', 'SIGINT', 'SIGQUIT', 'KILL', 'TERM', 'INT', 'QUIT'])
+const TERMINATING_SIGNALS = new Set([
+  '9',
+  '15',
+  '2',
+  '3',
+  'SIGKILL',
+  'SIGTERM',
+  'SIGINT',
+  'SIGQUIT',
+  'KILL',
+  'TERM',
+  'INT',
+  'QUIT',
+])
 /** A container that got a terminating signal but still runs after this long handled the signal: undrain it. */
 const DRAIN_STALE_MS = 5 * 60_000
 /** Concurrent inspects during a full sync: enough to be quick with hundreds of containers, gentle on the engine. */
@@ -99,7 +121,9 @@ export class Registrator {
   private closed = false
   private readonly closing = new AbortController()
   private resolveReady!: () => void
-  private readonly readyPromise = new Promise<void>((r) => { this.resolveReady = r })
+  private readonly readyPromise = new Promise<void>((r) => {
+    this.resolveReady = r
+  })
 
   constructor(config: RegistratorConfig, deps: RegistratorDeps) {
     this.cfg = config
@@ -157,9 +181,22 @@ export class Registrator {
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
       // Not unref'd: the caller is waiting on it, and the registrator's own timers would not keep the process alive.
-      timer = setTimeout(() => reject(new RegistratorError('CLB_REG_SYNC_FAILED', `no successful sync within ${timeoutMs} ms (last: ${this.lastSync?.error?.message ?? 'none yet'})`)), timeoutMs)
+      timer = setTimeout(
+        () =>
+          reject(
+            new RegistratorError(
+              'CLB_REG_SYNC_FAILED',
+              `no successful sync within ${timeoutMs} ms (last: ${this.lastSync?.error?.message ?? 'none yet'})`,
+            ),
+          ),
+        timeoutMs,
+      )
     })
-    try { await Promise.race([this.readyPromise, timeout]) } finally { clearTimeout(timer) }
+    try {
+      await Promise.race([this.readyPromise, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Runs a full reconcile now (queued behind whatever runs) and returns its summary; never throws for sync failures. */
@@ -194,7 +231,9 @@ export class Registrator {
         eventStream: this.watcher.state,
         connects: this.watcher.connects,
         lastEventAt: this.watcher.lastEventAt ? new Date(this.watcher.lastEventAt).toISOString() : null,
-        lastError: this.watcher.lastError ? { code: this.watcher.lastError.code, message: this.watcher.lastError.message } : null,
+        lastError: this.watcher.lastError
+          ? { code: this.watcher.lastError.code, message: this.watcher.lastError.message }
+          : null,
       },
       consul: { url: this.cfg.consulUrl },
       containersSeen: this.containers.size,
@@ -237,12 +276,18 @@ export class Registrator {
   private runSync(reason: SyncReason): void {
     if (this.fullSyncWaiting) return
     this.fullSyncWaiting = true
-    this.enqueue(() => { this.fullSyncWaiting = false; return this.fullSync(reason) }).catch((err: unknown) => this.failed(`${reason} sync`, err))
+    this.enqueue(() => {
+      this.fullSyncWaiting = false
+      return this.fullSync(reason)
+    }).catch((err: unknown) => this.failed(`${reason} sync`, err))
   }
 
   private failed(what: string, err: unknown): void {
     if (this.closed) return // CLB_REG_CLOSED and errors of operations cut short by close(): nothing to retry
-    const e = err instanceof ConsulLbError ? err : new RegistratorError('CLB_REG_SYNC_FAILED', String((err as Error)?.message ?? err), { cause: err })
+    const e =
+      err instanceof ConsulLbError
+        ? err
+        : new RegistratorError('CLB_REG_SYNC_FAILED', String((err as Error)?.message ?? err), { cause: err })
     this.recordError(e)
     this.log.error({ code: e.code, err: e.message }, `${what} failed; retrying`)
     this.scheduleRetry()
@@ -252,7 +297,10 @@ export class Registrator {
   private scheduleRetry(): void {
     if (this.retryTimer || this.closed) return
     const wait = this.retryBackoff.next()
-    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.runSync('retry') }, wait)
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      this.runSync('retry')
+    }, wait)
     this.retryTimer.unref()
   }
 
@@ -269,7 +317,11 @@ export class Registrator {
         return
       } catch (err) {
         if (attempt >= this.cfg.retryAttempts || this.closed) {
-          throw new RegistratorError('CLB_REG_CONSUL_UNAVAILABLE', `Consul at ${this.cfg.consulUrl} unreachable after ${attempt + 1} attempt(s): ${(err as Error).message}`, { cause: err })
+          throw new RegistratorError(
+            'CLB_REG_CONSUL_UNAVAILABLE',
+            `Consul at ${this.cfg.consulUrl} unreachable after ${attempt + 1} attempt(s): ${(err as Error).message}`,
+            { cause: err },
+          )
         }
         const wait = backoff.next()
         this.log.warn({ err: (err as Error).message, attempt: attempt + 1, retryInMs: wait }, 'waiting for Consul')
@@ -279,7 +331,10 @@ export class Registrator {
   }
 
   private onTick(): void {
-    if (this.cfg.resyncMs > 0) { this.runSync('periodic'); return }
+    if (this.cfg.resyncMs > 0) {
+      this.runSync('periodic')
+      return
+    }
     this.enqueue(() => this.refreshHealthOnly()).catch((err: unknown) => this.failed('health refresh', err))
   }
 
@@ -296,8 +351,13 @@ export class Registrator {
       const retained = await this.retainedContainers(all, agent)
       // The first sync after start removes leftovers only with --cleanup (gliderlabs' behaviour); every later one
       // does, because that is how a container that died while the event stream was down leaves Consul.
-      const mayRemoveGone = (reason === 'startup' || (reason === 'retry' && !this.everSynced)) ? this.cfg.cleanup : true
-      plan = planReconcile(views.flatMap((v) => v.services), agent, this.cfg.hostId, { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId) })
+      const mayRemoveGone = reason === 'startup' || (reason === 'retry' && !this.everSynced) ? this.cfg.cleanup : true
+      plan = planReconcile(
+        views.flatMap((v) => v.services),
+        agent,
+        this.cfg.hostId,
+        { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId) },
+      )
       this.owned = new Map([...ownedServices(agent, this.cfg.hostId).values()].map((o) => [o.id, o.containerId]))
       let failures = await this.apply(plan)
       this.containers = new Map(views.map((v) => [v.containerId, v]))
@@ -307,20 +367,33 @@ export class Registrator {
       for (const id of this.conflictsWarned) if (!plan.conflicts.includes(id)) this.conflictsWarned.delete(id)
       failures += await this.settleMaintenance(views, retained)
       failures += await this.refreshHealth(views)
-      if (failures > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `${failures} Consul operation(s) failed during the ${reason} sync`)
+      if (failures > 0)
+        throw new RegistratorError(
+          'CLB_REG_SYNC_FAILED',
+          `${failures} Consul operation(s) failed during the ${reason} sync`,
+        )
       this.finishSync(reason, started, views.length, plan, null)
       this.everSynced = true
       this.retryBackoff.reset()
       this.resolveReady()
       return this.lastSync!
     } catch (err) {
-      const e = err instanceof ConsulLbError ? err : new RegistratorError('CLB_REG_SYNC_FAILED', String((err as Error)?.message ?? err), { cause: err })
+      const e =
+        err instanceof ConsulLbError
+          ? err
+          : new RegistratorError('CLB_REG_SYNC_FAILED', String((err as Error)?.message ?? err), { cause: err })
       this.finishSync(reason, started, views.length, plan, e)
       throw e
     }
   }
 
-  private finishSync(reason: SyncReason, started: number, containers: number, plan: ReconcilePlan | null, err: ConsulLbError | null): void {
+  private finishSync(
+    reason: SyncReason,
+    started: number,
+    containers: number,
+    plan: ReconcilePlan | null,
+    err: ConsulLbError | null,
+  ): void {
     this.lastSync = {
       reason,
       at: new Date().toISOString(),
@@ -344,7 +417,9 @@ export class Registrator {
     const live = all.filter((c) => c.State === 'running' || c.State === 'paused')
     const out: ContainerView[] = []
     for (let i = 0; i < live.length; i += INSPECT_CONCURRENCY) {
-      const batch = await Promise.all(live.slice(i, i + INSPECT_CONCURRENCY).map((c) => this.docker.inspectContainer(c.Id)))
+      const batch = await Promise.all(
+        live.slice(i, i + INSPECT_CONCURRENCY).map((c) => this.docker.inspectContainer(c.Id)),
+      )
       for (const c of batch) if (c?.State.Running) out.push(this.describe(c))
     }
     return out
@@ -354,13 +429,19 @@ export class Registrator {
   private describe(c: ContainerInspect): ContainerView {
     const d = desiredForContainer(c, this.desiredOpts)
     let seen = this.warned.get(c.Id)
-    if (!seen) this.warned.set(c.Id, (seen = new Set()))
+    if (!seen) {
+      seen = new Set()
+      this.warned.set(c.Id, seen)
+    }
     for (const w of d.warnings) {
       const key = `${w.field}\0${w.message}`
       if (seen.has(key)) continue
       seen.add(key)
       this.metrics.warnings.inc()
-      this.log.warn({ code: w.code, container: d.containerName, containerId: c.Id.slice(0, 12), field: w.field, value: w.value }, w.message)
+      this.log.warn(
+        { code: w.code, container: d.containerName, containerId: c.Id.slice(0, 12), field: w.field, value: w.value },
+        w.message,
+      )
     }
     return { ...d, paused: c.State.Paused, stopSignal: signalNumber(c.Config.StopSignal) }
   }
@@ -379,7 +460,11 @@ export class Registrator {
   }
 
   private isRetained(c: ContainerInspect): boolean {
-    return this.cfg.deregister === 'on-success' && !c.State.Running && (c.State.Status === 'restarting' || c.State.ExitCode !== 0)
+    return (
+      this.cfg.deregister === 'on-success' &&
+      !c.State.Running &&
+      (c.State.Status === 'restarting' || c.State.ExitCode !== 0)
+    )
   }
 
   /**
@@ -390,18 +475,41 @@ export class Registrator {
     let failures = 0
     for (const d of plan.register) {
       const reg = d.registration
-      if (await this.consulOp('register', () => this.consul.registerService(reg), { service: reg.Name, id: reg.ID, address: reg.Address ?? '(agent address)', port: reg.Port })) this.owned.set(reg.ID, String(reg.Meta?.[META_CONTAINER]))
+      if (
+        await this.consulOp('register', () => this.consul.registerService(reg), {
+          service: reg.Name,
+          id: reg.ID,
+          address: reg.Address ?? '(agent address)',
+          port: reg.Port,
+        })
+      )
+        this.owned.set(reg.ID, String(reg.Meta?.[META_CONTAINER]))
       else failures++
     }
     for (const o of plan.deregister) {
-      if (await this.consulOp('deregister', () => this.consul.deregisterService(o.id), { service: o.name, id: o.id, containerId: o.containerId.slice(0, 12) })) this.owned.delete(o.id)
+      if (
+        await this.consulOp('deregister', () => this.consul.deregisterService(o.id), {
+          service: o.name,
+          id: o.id,
+          containerId: o.containerId.slice(0, 12),
+        })
+      )
+        this.owned.delete(o.id)
       else failures++
     }
     for (const id of plan.conflicts) {
       if (this.conflictsWarned.has(id)) continue
       this.conflictsWarned.add(id)
-      this.recordError(new RegistratorError('CLB_REG_CONFLICT', `service ID ${id} exists in Consul without this registrator's mark; left alone`))
-      this.log.warn({ code: 'CLB_REG_CONFLICT', id }, 'a service with this ID exists but was not registered by this registrator (host id); not touching it')
+      this.recordError(
+        new RegistratorError(
+          'CLB_REG_CONFLICT',
+          `service ID ${id} exists in Consul without this registrator's mark; left alone`,
+        ),
+      )
+      this.log.warn(
+        { code: 'CLB_REG_CONFLICT', id },
+        'a service with this ID exists but was not registered by this registrator (host id); not touching it',
+      )
     }
     return failures
   }
@@ -430,7 +538,8 @@ export class Registrator {
     const checks = await this.consul.agentChecks()
     const ours = new Map<string, boolean>() // service ID → maintenance set by us?
     for (const ch of Object.values(checks)) {
-      if (ch.CheckID.startsWith('_service_maintenance:')) ours.set(ch.ServiceID, (ch.Notes ?? '').startsWith(MAINT_PREFIX))
+      if (ch.CheckID.startsWith('_service_maintenance:'))
+        ours.set(ch.ServiceID, (ch.Notes ?? '').startsWith(MAINT_PREFIX))
     }
     let failures = 0
     const now = Date.now()
@@ -445,7 +554,14 @@ export class Registrator {
       }
     }
     for (const [id, containerId] of this.owned) {
-      if (retained.has(containerId) && !ours.has(id)) failures += (await this.maintenance(id, true, 'container exited with an error (--deregister=on-success keeps it)')) ? 0 : 1
+      if (retained.has(containerId) && !ours.has(id))
+        failures += (await this.maintenance(
+          id,
+          true,
+          'container exited with an error (--deregister=on-success keeps it)',
+        ))
+          ? 0
+          : 1
     }
     return failures
   }
@@ -459,16 +575,33 @@ export class Registrator {
   }
 
   private maintenance(serviceId: string, enable: boolean, reason: string): Promise<boolean> {
-    return this.consulOp(enable ? 'maintenance_on' : 'maintenance_off', () => this.consul.setServiceMaintenance(serviceId, enable, `${MAINT_PREFIX}${reason}`), { id: serviceId, ...(enable ? { reason } : {}) })
+    return this.consulOp(
+      enable ? 'maintenance_on' : 'maintenance_off',
+      () => this.consul.setServiceMaintenance(serviceId, enable, `${MAINT_PREFIX}${reason}`),
+      { id: serviceId, ...(enable ? { reason } : {}) },
+    )
   }
 
-  private async refreshHealth(views: readonly ContainerDesired[], status?: HealthStatus, output?: string): Promise<number> {
+  private async refreshHealth(
+    views: readonly ContainerDesired[],
+    status?: HealthStatus,
+    output?: string,
+  ): Promise<number> {
     let failures = 0
     for (const v of views) {
       const health = status ?? v.health
       if (health === null) continue
       for (const s of this.ownedOf(v)) {
-        const ok = await this.consulOp('ttl', () => this.consul.updateTtlCheck(healthCheckId(s.registration.ID), health, output ?? `Docker HEALTHCHECK: ${health === 'passing' ? 'healthy' : 'not healthy'}`), { id: s.registration.ID, status: health })
+        const ok = await this.consulOp(
+          'ttl',
+          () =>
+            this.consul.updateTtlCheck(
+              healthCheckId(s.registration.ID),
+              health,
+              output ?? `Docker HEALTHCHECK: ${health === 'passing' ? 'healthy' : 'not healthy'}`,
+            ),
+          { id: s.registration.ID, status: health },
+        )
         if (!ok) failures++
       }
     }
@@ -483,7 +616,8 @@ export class Registrator {
       const c = await this.docker.inspectContainer(v.containerId)
       if (c?.State.Running) views.push(this.describe(c))
     }
-    if ((await this.refreshHealth(views)) > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', 'HEALTHCHECK TTL refresh failed')
+    if ((await this.refreshHealth(views)) > 0)
+      throw new RegistratorError('CLB_REG_SYNC_FAILED', 'HEALTHCHECK TTL refresh failed')
   }
 
   // ---- Docker events ----
@@ -491,8 +625,13 @@ export class Registrator {
   private onDockerEvent(e: DockerEvent): void {
     const action = e.Action.startsWith('health_status') ? 'health_status' : e.Action
     this.metrics.events.inc({ action })
-    this.log.debug({ action: e.Action, containerId: e.Actor.ID.slice(0, 12), name: e.Actor.Attributes?.name }, 'docker event')
-    this.enqueue(() => this.handleEvent(action, e)).catch((err: unknown) => this.failed(`${action} of ${e.Actor.Attributes?.name ?? e.Actor.ID.slice(0, 12)}`, err))
+    this.log.debug(
+      { action: e.Action, containerId: e.Actor.ID.slice(0, 12), name: e.Actor.Attributes?.name },
+      'docker event',
+    )
+    this.enqueue(() => this.handleEvent(action, e)).catch((err: unknown) =>
+      this.failed(`${action} of ${e.Actor.Attributes?.name ?? e.Actor.ID.slice(0, 12)}`, err),
+    )
   }
 
   private async handleEvent(action: string, e: DockerEvent): Promise<void> {
@@ -525,7 +664,11 @@ export class Registrator {
         this.draining.delete(id)
         const exitCode = Number(attrs.exitCode ?? '0')
         if (this.cfg.deregister === 'on-success' && exitCode !== 0) {
-          await this.setContainerMaintenance(id, true, `container exited with code ${exitCode} (--deregister=on-success keeps it)`)
+          await this.setContainerMaintenance(
+            id,
+            true,
+            `container exited with code ${exitCode} (--deregister=on-success keeps it)`,
+          )
           return
         }
         await this.syncContainer(id, true)
@@ -541,7 +684,8 @@ export class Registrator {
         if (view && view.health !== null) {
           const status = healthFromDocker(dockerStatus)
           this.containers.set(id, { ...view, health: status })
-          if ((await this.refreshHealth([view], status, `Docker HEALTHCHECK: ${dockerStatus}`)) > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `HEALTHCHECK update of ${view.containerName} failed`)
+          if ((await this.refreshHealth([view], status, `Docker HEALTHCHECK: ${dockerStatus}`)) > 0)
+            throw new RegistratorError('CLB_REG_SYNC_FAILED', `HEALTHCHECK update of ${view.containerName} failed`)
         }
         return
       }
@@ -553,7 +697,9 @@ export class Registrator {
     const c = gone ? null : await this.docker.inspectContainer(id)
     const view = c?.State.Running ? this.describe(c) : null
     const agent = await this.consul.agentServices()
-    const plan = planReconcile(view?.services ?? [], agent, this.cfg.hostId, { mayRemove: (o: OwnedService) => o.containerId === id })
+    const plan = planReconcile(view?.services ?? [], agent, this.cfg.hostId, {
+      mayRemove: (o: OwnedService) => o.containerId === id,
+    })
     let failures = await this.apply(plan)
     if (view) {
       this.containers.set(id, { ...view, paused: c!.State.Paused })
@@ -565,7 +711,11 @@ export class Registrator {
     }
     this.metrics.containers.set(this.containers.size)
     this.metrics.services.set(this.owned.size)
-    if (failures > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `${failures} Consul operation(s) failed for container ${view?.containerName ?? id.slice(0, 12)}`)
+    if (failures > 0)
+      throw new RegistratorError(
+        'CLB_REG_SYNC_FAILED',
+        `${failures} Consul operation(s) failed for container ${view?.containerName ?? id.slice(0, 12)}`,
+      )
   }
 
   private async setContainerMaintenance(containerId: string, enable: boolean, reason: string): Promise<void> {
@@ -573,6 +723,10 @@ export class Registrator {
     const mine = [...ownedServices(agent, this.cfg.hostId).values()].filter((o) => o.containerId === containerId)
     let failures = 0
     for (const o of mine) if (!(await this.maintenance(o.id, enable, reason))) failures++
-    if (failures > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `maintenance ${enable ? 'on' : 'off'} failed for ${failures} service(s)`)
+    if (failures > 0)
+      throw new RegistratorError(
+        'CLB_REG_SYNC_FAILED',
+        `maintenance ${enable ? 'on' : 'off'} failed for ${failures} service(s)`,
+      )
   }
 }

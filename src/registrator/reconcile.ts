@@ -1,5 +1,5 @@
 import type { AgentService } from '../consul/client.js'
-import { META_CONTAINER, META_OWNER, META_SPEC, type DesiredService } from './desired.js'
+import { type DesiredService, META_CONTAINER, META_OWNER, META_SPEC } from './desired.js'
 
 /**
  * Reconcile is a diff, not a rewrite: a service whose registration hash is unchanged is not registered again, because
@@ -23,11 +23,19 @@ export interface ReconcilePlan {
 }
 
 /** The agent's services this registrator created (Meta owner == hostId). Everything else is invisible to it. */
-export function ownedServices(agent: Readonly<Record<string, AgentService>>, hostId: string): Map<string, OwnedService> {
+export function ownedServices(
+  agent: Readonly<Record<string, AgentService>>,
+  hostId: string,
+): Map<string, OwnedService> {
   const out = new Map<string, OwnedService>()
   for (const svc of Object.values(agent)) {
     if (svc.Meta?.[META_OWNER] !== hostId) continue
-    out.set(svc.ID, { id: svc.ID, name: svc.Service, containerId: svc.Meta[META_CONTAINER] ?? '', hash: svc.Meta[META_SPEC] ?? null })
+    out.set(svc.ID, {
+      id: svc.ID,
+      name: svc.Service,
+      containerId: svc.Meta[META_CONTAINER] ?? '',
+      hash: svc.Meta[META_SPEC] ?? null,
+    })
   }
   return out
 }
@@ -37,7 +45,12 @@ export interface PlanScope {
   readonly mayRemove: (owned: OwnedService) => boolean
 }
 
-export function planReconcile(desired: readonly DesiredService[], agent: Readonly<Record<string, AgentService>>, hostId: string, scope: PlanScope): ReconcilePlan {
+export function planReconcile(
+  desired: readonly DesiredService[],
+  agent: Readonly<Record<string, AgentService>>,
+  hostId: string,
+  scope: PlanScope,
+): ReconcilePlan {
   const owned = ownedServices(agent, hostId)
   const register: DesiredService[] = []
   const conflicts: string[] = []

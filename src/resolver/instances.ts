@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { TYPE_A, TYPE_AAAA, TYPE_SRV, type DnsMessage } from '../dns/message.js'
+import { type DnsMessage, TYPE_A, TYPE_AAAA, TYPE_SRV } from '../dns/message.js'
 
 /** One address:port Consul listed for a service, with its SRV priority (failover tier) and weight. */
 export interface Instance {

@@ -1,7 +1,7 @@
 import type { DnsClient, DnsResult } from '../dns/client.js'
 import type { Logger } from '../log.js'
 import { serviceDnsName } from '../routes/route.js'
-import { instancesFromAddresses, instancesFromSrv, sameInstances, type Instance } from './instances.js'
+import { type Instance, instancesFromAddresses, instancesFromSrv, sameInstances } from './instances.js'
 
 export interface ResolverOptions {
   domain: string
@@ -80,7 +80,9 @@ export class ServiceEntry {
   /** Calls `fn` (synchronously) whenever `instances` changes; returns the function that unsubscribes it. */
   onChange(fn: (e: ServiceEntry) => void): () => void {
     this.listeners.push(fn)
-    return () => { this.listeners = this.listeners.filter((f) => f !== fn) }
+    return () => {
+      this.listeners = this.listeners.filter((f) => f !== fn)
+    }
   }
 
   /** @internal */
@@ -155,7 +157,8 @@ export class ServiceResolver {
    * the "wait for an instance" empty-pool mode. A waiter that timed out is not woken again.
    */
   waitFor(e: ServiceEntry, timeoutMs: number, until: 'answer' | 'instances' | 'revalidated'): Promise<void> {
-    const reached = (): boolean => (until === 'answer' ? e.hasAnswer : until === 'instances' ? e.instances.length > 0 : !e.revalidating)
+    const reached = (): boolean =>
+      until === 'answer' ? e.hasAnswer : until === 'instances' ? e.instances.length > 0 : !e.revalidating
     if (reached()) return Promise.resolve()
     return new Promise<void>((resolve) => {
       let settled = false
@@ -182,7 +185,10 @@ export class ServiceResolver {
   /** Refreshes now (single flight: concurrent callers share the query in flight). */
   refresh(e: ServiceEntry): Promise<void> {
     if (e.inflight) return e.inflight
-    if (e.timer) { clearTimeout(e.timer); e.timer = null }
+    if (e.timer) {
+      clearTimeout(e.timer)
+      e.timer = null
+    }
     e.inflight = this.doRefresh(e).finally(() => {
       e.inflight = null
       e.revalidating = false
@@ -215,17 +221,28 @@ export class ServiceResolver {
       e.expiresAt = t + e.ttlMs
       e.hasAnswer = true
       this.opts.metrics?.refresh(answer.kind)
-      if (answer.capped) this.opts.log.warn({ service: e.name, server: answer.server }, 'UDP answer was capped by Consul; used the full TCP answer (set dnsTransport=tcp to skip the UDP try)')
+      if (answer.capped)
+        this.opts.log.warn(
+          { service: e.name, server: answer.server },
+          'UDP answer was capped by Consul; used the full TCP answer (set dnsTransport=tcp to skip the UDP try)',
+        )
       this.setInstances(e, answer.instances)
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'CLB_DNS_ERROR'
       e.failures++
       e.lastError = { code, message: (err as Error).message, at: Date.now() }
       this.opts.metrics?.refresh('error')
-      if (e.failures === 1 || e.failures % 10 === 0) this.opts.log.warn({ service: e.name, code, err: (err as Error).message, failures: e.failures }, 'Consul DNS lookup failed')
+      if (e.failures === 1 || e.failures % 10 === 0)
+        this.opts.log.warn(
+          { service: e.name, code, err: (err as Error).message, failures: e.failures },
+          'Consul DNS lookup failed',
+        )
       if (e.hasAnswer && e.instances.length > 0) {
         if (Date.now() - e.expiresAt > this.opts.staleIfErrorMs) {
-          this.opts.log.error({ service: e.name, staleIfErrorMs: this.opts.staleIfErrorMs }, 'stale answer too old: dropping it')
+          this.opts.log.error(
+            { service: e.name, staleIfErrorMs: this.opts.staleIfErrorMs },
+            'stale answer too old: dropping it',
+          )
           this.drop(e, now)
         } else {
           e.source = 'stale'
@@ -234,7 +251,14 @@ export class ServiceResolver {
     }
   }
 
-  private async lookup(e: ServiceEntry): Promise<{ instances: Instance[]; minTtlS: number; kind: 'ok' | 'nxdomain' | 'empty'; transport: 'udp' | 'tcp'; server: string; capped: boolean }> {
+  private async lookup(e: ServiceEntry): Promise<{
+    instances: Instance[]
+    minTtlS: number
+    kind: 'ok' | 'nxdomain' | 'empty'
+    transport: 'udp' | 'tcp'
+    server: string
+    capped: boolean
+  }> {
     if (e.port === null) {
       const r = await this.dns.query(e.name, 'SRV')
       const parsed = instancesFromSrv(r.message)
@@ -243,12 +267,24 @@ export class ServiceResolver {
         try {
           const a = await this.dns.query(u.target, 'A')
           const addrs = instancesFromAddresses([a.message], u.port)
-          for (const i of addrs.instances) if (!parsed.instances.some((x) => x.key === i.key)) parsed.instances.push({ ...i, priority: u.priority, weight: u.weight })
+          for (const i of addrs.instances)
+            if (!parsed.instances.some((x) => x.key === i.key))
+              parsed.instances.push({ ...i, priority: u.priority, weight: u.weight })
         } catch (err) {
-          this.opts.log.warn({ service: e.name, target: u.target, err: (err as Error).message }, 'could not resolve SRV target; instance skipped')
+          this.opts.log.warn(
+            { service: e.name, target: u.target, err: (err as Error).message },
+            'could not resolve SRV target; instance skipped',
+          )
         }
       }
-      return { instances: parsed.instances, minTtlS: parsed.minTtlS, kind: r.kind, transport: r.transport, server: r.server, capped: r.capped }
+      return {
+        instances: parsed.instances,
+        minTtlS: parsed.minTtlS,
+        kind: r.kind,
+        transport: r.transport,
+        server: r.server,
+        capped: r.capped,
+      }
     }
     // Fixed port: A and AAAA together (Consul answers AAAA only for IPv6 addresses). One of them failing is fine.
     const [a, aaaa] = await Promise.allSettled([this.dns.query(e.name, 'A'), this.dns.query(e.name, 'AAAA')])
@@ -257,7 +293,10 @@ export class ServiceResolver {
     if (a.status === 'fulfilled') msgs.push(a.value)
     if (aaaa.status === 'fulfilled') msgs.push(aaaa.value)
     const first = msgs[0]!
-    const parsed = instancesFromAddresses(msgs.map((m) => m.message), e.port)
+    const parsed = instancesFromAddresses(
+      msgs.map((m) => m.message),
+      e.port,
+    )
     // Consul answers AAAA for an IPv4-only service with no records: one query failing and the other empty is a
     // failure (keep the last answer, stale-if-error), not "no instances".
     if (parsed.instances.length === 0) {
@@ -265,7 +304,14 @@ export class ServiceResolver {
       if (aaaa.status === 'rejected') throw aaaa.reason
     }
     const kind = parsed.instances.length > 0 ? 'ok' : msgs.some((m) => m.kind === 'nxdomain') ? 'nxdomain' : 'empty'
-    return { instances: parsed.instances, minTtlS: parsed.minTtlS, kind, transport: first.transport, server: first.server, capped: msgs.some((m) => m.capped) }
+    return {
+      instances: parsed.instances,
+      minTtlS: parsed.minTtlS,
+      kind,
+      transport: first.transport,
+      server: first.server,
+      capped: msgs.some((m) => m.capped),
+    }
   }
 
   private setInstances(e: ServiceEntry, instances: Instance[]): void {
@@ -298,13 +344,19 @@ export class ServiceResolver {
       const ahead = Math.min(e.ttlMs * 0.2, 1000)
       delay = Math.max(50, e.expiresAt - ahead - now)
     }
-    e.timer = setTimeout(() => { e.timer = null; void this.refresh(e) }, delay)
+    e.timer = setTimeout(() => {
+      e.timer = null
+      void this.refresh(e)
+    }, delay)
     e.timer.unref()
   }
 
   private retire(e: ServiceEntry): void {
     e.closed = true
-    if (e.timer) { clearTimeout(e.timer); e.timer = null }
+    if (e.timer) {
+      clearTimeout(e.timer)
+      e.timer = null
+    }
     e.wakeWaiters()
   }
 
@@ -321,6 +373,5 @@ export class ServiceResolver {
 }
 
 function clamp(n: number, lo: number, hi: number): number {
-  return n < lo ? lo : n > hi ? hi : n
+  return n < lo ? lo : Math.min(n, hi)
 }
-

@@ -7,7 +7,8 @@
 /** Consul's DNS interface only answers for DNS-compatible service names: letters, digits and dashes (RFC 1123 label). */
 const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
 /** Host names as they appear in a Host header or `server_name`, optionally with one leading `*.` wildcard. */
-const HOST_NAME = /^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
+const HOST_NAME =
+  /^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
 /** Path prefixes: unreserved characters, `%`-escapes and `/` only. No quotes, spaces, `;`, `{`, `$` (nginx syntax). */
 const PATH_PREFIX = /^\/(?:[A-Za-z0-9._~\-/]|%[0-9A-Fa-f]{2})*$/
 

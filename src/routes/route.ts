@@ -49,12 +49,15 @@ export function parseRoute(text: string, field = '--route'): Route {
   const eq = text.indexOf('=')
   if (eq <= 0) throw new ConfigError(where, ROUTE_SYNTAX)
   const match = text.slice(0, eq).trim()
-  const [target, ...opts] = text.slice(eq + 1).trim().split(',')
+  const [target, ...opts] = text
+    .slice(eq + 1)
+    .trim()
+    .split(',')
   const slash = match.indexOf('/')
   const host = slash === -1 ? match : match.slice(0, slash)
   const path = slash === -1 ? '/' : match.slice(slash)
   const colon = (target ?? '').lastIndexOf(':')
-  const service = colon === -1 ? target ?? '' : target!.slice(0, colon)
+  const service = colon === -1 ? (target ?? '') : target!.slice(0, colon)
   const portText = colon === -1 ? null : target!.slice(colon + 1)
   const obj: RouteObject = { service, path }
   if (host !== '') obj.host = host
@@ -76,13 +79,23 @@ export function parseRoute(text: string, field = '--route'): Route {
 export function routeFromObject(obj: RouteObject, where: string, source?: string): Route {
   const host = obj.host === undefined || obj.host === '' ? null : obj.host.toLowerCase()
   const pathPrefix = normalisePrefix(obj.path ?? '/')
-  if (host !== null && !isHostName(host)) throw new ConfigError(where, `host "${obj.host}" is not a valid host name; ${ROUTE_SYNTAX}`)
-  if (!isPathPrefix(pathPrefix)) throw new ConfigError(where, `path "${obj.path}" must start with / and use only letters, digits, - . _ ~ / and %XX`)
-  if (!isServiceName(obj.service)) throw new ConfigError(where, `service "${obj.service}" is not a DNS-compatible Consul service name (letters, digits, dashes; at most 63); ${ROUTE_SYNTAX}`)
-  if (obj.port !== undefined && !isPort(obj.port)) throw new ConfigError(where, `port ${obj.port} is out of range 1-65535`)
-  if (obj.tag !== undefined && !isDnsTag(obj.tag)) throw new ConfigError(where, `tag "${obj.tag}" is not a DNS label (letters, digits, dashes)`)
-  if (obj.datacenter !== undefined && !isDatacenterName(obj.datacenter)) throw new ConfigError(where, `datacenter "${obj.datacenter}" is not a DNS label`)
-  if (obj.stripPrefix === true && pathPrefix === '/') throw new ConfigError(where, 'strip needs a path prefix to strip (for example /api=api,strip)')
+  if (host !== null && !isHostName(host))
+    throw new ConfigError(where, `host "${obj.host}" is not a valid host name; ${ROUTE_SYNTAX}`)
+  if (!isPathPrefix(pathPrefix))
+    throw new ConfigError(where, `path "${obj.path}" must start with / and use only letters, digits, - . _ ~ / and %XX`)
+  if (!isServiceName(obj.service))
+    throw new ConfigError(
+      where,
+      `service "${obj.service}" is not a DNS-compatible Consul service name (letters, digits, dashes; at most 63); ${ROUTE_SYNTAX}`,
+    )
+  if (obj.port !== undefined && !isPort(obj.port))
+    throw new ConfigError(where, `port ${obj.port} is out of range 1-65535`)
+  if (obj.tag !== undefined && !isDnsTag(obj.tag))
+    throw new ConfigError(where, `tag "${obj.tag}" is not a DNS label (letters, digits, dashes)`)
+  if (obj.datacenter !== undefined && !isDatacenterName(obj.datacenter))
+    throw new ConfigError(where, `datacenter "${obj.datacenter}" is not a DNS label`)
+  if (obj.stripPrefix === true && pathPrefix === '/')
+    throw new ConfigError(where, 'strip needs a path prefix to strip (for example /api=api,strip)')
   return {
     source: source ?? describeRoute(host, pathPrefix, obj),
     host,

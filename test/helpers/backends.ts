@@ -1,4 +1,4 @@
-import { createServer, type Server, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { WebSocketServer } from 'ws'
 
@@ -21,10 +21,20 @@ export interface Backend {
   kill(): Promise<void>
 }
 
-export async function startBackend(id: string, host = '127.0.0.1', port = 0, t?: { teardown(fn: () => unknown): void }): Promise<Backend> {
+export async function startBackend(
+  id: string,
+  host = '127.0.0.1',
+  port = 0,
+  t?: { teardown(fn: () => unknown): void },
+): Promise<Backend> {
   const sockets = new Set<Socket>()
   const b: Backend = {
-    id, host, port: 0, hits: 0, last: null, seen: [],
+    id,
+    host,
+    port: 0,
+    hits: 0,
+    last: null,
+    seen: [],
     server: createServer((req, res) => {
       b.hits++
       if (b.seen.length < 10_000) b.seen.push(`${req.method} ${req.url}`)
@@ -33,7 +43,13 @@ export async function startBackend(id: string, host = '127.0.0.1', port = 0, t?:
         const chunks: Buffer[] = []
         req.on('data', (c: Buffer) => chunks.push(c))
         req.on('end', () => {
-          const body = JSON.stringify({ id, method: req.method, url: req.url, headers: req.headers, bodyBytes: Buffer.concat(chunks).length })
+          const body = JSON.stringify({
+            id,
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            bodyBytes: Buffer.concat(chunks).length,
+          })
           res.writeHead(200, { 'content-type': 'application/json', 'x-backend': id }).end(body)
         })
         return
@@ -45,11 +61,15 @@ export async function startBackend(id: string, host = '127.0.0.1', port = 0, t?:
       }
       if (req.url?.startsWith('/big')) {
         const n = Number(new URL(req.url, 'http://x').searchParams.get('bytes') ?? '65536')
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-backend': id, 'content-length': n }).end(Buffer.alloc(n, 97))
+        res
+          .writeHead(200, { 'content-type': 'application/octet-stream', 'x-backend': id, 'content-length': n })
+          .end(Buffer.alloc(n, 97))
         return
       }
       req.resume()
-      req.on('end', () => res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': id, connection: 'keep-alive' }).end(id))
+      req.on('end', () =>
+        res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': id, connection: 'keep-alive' }).end(id),
+      )
     }),
     close: async () => {
       wss.close()
@@ -68,7 +88,10 @@ export async function startBackend(id: string, host = '127.0.0.1', port = 0, t?:
   }
   const wss = new WebSocketServer({ server: b.server })
   wss.on('connection', (ws) => ws.on('message', (data) => ws.send(`${id}:${String(data)}`)))
-  b.server.on('connection', (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) })
+  b.server.on('connection', (s: Socket) => {
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+  })
   await new Promise<void>((resolve, reject) => {
     b.server.once('error', reject)
     b.server.listen(port, host, () => resolve())

@@ -1,7 +1,7 @@
-import { referenceTable } from '../../src/config/reference.js'
-import { COMMON_FIELDS, SERVE_FIELDS } from '../../src/config/serve.js'
-import { REGISTRATOR_FIELDS } from '../../src/config/registrator.js'
 import { NGINX_FIELDS } from '../../src/config/nginx.js'
+import { referenceTable } from '../../src/config/reference.js'
+import { REGISTRATOR_FIELDS } from '../../src/config/registrator.js'
+import { COMMON_FIELDS, SERVE_FIELDS } from '../../src/config/serve.js'
 
 /** The README sections generated from the field tables: [marker name, markdown]. */
 export function DOC_SECTIONS(): [string, string][] {

@@ -1,5 +1,14 @@
-import { execFile, type ChildProcess } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { type ChildProcess, execFile } from 'node:child_process'
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { sleep } from './consul.js'
@@ -51,17 +60,36 @@ export class DockerDaemon {
     this.network = `clb${process.pid % 100000}${Math.floor(Math.random() * 100)}`
   }
 
-  get url(): string { return `unix://${this.socket}` }
-  get pid(): number | undefined { return this.proc?.pid }
-  get isRunning(): boolean { return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null }
-  get log(): string { return this.output() }
+  get url(): string {
+    return `unix://${this.socket}`
+  }
+  get pid(): number | undefined {
+    return this.proc?.pid
+  }
+  get isRunning(): boolean {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null
+  }
+  get log(): string {
+    return this.output()
+  }
 
   async start(): Promise<void> {
     if (this.isRunning) return
     for (const d of ['data', 'exec']) mkdirSync(join(this.dir, d), { recursive: true })
     const { proc, output } = spawnLogged('/usr/sbin/dockerd', [
-      '--host', this.url, '--data-root', join(this.dir, 'data'), '--exec-root', join(this.dir, 'exec'), '--pidfile', join(this.dir, 'd.pid'),
-      '--iptables=false', '--ip6tables=false', '--bridge=none', '--shutdown-timeout=2', '--log-level=warn',
+      '--host',
+      this.url,
+      '--data-root',
+      join(this.dir, 'data'),
+      '--exec-root',
+      join(this.dir, 'exec'),
+      '--pidfile',
+      join(this.dir, 'd.pid'),
+      '--iptables=false',
+      '--ip6tables=false',
+      '--bridge=none',
+      '--shutdown-timeout=2',
+      '--log-level=warn',
       ...(this.liveRestore ? ['--live-restore'] : []),
     ])
     this.proc = proc
@@ -72,7 +100,9 @@ export class DockerDaemon {
       try {
         await this.docker(['version', '--format', '{{.Server.Version}}'], 2000)
         return
-      } catch { /* not listening yet: poll until the deadline */ }
+      } catch {
+        /* not listening yet: poll until the deadline */
+      }
       await sleep(100)
     }
     await this.stop()
@@ -87,7 +117,10 @@ export class DockerDaemon {
   }
 
   async docker(args: string[], timeoutMs = 30_000): Promise<string> {
-    const { stdout } = await run(DOCKER_CLI, ['-H', this.url, ...args], { timeout: timeoutMs, env: { ...process.env, DOCKER_CONFIG: join(this.dir, 'cli') } })
+    const { stdout } = await run(DOCKER_CLI, ['-H', this.url, ...args], {
+      timeout: timeoutMs,
+      env: { ...process.env, DOCKER_CONFIG: join(this.dir, 'cli') },
+    })
     return stdout.trim()
   }
 
@@ -103,7 +136,15 @@ export class DockerDaemon {
     const tar = join(this.dir, 'img.tar')
     await run('tar', ['-C', root, '-cf', tar, '.'])
     // The CGI-less httpd answers /index.html; the hostname file lets a test tell the three `web` containers apart.
-    await this.docker(['import', '-c', 'CMD ["/bin/sh","-c","hostname > /www/host; exec httpd -f -p 80 -h /www"]', '-c', 'EXPOSE 80', tar, tags[0]!])
+    await this.docker([
+      'import',
+      '-c',
+      'CMD ["/bin/sh","-c","hostname > /www/host; exec httpd -f -p 80 -h /www"]',
+      '-c',
+      'EXPOSE 80',
+      tar,
+      tags[0]!,
+    ])
     for (const t of tags.slice(1)) await this.docker(['tag', tags[0]!, t])
     rmSync(root, { recursive: true, force: true })
   }
@@ -113,7 +154,15 @@ export class DockerDaemon {
     for (let attempt = 0; attempt < 5; attempt++) {
       const subnet = `10.${128 + Math.floor(Math.random() * 127)}.${Math.floor(Math.random() * 255)}.0/24`
       try {
-        await this.docker(['network', 'create', '-o', `com.docker.network.bridge.name=${this.network}`, '--subnet', subnet, this.network])
+        await this.docker([
+          'network',
+          'create',
+          '-o',
+          `com.docker.network.bridge.name=${this.network}`,
+          '--subnet',
+          subnet,
+          this.network,
+        ])
         return
       } catch (err) {
         if (attempt === 4) throw err // most likely a subnet clash with another engine: try another
@@ -123,7 +172,9 @@ export class DockerDaemon {
 
   /** Removes these containers when `t` ends, so a failed test does not leave them to the next one. */
   removeOnTeardown(t: { teardown(fn: () => unknown): void }, ...names: string[]): void {
-    t.teardown(async () => { if (this.isRunning) await this.docker(['rm', '-f', ...names]).catch(() => undefined) }) // already removed by the test
+    t.teardown(async () => {
+      if (this.isRunning) await this.docker(['rm', '-f', ...names]).catch(() => undefined)
+    }) // already removed by the test
   }
 
   async run(o: RunOptions): Promise<string> {
@@ -143,7 +194,9 @@ export class DockerDaemon {
     return Number(out.split('\n')[0]!.split(':').pop())
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: docker inspect output, read field by field by the tests
   async inspect(name: string): Promise<Record<string, any>> {
+    // biome-ignore lint/suspicious/noExplicitAny: as above
     return (JSON.parse(await this.docker(['inspect', name])) as Record<string, any>[])[0]!
   }
 
@@ -160,7 +213,10 @@ export class DockerDaemon {
     }
     await this.stop()
     // The engine leaves its default netns mount (and, after a crash, overlay mounts) behind: unmount before rm.
-    const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(this.dir + '/'))
+    const mounts = readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[1] ?? '')
+      .filter((m) => m.startsWith(`${this.dir}/`))
     for (const m of mounts.sort((a, b) => b.length - a.length)) await run('umount', ['-l', m]).catch(() => undefined)
     await run('ip', ['link', 'delete', this.network]).catch(() => undefined) // gone already unless the engine crashed
     rmSync(this.dir, { recursive: true, force: true })
@@ -168,7 +224,11 @@ export class DockerDaemon {
 }
 
 /** Starts a private engine with the test image and network; it is destroyed in teardown, also when the test fails. */
-export async function startDocker(t: { teardown(fn: () => unknown): void }, imageTags?: string[], opts: { liveRestore?: boolean } = {}): Promise<DockerDaemon> {
+export async function startDocker(
+  t: { teardown(fn: () => unknown): void },
+  imageTags?: string[],
+  opts: { liveRestore?: boolean } = {},
+): Promise<DockerDaemon> {
   // Short on purpose: <dir>/exec/... and <dir>/d.sock must stay below the 107-byte unix socket limit.
   const d = new DockerDaemon(mkdtempSync('/tmp/clbd-'), opts.liveRestore ?? false)
   t.teardown(() => d.destroy())
@@ -179,15 +239,24 @@ export async function startDocker(t: { teardown(fn: () => unknown): void }, imag
 }
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes; the error names what was awaited. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  timeoutMs = 20_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
     try {
       const v = await fn()
       if (v) return v
-    } catch (err) { last = err }
+    } catch (err) {
+      last = err
+    }
     await sleep(everyMs)
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`)
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+  )
 }

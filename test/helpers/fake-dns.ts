@@ -11,7 +11,11 @@ const require = createRequire(import.meta.url)
 const dns2 = require('dns2')
 const { Packet } = dns2
 
-export interface FakeQuery { name: string; type: number; proto: 'udp' | 'tcp' }
+export interface FakeQuery {
+  name: string
+  type: number
+  proto: 'udp' | 'tcp'
+}
 export interface FakeAnswer {
   rcode?: number
   tc?: boolean
@@ -48,7 +52,11 @@ export async function startFakeDns(t: { teardown(fn: () => unknown): void }, han
   const server = dns2.createServer({
     udp: true,
     tcp: true,
-    handle: (request: { header: { id: number }; questions: { name: string; type: number }[] }, send: (r: unknown) => void, client: object) => {
+    handle: (
+      request: { header: { id: number }; questions: { name: string; type: number }[] },
+      send: (r: unknown) => void,
+      client: object,
+    ) => {
       const q = request.questions[0]!
       const proto = 'size' in client ? 'udp' : 'tcp'
       const query = { name: q.name.toLowerCase(), type: q.type, proto } as FakeQuery
@@ -66,14 +74,29 @@ export async function startFakeDns(t: { teardown(fn: () => unknown): void }, han
       res.header.rcode = out.rcode ?? 0
       if (out.tc) res.header.tc = 1
       for (const s of out.srv ?? []) {
-        res.answers.push({ name: q.name, type: Packet.TYPE.SRV, class: 1, ttl: s.ttl ?? out.ttl ?? 0, priority: s.priority ?? 1, weight: s.weight ?? 1, port: s.port, target: s.target })
-        if (s.address) res.additionals.push({ name: s.target, type: Packet.TYPE.A, class: 1, ttl: 0, address: s.address })
+        res.answers.push({
+          name: q.name,
+          type: Packet.TYPE.SRV,
+          class: 1,
+          ttl: s.ttl ?? out.ttl ?? 0,
+          priority: s.priority ?? 1,
+          weight: s.weight ?? 1,
+          port: s.port,
+          target: s.target,
+        })
+        if (s.address)
+          res.additionals.push({ name: s.target, type: Packet.TYPE.A, class: 1, ttl: 0, address: s.address })
       }
-      for (const a of out.a ?? []) res.answers.push({ name: q.name, type: Packet.TYPE.A, class: 1, ttl: out.ttl ?? 0, address: a })
+      for (const a of out.a ?? [])
+        res.answers.push({ name: q.name, type: Packet.TYPE.A, class: 1, ttl: out.ttl ?? 0, address: a })
       send(res)
     },
   })
-  server.servers.tcp.on('connection', (s: Socket) => { fake.tcpConnections++; sockets.add(s); s.once('close', () => sockets.delete(s)) })
+  server.servers.tcp.on('connection', (s: Socket) => {
+    fake.tcpConnections++
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+  })
   await server.listen({ udp: { port, address: '127.0.0.1' }, tcp: { port, address: '127.0.0.1' } })
   t.teardown(() => fake.close())
   return fake

@@ -1,11 +1,11 @@
-import { execFileSync, type ChildProcess } from 'node:child_process'
-import { createServer, request as httpRequest } from 'node:http'
+import { type ChildProcess, execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { DnsServer } from '../../src/config/serve.js'
-import { wrapFullConfig, type RenderOptions } from '../../src/nginx/render.js'
+import { type RenderOptions, wrapFullConfig } from '../../src/nginx/render.js'
 import { freePort } from './ports.js'
 import { spawnLogged, stopChild } from './process.js'
 
@@ -25,12 +25,18 @@ export function nginxBinary(release: NginxRelease): string {
   const cached = binaries.get(release)
   if (cached) return cached
   const script = release === '1.22' ? 'ensure-nginx.sh' : 'ensure-nginx130.sh'
-  const bin = execFileSync('bash', [join(ROOT, 'scripts', script)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 10 * 60_000 }).trim()
+  const bin = execFileSync('bash', [join(ROOT, 'scripts', script)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 10 * 60_000,
+  }).trim()
   binaries.set(release, bin)
   return bin
 }
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
 
 export class NginxProcess {
   readonly dir: string
@@ -53,14 +59,28 @@ export class NginxProcess {
     return this.proc.pid
   }
 
-  get log(): string { return this.output() }
-  get isRunning(): boolean { return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null }
+  get log(): string {
+    return this.output()
+  }
+  get isRunning(): boolean {
+    return this.proc !== null && this.proc.exitCode === null && this.proc.signalCode === null
+  }
 
   async start(): Promise<void> {
     // As root nginx would hand its workers to `nobody`, who cannot read a private temp folder.
     const user = process.getuid?.() === 0 ? { user: 'root' } : {}
-    writeFileSync(join(this.dir, 'nginx.conf'), wrapFullConfig(`include ${this.sitePath};\n`, { prefixDir: this.dir, workerProcesses: 1, ...user }))
-    const { proc, output } = spawnLogged(this.bin, ['-p', `${this.dir}/`, '-c', join(this.dir, 'nginx.conf'), '-g', 'daemon off; error_log stderr notice;'])
+    writeFileSync(
+      join(this.dir, 'nginx.conf'),
+      wrapFullConfig(`include ${this.sitePath};\n`, { prefixDir: this.dir, workerProcesses: 1, ...user }),
+    )
+    const { proc, output } = spawnLogged(this.bin, [
+      '-p',
+      `${this.dir}/`,
+      '-c',
+      join(this.dir, 'nginx.conf'),
+      '-g',
+      'daemon off; error_log stderr notice;',
+    ])
     this.proc = proc
     this.output = output
     const deadline = Date.now() + 15_000
@@ -86,12 +106,15 @@ export class NginxProcess {
   /** One GET through nginx with the given Host (fetch() would drop it); resolves status and body (the backend's id). */
   get(path = '/', host = 'localhost'): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = httpRequest({ host: '127.0.0.1', port: this.port, path, headers: { host }, agent: false, timeout: 10_000 }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
-        res.on('error', reject)
-      })
+      const req = httpRequest(
+        { host: '127.0.0.1', port: this.port, path, headers: { host }, agent: false, timeout: 10_000 },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
+          res.on('error', reject)
+        },
+      )
       req.on('timeout', () => req.destroy(new Error(`GET ${path} through nginx timed out`)))
       req.on('error', reject)
       req.end()
@@ -103,7 +126,11 @@ export class NginxProcess {
  * Starts an nginx master whose main config includes `sitePath`; `site` is written there first (typically the
  * emitter's output with `listen 127.0.0.1:<port>`; `render(port)` gets the chosen port).
  */
-export async function startNginx(t: Teardown, release: NginxRelease, render: (port: number, dir: string) => string): Promise<NginxProcess> {
+export async function startNginx(
+  t: Teardown,
+  release: NginxRelease,
+  render: (port: number, dir: string) => string,
+): Promise<NginxProcess> {
   const bin = nginxBinary(release)
   const dir = mkdtempSync(join(tmpdir(), 'consul-lb-nginx-'))
   let lastErr: unknown
@@ -113,7 +140,10 @@ export async function startNginx(t: Teardown, release: NginxRelease, render: (po
     writeFileSync(nginx.sitePath, render(port, dir))
     try {
       await nginx.start()
-      t.teardown(async () => { await nginx.stop(); rmSync(dir, { recursive: true, force: true }) })
+      t.teardown(async () => {
+        await nginx.stop()
+        rmSync(dir, { recursive: true, force: true })
+      })
       return nginx
     } catch (err) {
       lastErr = err // most likely the port was taken between freePort() and nginx's bind
@@ -132,7 +162,10 @@ export async function freePortOn(hosts: readonly string[]): Promise<number> {
     const port = await freePort(hosts[0])
     let ok = true
     for (const h of hosts) {
-      if (!(await canBind(h, port))) { ok = false; break }
+      if (!(await canBind(h, port))) {
+        ok = false
+        break
+      }
     }
     if (ok) return port
   }
@@ -150,13 +183,21 @@ function canBind(host: string, port: number): Promise<boolean> {
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1')
-    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
     s.once('error', () => resolve(false))
   })
 }
 
 /** Sends up to `max` GETs (sequentially) and returns the backend ids that answered, by count. */
-export async function spread(nginx: NginxProcess, max: number, path = '/', host = 'localhost'): Promise<Map<string, number>> {
+export async function spread(
+  nginx: NginxProcess,
+  max: number,
+  path = '/',
+  host = 'localhost',
+): Promise<Map<string, number>> {
   const seen = new Map<string, number>()
   for (let i = 0; i < max; i++) {
     const r = await nginx.get(path, host)
@@ -166,7 +207,9 @@ export async function spread(nginx: NginxProcess, max: number, path = '/', host 
   return seen
 }
 
-export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)) }
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
 
 /** Render options with the defaults of `consul-lb nginx`, overridden per test. */
 export function renderOptions(over: Partial<RenderOptions> = {}): RenderOptions {
@@ -201,7 +244,10 @@ export async function wsEcho(t: Teardown, port: number, path: string): Promise<s
   t.teardown(() => ws.terminate())
   return await new Promise<string>((resolve, reject) => {
     ws.once('open', () => ws.send('hello'))
-    ws.once('message', (d) => { resolve(String(d)); ws.close() })
+    ws.once('message', (d) => {
+      resolve(String(d))
+      ws.close()
+    })
     ws.once('error', reject)
   })
 }

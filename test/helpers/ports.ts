@@ -1,5 +1,5 @@
-import { createServer } from 'node:net'
 import { createSocket } from 'node:dgram'
+import { createServer } from 'node:net'
 
 /**
  * A port free for both TCP and UDP on host right now (Consul binds DNS and Serf on both). There is a window between

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 
 /**
  * Stops a child this test process started, by its PID: SIGTERM, then SIGKILL after `graceMs`. Resolves when it has
@@ -8,16 +8,24 @@ export async function stopChild(proc: ChildProcess | null, graceMs = 5000): Prom
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))
   proc.kill('SIGTERM')
-  const timer = setTimeout(() => { if (proc.exitCode === null) proc.kill('SIGKILL') }, graceMs)
+  const timer = setTimeout(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+  }, graceMs)
   await exited
   clearTimeout(timer)
 }
 
 /** Spawns a child whose stdout and stderr are kept (the last `keepChars`) for error messages. */
-export function spawnLogged(bin: string, args: string[], keepChars = 50_000): { proc: ChildProcess; output: () => string } {
+export function spawnLogged(
+  bin: string,
+  args: string[],
+  keepChars = 50_000,
+): { proc: ChildProcess; output: () => string } {
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
-  const keep = (b: Buffer) => { output = (output + b.toString()).slice(-keepChars) }
+  const keep = (b: Buffer) => {
+    output = (output + b.toString()).slice(-keepChars)
+  }
   proc.stdout!.on('data', keep)
   proc.stderr!.on('data', keep)
   return { proc, output: () => output }

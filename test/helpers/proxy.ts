@@ -1,16 +1,23 @@
-import { startProxy, type RunningProxy } from '../../src/index.js'
-import { silentLogger, createLogger } from '../../src/log.js'
+import { type RunningProxy, startProxy } from '../../src/index.js'
+import { createLogger, silentLogger } from '../../src/log.js'
 import type { ConsulAgent } from './consul.js'
 
 /** Starts a proxy on 127.0.0.1:0 (admin too) against a Consul agent; closed in teardown even if the test fails. */
-export async function startTestProxy(t: { teardown(fn: () => unknown): void }, consul: ConsulAgent | { dnsAddr: string }, settings: Record<string, unknown> = {}): Promise<RunningProxy> {
-  const p = await startProxy({
-    listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
-    dns: [consul.dnsAddr],
-    ttlFloorMs: 1000,
-    ...settings,
-  }, { log: process.env.TEST_LOG ? createLogger('debug') : silentLogger() })
+export async function startTestProxy(
+  t: { teardown(fn: () => unknown): void },
+  consul: ConsulAgent | { dnsAddr: string },
+  settings: Record<string, unknown> = {},
+): Promise<RunningProxy> {
+  const p = await startProxy(
+    {
+      listen: '127.0.0.1:0',
+      admin: '127.0.0.1:0',
+      dns: [consul.dnsAddr],
+      ttlFloorMs: 1000,
+      ...settings,
+    },
+    { log: process.env.TEST_LOG ? createLogger('debug') : silentLogger() },
+  )
   t.teardown(() => p.close())
   return p
 }

@@ -1,6 +1,6 @@
 import { Registry } from 'prom-client'
 import { loadRegistratorConfig } from '../../src/config/registrator.js'
-import { silentLogger, type Logger } from '../../src/log.js'
+import { type Logger, silentLogger } from '../../src/log.js'
 import { Registrator } from '../../src/registrator/index.js'
 import type { ConsulAgent } from './consul.js'
 import type { DockerDaemon } from './docker.js'
@@ -14,7 +14,18 @@ export async function startRegistrator(
   settings: Record<string, unknown> = {},
   log: Logger = silentLogger(),
 ): Promise<Registrator> {
-  const config = loadRegistratorConfig({ object: { docker: docker.url, consul: consul.httpAddr, admin: 'off', resync: 2, retryInterval: 200, reconnectMaxMs: 1000, ...settings }, env: {} })
+  const config = loadRegistratorConfig({
+    object: {
+      docker: docker.url,
+      consul: consul.httpAddr,
+      admin: 'off',
+      resync: 2,
+      retryInterval: 200,
+      reconnectMaxMs: 1000,
+      ...settings,
+    },
+    env: {},
+  })
   const registrator = new Registrator(config, { log, registry: new Registry() })
   t.teardown(() => registrator.close())
   await registrator.start()
@@ -22,10 +33,28 @@ export async function startRegistrator(
   return registrator
 }
 
-export interface CatalogInstance { ServiceID: string; ServiceName: string; ServiceAddress: string; ServicePort: number; ServiceTags: string[]; ServiceMeta: Record<string, string> }
+export interface CatalogInstance {
+  ServiceID: string
+  ServiceName: string
+  ServiceAddress: string
+  ServicePort: number
+  ServiceTags: string[]
+  ServiceMeta: Record<string, string>
+}
 
 /** The agent's view of services whose ID starts with `prefix` (a test's host id), keyed by ID. */
-export async function agentServicesOf(consul: ConsulAgent, prefix: string): Promise<Record<string, { ID: string; Service: string; Address: string; Port: number; Tags: string[]; Meta: Record<string, string> }>> {
-  const all = await consul.api('GET', '/v1/agent/services') as Record<string, { ID: string; Service: string; Address: string; Port: number; Tags: string[]; Meta: Record<string, string> }>
+export async function agentServicesOf(
+  consul: ConsulAgent,
+  prefix: string,
+): Promise<
+  Record<
+    string,
+    { ID: string; Service: string; Address: string; Port: number; Tags: string[]; Meta: Record<string, string> }
+  >
+> {
+  const all = (await consul.api('GET', '/v1/agent/services')) as Record<
+    string,
+    { ID: string; Service: string; Address: string; Port: number; Tags: string[]; Meta: Record<string, string> }
+  >
   return Object.fromEntries(Object.entries(all).filter(([id]) => id.startsWith(prefix)))
 }
