@@ -11,7 +11,7 @@ npm ci --no-audit --no-fund --loglevel=error
 echo "== setup: Consul (built once from the Go module proxy, then cached)"
 CONSUL_BIN="$(bash scripts/ensure-consul.sh)"
 export CONSUL_BIN
-"$CONSUL_BIN" version | head -1
+"$CONSUL_BIN" version | sed -n 1p  # sed reads all: head would close the pipe early and SIGPIPE (141) the script
 echo "== setup: nginx 1.30 (Debian testing binaries, cached)"
 bash scripts/ensure-nginx130.sh >/dev/null
 echo "== build and type-check"
