@@ -48,3 +48,33 @@ export interface ConventionWarning {
 export function conventionWarning(field: string, value: string, message: string): ConventionWarning {
   return { code: 'CLB_REG_BAD_CONVENTION', field, value, message }
 }
+
+/** Any failure as a coded error: ours keep their code, anything else (a bug, an odd rejection) is a failed sync. */
+export function asRegistratorError(err: unknown): ConsulLbError {
+  if (err instanceof ConsulLbError) return err
+  return new RegistratorError('CLB_REG_SYNC_FAILED', String((err as Error)?.message ?? err), { cause: err })
+}
+
+/**
+ * Consul writes are counted, not thrown, so one refused service does not stop the others; the operation then fails as
+ * a whole (and is retried) when any of them did.
+ */
+export function throwIfFailed(failures: number, message: string): void {
+  if (failures > 0) throw new RegistratorError('CLB_REG_SYNC_FAILED', `${failures} ${message}`)
+}
+
+const MAX_RECENT_ERRORS = 20
+
+/** The last errors, newest last, for /status: what went wrong recently, without reading the logs. */
+export class RecentErrors {
+  private readonly entries: { at: string; code: string; message: string }[] = []
+
+  record(e: ConsulLbError): void {
+    this.entries.push({ at: new Date().toISOString(), code: e.code, message: e.message })
+    if (this.entries.length > MAX_RECENT_ERRORS) this.entries.shift()
+  }
+
+  list(): { at: string; code: string; message: string }[] {
+    return [...this.entries]
+  }
+}

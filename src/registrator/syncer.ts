@@ -1,0 +1,268 @@
+import type { ConsulClient } from '../consul/client.js'
+import type { ConsulLbError } from '../errors.js'
+import type { Logger } from '../log.js'
+import {
+  type ContainerDesired,
+  type DesiredOptions,
+  desiredForContainer,
+  type HealthStatus,
+  META_CONTAINER,
+} from './desired.js'
+import type { ContainerInspect, ContainerSummary, DockerClient } from './docker.js'
+import { type Drainer, type DrainView, signalNumber } from './drainer.js'
+import { asRegistratorError, type RecentErrors, RegistratorError, throwIfFailed } from './errors.js'
+import type { HealthMirror } from './health.js'
+import type { RegistratorMetrics } from './metrics.js'
+import { ownedServices, planReconcile, type ReconcilePlan } from './reconcile.js'
+import type { ConsulWriter } from './writer.js'
+
+export type SyncReason = 'startup' | 'reconnect' | 'periodic' | 'retry' | 'manual'
+
+export interface SyncSummary {
+  readonly reason: SyncReason
+  readonly at: string
+  readonly durationMs: number
+  readonly ok: boolean
+  readonly containers: number
+  readonly registered: number
+  readonly deregistered: number
+  readonly unchanged: number
+  readonly conflicts: number
+  readonly error: { code: string; message: string } | null
+}
+
+/** A running container as last seen: its desired services, and what the drainer needs to know about it. */
+export interface ContainerView extends DrainView {
+  /** The container's STOPSIGNAL as a number (what Docker's kill event reports), when it sets one. */
+  readonly stopSignal: number | null
+}
+
+/** Concurrent inspects during a full sync: enough to be quick with hundreds of containers, gentle on the engine. */
+const INSPECT_CONCURRENCY = 8
+
+export interface SyncerDeps {
+  readonly log: Logger
+  readonly metrics: RegistratorMetrics
+  readonly docker: DockerClient
+  readonly consul: ConsulClient
+  readonly writer: ConsulWriter
+  readonly drainer: Drainer
+  readonly health: HealthMirror
+  readonly errors: RecentErrors
+}
+
+export interface SyncerOptions extends DesiredOptions {
+  /** --cleanup: the first sync also removes registrations of ours whose containers are gone. */
+  readonly cleanup: boolean
+}
+
+/**
+ * Makes Consul match Docker: a full sync diffs every running container against the agent's services; a container
+ * sync does the same for one container after its event. Owns what was seen (the container views) and what is ours
+ * (service ID → container, following only the writes that succeeded, so /status never claims a registration Consul
+ * refused); the drainer and the health mirror read the latter.
+ */
+export class Syncer {
+  private readonly containers = new Map<string, ContainerView>()
+  private readonly ownedIds = new Map<string, string>()
+  /** Convention warnings already logged per container, so a resync does not repeat them every period. */
+  private readonly warned = new Map<string, Set<string>>()
+  private readonly conflictsWarned = new Set<string>()
+  private last: SyncSummary | null = null
+  private everSynced = false
+
+  constructor(
+    private readonly deps: SyncerDeps,
+    private readonly opts: SyncerOptions,
+  ) {}
+
+  /** Service ID → container ID of the registrations this registrator holds. */
+  get owned(): ReadonlyMap<string, string> {
+    return this.ownedIds
+  }
+
+  get lastSync(): SyncSummary | null {
+    return this.last
+  }
+
+  get views(): ReadonlyMap<string, ContainerView> {
+    return this.containers
+  }
+
+  /** A health_status event: the view takes the new status; null when the container has no HEALTHCHECK we mirror. */
+  noteHealth(containerId: string, status: HealthStatus): ContainerView | null {
+    const view = this.containers.get(containerId)
+    if (!view || view.health === null) return null
+    const updated = { ...view, health: status }
+    this.containers.set(containerId, updated)
+    return updated
+  }
+
+  async fullSync(reason: SyncReason): Promise<SyncSummary> {
+    const { docker, consul, drainer, health } = this.deps
+    const started = Date.now()
+    let plan: ReconcilePlan | null = null
+    let views: ContainerView[] = []
+    try {
+      const all = await docker.listContainers(true)
+      views = await this.describeRunning(all)
+      const agent = await consul.agentServices()
+      const retained = await drainer.retainedContainers(all, agent, (id) => docker.inspectContainer(id))
+      // The first sync after start removes leftovers only with --cleanup (gliderlabs' behaviour); every later one
+      // does, because that is how a container that died while the event stream was down leaves Consul.
+      const mayRemoveGone = reason === 'startup' || (reason === 'retry' && !this.everSynced) ? this.opts.cleanup : true
+      plan = planReconcile(
+        views.flatMap((v) => v.services),
+        agent,
+        this.opts.hostId,
+        { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId) },
+      )
+      this.ownedIds.clear()
+      for (const o of ownedServices(agent, this.opts.hostId).values()) this.ownedIds.set(o.id, o.containerId)
+      let failures = await this.apply(plan)
+      this.containers.clear()
+      for (const v of views) this.containers.set(v.containerId, v)
+      // Containers that went away while the event stream was down never send their die/destroy: forget them here.
+      for (const id of this.warned.keys()) if (!this.containers.has(id)) this.warned.delete(id)
+      drainer.retainOnly(new Set(this.containers.keys()))
+      for (const id of this.conflictsWarned) if (!plan.conflicts.includes(id)) this.conflictsWarned.delete(id)
+      failures += await drainer.settle(views, retained, this.ownedIds)
+      failures += await health.push(views, this.ownedIds)
+      throwIfFailed(failures, `Consul operation(s) failed during the ${reason} sync`)
+      this.finish(reason, started, views.length, plan, null)
+      this.everSynced = true
+      return this.last!
+    } catch (err) {
+      const e = asRegistratorError(err)
+      this.finish(reason, started, views.length, plan, e)
+      throw e
+    }
+  }
+
+  /** Reconciles one container (after its event): its desired services against the agent's services that carry its id. */
+  async syncContainer(id: string, gone = false): Promise<void> {
+    const { docker, consul, drainer, health, metrics } = this.deps
+    const c = gone ? null : await docker.inspectContainer(id)
+    const view = c?.State.Running ? this.describe(c) : null
+    const agent = await consul.agentServices()
+    const plan = planReconcile(view?.services ?? [], agent, this.opts.hostId, {
+      mayRemove: (o) => o.containerId === id,
+    })
+    let failures = await this.apply(plan)
+    if (view) {
+      this.containers.set(id, view)
+      failures += await drainer.settle([view], new Set(), this.ownedIds)
+      failures += await health.push([view], this.ownedIds)
+    } else {
+      this.containers.delete(id)
+      this.warned.delete(id)
+    }
+    metrics.containers.set(this.containers.size)
+    metrics.services.set(this.ownedIds.size)
+    throwIfFailed(failures, `Consul operation(s) failed for container ${view?.containerName ?? id.slice(0, 12)}`)
+  }
+
+  /** --resync 0: the HEALTHCHECK mirrors still need pushing before their TTL runs out. */
+  async refreshHealth(): Promise<void> {
+    const views: ContainerView[] = []
+    for (const v of this.containers.values()) {
+      if (v.health === null) continue
+      const c = await this.deps.docker.inspectContainer(v.containerId)
+      if (c?.State.Running) views.push(this.describe(c))
+    }
+    throwIfFailed(await this.deps.health.push(views, this.ownedIds), 'HEALTHCHECK TTL refresh(es) failed')
+  }
+
+  private finish(
+    reason: SyncReason,
+    started: number,
+    containers: number,
+    plan: ReconcilePlan | null,
+    err: ConsulLbError | null,
+  ): void {
+    this.last = {
+      reason,
+      at: new Date().toISOString(),
+      durationMs: Date.now() - started,
+      ok: err === null,
+      containers,
+      registered: plan?.register.length ?? 0,
+      deregistered: plan?.deregister.length ?? 0,
+      unchanged: plan?.unchanged ?? 0,
+      conflicts: plan?.conflicts.length ?? 0,
+      error: err ? { code: err.code, message: err.message } : null,
+    }
+    const { metrics, log } = this.deps
+    metrics.syncs.inc({ reason, result: err ? err.code : 'ok' })
+    metrics.containers.set(this.containers.size)
+    metrics.services.set(this.ownedIds.size)
+    const level = err ? 'warn' : plan && (plan.register.length || plan.deregister.length) ? 'info' : 'debug'
+    log[level]({ ...this.last }, 'sync finished')
+  }
+
+  private async describeRunning(all: readonly ContainerSummary[]): Promise<ContainerView[]> {
+    const live = all.filter((c) => c.State === 'running' || c.State === 'paused')
+    const out: ContainerView[] = []
+    for (let i = 0; i < live.length; i += INSPECT_CONCURRENCY) {
+      const batch = await Promise.all(
+        live.slice(i, i + INSPECT_CONCURRENCY).map((c) => this.deps.docker.inspectContainer(c.Id)),
+      )
+      for (const c of batch) if (c?.State.Running) out.push(this.describe(c))
+    }
+    return out
+  }
+
+  /** Desired state of one container, logging each convention warning once per container. */
+  private describe(c: ContainerInspect): ContainerView {
+    const d: ContainerDesired = desiredForContainer(c, this.opts)
+    let seen = this.warned.get(c.Id)
+    if (!seen) {
+      seen = new Set()
+      this.warned.set(c.Id, seen)
+    }
+    for (const w of d.warnings) {
+      const key = `${w.field}\0${w.message}`
+      if (seen.has(key)) continue
+      seen.add(key)
+      this.deps.metrics.warnings.inc()
+      this.deps.log.warn(
+        { code: w.code, container: d.containerName, containerId: c.Id.slice(0, 12), field: w.field, value: w.value },
+        w.message,
+      )
+    }
+    return { ...d, paused: c.State.Paused, stopSignal: signalNumber(c.Config.StopSignal) }
+  }
+
+  /** Applies a plan, one Consul write per service; one failing service does not stop the others. */
+  private async apply(plan: ReconcilePlan): Promise<number> {
+    const { writer, consul, log, errors } = this.deps
+    let failures = 0
+    for (const d of plan.register) {
+      const reg = d.registration
+      const fields = { service: reg.Name, id: reg.ID, address: reg.Address ?? '(agent address)', port: reg.Port }
+      if (await writer.run('register', () => consul.registerService(reg), fields))
+        this.ownedIds.set(reg.ID, String(reg.Meta?.[META_CONTAINER]))
+      else failures++
+    }
+    for (const o of plan.deregister) {
+      const fields = { service: o.name, id: o.id, containerId: o.containerId.slice(0, 12) }
+      if (await writer.run('deregister', () => consul.deregisterService(o.id), fields)) this.ownedIds.delete(o.id)
+      else failures++
+    }
+    for (const id of plan.conflicts) {
+      if (this.conflictsWarned.has(id)) continue
+      this.conflictsWarned.add(id)
+      errors.record(
+        new RegistratorError(
+          'CLB_REG_CONFLICT',
+          `service ID ${id} exists in Consul without this registrator's mark; left alone`,
+        ),
+      )
+      log.warn(
+        { code: 'CLB_REG_CONFLICT', id },
+        'a service with this ID exists but was not registered by this registrator (host id); not touching it',
+      )
+    }
+    return failures
+  }
+}
