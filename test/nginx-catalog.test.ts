@@ -13,7 +13,7 @@ import {
   type WatchEvent,
 } from '../src/nginx/index.js'
 import { startBackend } from './helpers/backends.js'
-import { startConsul } from './helpers/consul.js'
+import { plainConnection, startConsul } from './helpers/consul.js'
 import { dnsOf, freePortOn, nginxBinary, renderOptions, sleep, spread, startNginx } from './helpers/nginx.js'
 import { tempDir } from './helpers/tmp.js'
 
@@ -134,7 +134,7 @@ t.test('a catalog config that fails its check is never written; the last good on
   await consul.register({ ID: 'alpha-1', Name: 'alpha', Address: '127.0.0.2', Port: 8080 })
   const dir = tempDir(t, 'consul-lb-catalog-')
   const out = join(dir, 'site.conf')
-  const client = new ConsulClient({ address: consul.httpAddr })
+  const client = new ConsulClient({ connection: plainConnection(consul.httpAddr) })
   const opts = renderOptions({ mode: 'catalog', catalogPort: 8080, dns: [dnsOf(consul.dnsAddr)] })
   let reloads = 0
   const watcher = new CatalogWatcher({

@@ -250,7 +250,7 @@ t.test('the config names the bad field', async (t) => {
     loadNginxConfig({
       flags: { routes: ['/=web:80'] },
       env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' },
-    }).consul,
+    }).consul.address,
     'https://consul:8501',
     'CONSUL_HTTP_SSL is honoured, as by the registrator',
   )
@@ -258,8 +258,8 @@ t.test('the config names the bad field', async (t) => {
     flags: { routes: ['/=web:80'] },
     env: { CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' },
   })
-  t.equal(cfg.consul, 'http://127.0.0.1:8501', 'CONSUL_HTTP_ADDR without a scheme is accepted')
-  t.equal(cfg.consulToken, 's3cret')
+  t.equal(cfg.consul.address, 'http://127.0.0.1:8501', 'CONSUL_HTTP_ADDR without a scheme is accepted')
+  t.equal(cfg.consul.token, 's3cret')
   t.equal(cfg.listen, '8080')
   t.equal(cfg.mode, 'resolver')
   const shared = loadNginxConfig({ object: { routes: ['/=web:80'], admin: 'off', balancer: 'p2c', mode: 'catalog' } })

@@ -11,6 +11,7 @@ import { silentLogger } from '../src/log.js'
 import { DockerClient, type DockerEvent } from '../src/registrator/docker.js'
 import { DockerEventWatcher } from '../src/registrator/events.js'
 import { Registrator } from '../src/registrator/index.js'
+import { plainConnection } from './helpers/consul.js'
 import { waitFor } from './helpers/docker.js'
 import { freePort } from './helpers/ports.js'
 
@@ -21,13 +22,13 @@ t.test('defaults, env aliases and scheme-less CONSUL_HTTP_ADDR', async (t) => {
     env: { DOCKER_HOST: 'tcp://127.0.0.1:2375', CONSUL_HTTP_ADDR: '127.0.0.1:8501', CONSUL_HTTP_TOKEN: 's3cret' },
   })
   t.equal(c.dockerUrl, 'http://127.0.0.1:2375')
-  t.equal(c.consulUrl, 'http://127.0.0.1:8501')
-  t.equal(c.consulToken, 's3cret')
+  t.equal(c.consul.address, 'http://127.0.0.1:8501')
+  t.equal(c.consul.token, 's3cret')
   t.equal(c.resyncMs, 30_000)
   t.equal(c.deregister, 'always')
   t.same(c.admin, { host: '127.0.0.1', port: 8082 })
   t.equal(
-    loadRegistratorConfig({ env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consulUrl,
+    loadRegistratorConfig({ env: { CONSUL_HTTP_ADDR: 'consul:8501', CONSUL_HTTP_SSL: 'true' } }).consul.address,
     'https://consul:8501',
   )
   t.equal(loadRegistratorConfig({ env: {} }).dockerUrl, 'unix:///var/run/docker.sock')
@@ -49,7 +50,12 @@ t.test('bad values fail at the edge with a ConfigError naming the field', async 
   bad({ flags: { deregister: 'never' } }, /--deregister/)
   bad({ flags: { ip: '300.1.1.1' } }, /ip/)
   bad({ flags: { docker: 'ftp://x' } }, /docker/)
-  bad({ flags: { consul: 'unix:///tmp/c.sock' } }, /consul/)
+  bad({ flags: { consul: 'ftp://consul:8500' } }, /consul/)
+  bad({ flags: { consul: 'https://user:pw@consul:8501' } }, /consul/)
+  bad({ flags: { consulCaFile: '/nonexistent/ca.pem', consul: 'https://consul:8501' } }, /consulCaFile/)
+  bad({ flags: { consulCaFile: '/etc/hostname' } }, /consulCaFile/)
+  bad({ flags: { consulClientCert: '/etc/hostname', consul: 'https://consul:8501' } }, /consulClientKey/)
+  bad({ flags: { consulTokenFile: '/nonexistent/token' } }, /consulTokenFile/)
   bad({ flags: { hostId: 'a:b' } }, /hostId/)
   bad({ flags: { admin: 'localhost' } }, /admin/)
   bad({ object: { resyncc: 3 } }, /resyncc/)
@@ -252,7 +258,9 @@ t.test(
       server.closeAllConnections()
       return new Promise((r) => server.close(r))
     })
-    const client = new ConsulClient({ address: `http://127.0.0.1:${(server.address() as { port: number }).port}` })
+    const client = new ConsulClient({
+      connection: plainConnection(`http://127.0.0.1:${(server.address() as { port: number }).port}`),
+    })
     t.teardown(() => client.destroy())
     await t.rejects(client.catalogServices(), { code: 'CLB_CONSUL_BAD_RESPONSE' })
     mode = 'cut'

@@ -10,7 +10,7 @@ import { HealthMirror } from '../src/registrator/health.js'
 import { RegistratorMetrics } from '../src/registrator/metrics.js'
 import { RetryTimer, WorkQueue } from '../src/registrator/queue.js'
 import { ConsulWriter } from '../src/registrator/writer.js'
-import { sleep, startConsul } from './helpers/consul.js'
+import { plainConnection, sleep, startConsul } from './helpers/consul.js'
 
 /** The registrator's parts alone: the queue and retry timer in memory; the writer, drainer and health mirror against a
  * real Consul agent with hand-written registrations (no Docker needed). */
@@ -109,7 +109,7 @@ t.test('stop signals: terminating ones and the image STOPSIGNAL drain, reload si
 
 t.test('writer, drainer and health mirror against a real agent', async (t) => {
   const consul = await startConsul(t)
-  const client = new ConsulClient({ address: consul.httpAddr })
+  const client = new ConsulClient({ connection: plainConnection(consul.httpAddr) })
   t.teardown(() => client.close())
   const registry = new Registry()
   const metrics = new RegistratorMetrics(registry)

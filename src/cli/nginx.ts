@@ -1,12 +1,13 @@
 import { Command } from 'commander'
 import type { LevelWithSilent } from 'pino'
+import { CONSUL_FIELDS } from '../config/consul.js'
 import { loadNginxConfig, NGINX_FIELDS } from '../config/nginx.js'
 import { COMMON_FIELDS } from '../config/serve.js'
 import { createLogger } from '../log.js'
 import { createCatalogWatcher, emitNginxConfig } from '../nginx/index.js'
 import { addFieldOptions, flagsFrom } from './options.js'
 
-const FIELDS = [...COMMON_FIELDS, ...NGINX_FIELDS]
+const FIELDS = [...COMMON_FIELDS, ...NGINX_FIELDS, ...CONSUL_FIELDS]
 
 export function nginxCommand(): Command {
   const cmd = new Command('nginx').description(
@@ -39,7 +40,7 @@ export function nginxCommand(): Command {
       process.on('SIGTERM', stop)
     })
     watcher.start()
-    log.info({ consul: cfg.consul, out: cfg.out }, 'watching the Consul catalog')
+    log.info({ consul: cfg.consul.address, out: cfg.out }, 'watching the Consul catalog')
     await stopped
     await watcher.close()
     // An abandoned blocking query may still be open; destroy rather than wait for it.

@@ -74,7 +74,7 @@ async function runRegistrator(config: ReturnType<typeof loadRegistratorConfig>, 
     throw err
   }
   log.info(
-    { hostId: config.hostId, docker: config.dockerUrl, consul: config.consulUrl, resyncS: config.resyncMs / 1000 },
+    { hostId: config.hostId, docker: config.dockerUrl, consul: config.consul.address, resyncS: config.resyncMs / 1000 },
     'registrator started',
   )
   await stopped

@@ -2,6 +2,7 @@ import cluster from 'node:cluster'
 import { Command } from 'commander'
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
 import { type AdminOptions, type AdminServer, startAdmin } from '../admin/server.js'
+import { CONSUL_FIELDS } from '../config/consul.js'
 import { COMMON_FIELDS, loadServeConfig, SERVE_FIELDS, type ServeConfig } from '../config/serve.js'
 import { ConsulLbError } from '../errors.js'
 import { createLogger, type Logger } from '../log.js'
@@ -13,7 +14,9 @@ import {
 } from './embedded-registrator.js'
 import { addFieldOptions, flagsFrom } from './options.js'
 
-const FIELDS = [...COMMON_FIELDS, ...SERVE_FIELDS]
+const FIELDS = [...COMMON_FIELDS, ...SERVE_FIELDS, ...CONSUL_FIELDS]
+/** The embedded registrator reaches the same agent with the same Consul settings. */
+const REGISTRATOR_FLAGS = [...EMBEDDED_REGISTRATOR_FIELDS, ...CONSUL_FIELDS]
 const WORKER_ENV = 'CONSUL_LB_WORKER_CONFIG'
 
 export function serveCommand(): Command {
@@ -36,7 +39,7 @@ Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`,
   )
   cmd.action(async (opts: { config?: string }) => {
     const config = loadServeConfig({ flags: flagsFrom(cmd, FIELDS), env: process.env, file: opts.config })
-    await runServe(config, { flags: flagsFrom(cmd, EMBEDDED_REGISTRATOR_FIELDS), file: opts.config })
+    await runServe(config, { flags: flagsFrom(cmd, REGISTRATOR_FLAGS), file: opts.config })
   })
   return cmd
 }

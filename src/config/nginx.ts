@@ -1,11 +1,12 @@
+import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
 import { isNginxListen } from '../nginx/validate.js'
 import { parseNginxVersion } from '../nginx/version.js'
 import { isDomain } from '../routes/names.js'
 import type { Route } from '../routes/route.js'
+import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import type { FieldSpec } from './fields.js'
 import { type ConfigSources, loadFields } from './load.js'
-import { consulUrl, isTrue } from './registrator.js'
 import {
   COMMON_FIELDS,
   type DnsServer,
@@ -60,23 +61,6 @@ export const NGINX_FIELDS: readonly FieldSpec[] = [
     help: 'the nginx version the output is for (default: ask `nginx -v` when nginx is on PATH)',
   },
   { key: 'nginxBin', kind: 'string', default: 'nginx', arg: '<path>', help: 'nginx binary for -v, -t' },
-  {
-    key: 'consul',
-    kind: 'string',
-    default: 'http://127.0.0.1:8500',
-    arg: '<url>',
-    envAliases: ['CONSUL_HTTP_ADDR'],
-    help: "Consul HTTP API (catalog mode; --check's enable_truncate probe); a scheme-less host:port means http://, or https:// with CONSUL_HTTP_SSL=true",
-  },
-  {
-    key: 'consulToken',
-    kind: 'string',
-    default: null,
-    arg: '<token>',
-    envAliases: ['CONSUL_HTTP_TOKEN'],
-    secret: true,
-    help: 'Consul ACL token',
-  },
   {
     key: 'watch',
     kind: 'bool',
@@ -161,8 +145,8 @@ export interface NginxConfig {
   full: boolean
   nginxVersion: string | null
   nginxBin: string
-  consul: string
-  consulToken: string | null
+  /** Catalog mode and --check's enable_truncate probe. */
+  consul: ConsulConnection
   watch: boolean
   reloadCommand: string | null
   debounceMs: number
@@ -180,7 +164,7 @@ export interface NginxConfig {
 
 export function loadNginxConfig(sources: ConfigSources): NginxConfig {
   // serve's keys are allowed in a shared file; both tables share COMMON_FIELDS.
-  const v = loadFields([...COMMON_FIELDS, ...NGINX_FIELDS], sources, [
+  const v = loadFields([...COMMON_FIELDS, ...NGINX_FIELDS, ...CONSUL_FIELDS], sources, [
     ...OTHER_COMMAND_KEYS,
     ...SERVE_FIELDS.map((f) => f.key),
   ]) as Record<string, never>
@@ -218,7 +202,7 @@ export function loadNginxConfig(sources: ConfigSources): NginxConfig {
     ...(v as unknown as NginxConfig),
     listen,
     mode,
-    consul: consulUrl(String(v.consul), isTrue(sources.env?.CONSUL_HTTP_SSL)),
+    consul: consulConnectionFrom(v)!,
     dns: parseDnsServers(v.dns, 'dns'),
     domain,
     routes,

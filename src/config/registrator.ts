@@ -1,6 +1,8 @@
 import { isIP } from 'node:net'
 import { hostname } from 'node:os'
+import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
+import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import { type FieldSpec, fieldSchema, splitHostPort } from './fields.js'
 import { type ConfigSources, loadFields } from './load.js'
 import { COMMON_FIELDS, OTHER_COMMAND_KEYS, registerOtherKeys, SERVE_FIELDS } from './serve.js'
@@ -17,23 +19,6 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     arg: '<url>',
     envAliases: ['DOCKER_HOST'],
     help: 'Docker Engine API: unix:///path/docker.sock, tcp://host:2375 or http(s)://host:port (no TLS client certificates)',
-  },
-  {
-    key: 'consul',
-    kind: 'string',
-    default: 'http://127.0.0.1:8500',
-    arg: '<url>',
-    envAliases: ['CONSUL_HTTP_ADDR'],
-    help: "the Consul agent's HTTP API (a scheme-less host:port means http://, or https:// with CONSUL_HTTP_SSL=true)",
-  },
-  {
-    key: 'consulToken',
-    kind: 'string',
-    default: null,
-    arg: '<token>',
-    envAliases: ['CONSUL_HTTP_TOKEN'],
-    secret: true,
-    help: 'Consul ACL token (needs service:write for the registered names)',
   },
   {
     key: 'ip',
@@ -127,8 +112,7 @@ registerOtherKeys(REGISTRATOR_FIELDS)
 /** The validated registrator settings; past config/ everything receives these typed values. */
 export interface RegistratorConfig {
   dockerUrl: string
-  consulUrl: string
-  consulToken: string | null
+  consul: ConsulConnection
   ip: string | null
   internal: boolean
   explicit: boolean
@@ -148,8 +132,8 @@ export interface RegistratorConfig {
 
 const LOG_LEVEL = COMMON_FIELDS.filter((f) => f.key === 'logLevel')
 
-/** Every field `consul-lb registrator` accepts (its own plus the log level). */
-export const REGISTRATOR_COMMAND_FIELDS: readonly FieldSpec[] = [...REGISTRATOR_FIELDS, ...LOG_LEVEL]
+/** Every field `consul-lb registrator` accepts (its own, the Consul connection, the log level). */
+export const REGISTRATOR_COMMAND_FIELDS: readonly FieldSpec[] = [...REGISTRATOR_FIELDS, ...CONSUL_FIELDS, ...LOG_LEVEL]
 
 export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig {
   // A config file shared with serve (serve --registrator reads one file) holds serve's keys too.
@@ -158,7 +142,6 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
     ...COMMON_FIELDS.map((f) => f.key),
     ...SERVE_FIELDS.map((f) => f.key),
   ])
-  const env = sources.env ?? {}
   const ip = v.ip as string | null
   if (ip !== null && ip !== undefined && !isIP(ip))
     throw new ConfigError('ip', `"${ip}": expected an IPv4 or IPv6 address`)
@@ -170,8 +153,7 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
     throw new ConfigError('hostId', `"${hostId}": letters, digits, dot, dash and underscore only (at most 128)`)
   return {
     dockerUrl: dockerUrl(String(v.docker)),
-    consulUrl: consulUrl(String(v.consul), isTrue(env.CONSUL_HTTP_SSL)),
-    consulToken: (v.consulToken as string | null) ?? null,
+    consul: consulConnectionFrom(v)!,
     ip: ip ?? null,
     internal: v.internal as boolean,
     explicit: v.explicit as boolean,
@@ -205,32 +187,6 @@ function dockerUrl(raw: string): string {
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
     throw new ConfigError('docker', `"${raw}": unsupported scheme ${u.protocol} (unix://, tcp://, http://, https://)`)
   return `${u.protocol}//${u.host}`
-}
-
-/** CONSUL_HTTP_SSL and the like, read as Consul's own CLI reads them. */
-export function isTrue(envValue: string | undefined): boolean {
-  return ['true', '1'].includes(
-    String(envValue ?? '')
-      .trim()
-      .toLowerCase(),
-  )
-}
-
-/**
- * The Consul HTTP address of every subcommand (registrator, nginx). CONSUL_HTTP_ADDR is often just host:port, as
- * Consul's own CLI accepts it; `ssl` (CONSUL_HTTP_SSL) then chooses https.
- */
-export function consulUrl(raw: string, ssl: boolean): string {
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `${ssl ? 'https' : 'http'}://${raw}`
-  let u: URL | null = null
-  try {
-    u = new URL(withScheme)
-  } catch {
-    u = null
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname)
-    throw new ConfigError('consul', `"${raw}": expected http://host:port (unix sockets are not supported)`)
-  return withScheme.replace(/\/+$/, '')
 }
 
 function adminAddress(raw: string): { host: string; port: number } | null {

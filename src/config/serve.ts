@@ -1,6 +1,9 @@
+import type { ConsulConnection } from '../consul/connection.js'
+import { DEFAULT_CONSUL_ADDRESS } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
 import { isDomain, isServiceName } from '../routes/names.js'
 import { parseRoute, type Route, type RouteObject, routeFromObject } from '../routes/route.js'
+import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import { type FieldSpec, splitHostPort } from './fields.js'
 import { type ConfigSources, loadFields } from './load.js'
 
@@ -379,6 +382,11 @@ export interface ServeConfig {
   workers: number
   shutdownTimeoutMs: number
   registrator: boolean
+  /**
+   * Consul's HTTP API, when known (--consul, CONSUL_HTTP_ADDR, or --registrator's agent): used only to explain why a
+   * service has no instance, never on the path of a request that has one. null: no explanations.
+   */
+  consul: ConsulConnection | null
   logLevel: string
 }
 
@@ -426,7 +434,10 @@ export function registerOtherKeys(fields: readonly FieldSpec[]): void {
 }
 
 export function loadServeConfig(sources: ConfigSources): ServeConfig {
-  const v = loadFields([...COMMON_FIELDS, ...SERVE_FIELDS], sources, OTHER_COMMAND_KEYS) as Record<string, never>
+  const v = loadFields([...COMMON_FIELDS, ...SERVE_FIELDS, ...CONSUL_FIELDS], sources, OTHER_COMMAND_KEYS) as Record<
+    string,
+    never
+  >
   const routesField = sources.flags?.routes !== undefined ? '--route' : 'routes'
   const domain = String(v.domain).toLowerCase().replace(/\.$/, '')
   if (!isDomain(domain)) throw new ConfigError('domain', `"${v.domain}" is not a DNS domain`)
@@ -460,5 +471,6 @@ export function loadServeConfig(sources: ConfigSources): ServeConfig {
     domain,
     routes: parseRoutes(v.routes as unknown[], routesField),
     allowServices: (v.allowServices as string[]).map((s) => s.toLowerCase()),
+    consul: consulConnectionFrom(v, v.registrator ? DEFAULT_CONSUL_ADDRESS : null),
   }
 }

@@ -63,7 +63,7 @@ async function supportedRenderOptions(cfg: NginxConfig): Promise<RenderOptions> 
 }
 
 function consulClientFor(cfg: NginxConfig): ConsulClient {
-  return new ConsulClient({ address: cfg.consul, token: cfg.consulToken ?? undefined })
+  return new ConsulClient({ connection: cfg.consul })
 }
 
 /**

@@ -2,6 +2,7 @@ import { Registry } from 'prom-client'
 import { Backoff, delay } from '../backoff.js'
 import type { RegistratorConfig } from '../config/registrator.js'
 import { ConsulClient } from '../consul/client.js'
+import { describeConnection } from '../consul/connection.js'
 import type { Logger } from '../log.js'
 import { healthFromDocker } from './desired.js'
 import { DockerClient, type DockerEvent } from './docker.js'
@@ -63,7 +64,7 @@ export class Registrator {
     const metrics = new RegistratorMetrics(deps.registry ?? new Registry())
     this.metrics = metrics
     this.docker = new DockerClient({ url: config.dockerUrl })
-    this.consul = new ConsulClient({ address: config.consulUrl, token: config.consulToken ?? undefined })
+    this.consul = new ConsulClient({ connection: config.consul, log: this.log })
     // Without a resync the Docker HEALTHCHECK mirrors still need refreshing: tick every minute then.
     this.tickMs = config.resyncMs > 0 ? config.resyncMs : 60_000
     this.retry = new RetryTimer(new Backoff(config.retryIntervalMs, Math.max(config.retryIntervalMs, 30_000)))
@@ -187,7 +188,7 @@ export class Registrator {
           ? { code: this.watcher.lastError.code, message: this.watcher.lastError.message }
           : null,
       },
-      consul: { url: this.cfg.consulUrl },
+      consul: describeConnection(this.cfg.consul),
       containersSeen: this.syncer.views.size,
       containers: [...this.syncer.views.values()].map((v) => ({
         id: v.containerId.slice(0, 12),
@@ -239,7 +240,7 @@ export class Registrator {
         if (attempt >= this.cfg.retryAttempts || this.closed) {
           throw new RegistratorError(
             'CLB_REG_CONSUL_UNAVAILABLE',
-            `Consul at ${this.cfg.consulUrl} unreachable after ${attempt + 1} attempt(s): ${(err as Error).message}`,
+            `Consul at ${this.cfg.consul.address} unreachable after ${attempt + 1} attempt(s): ${(err as Error).message}`,
             { cause: err },
           )
         }

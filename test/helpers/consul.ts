@@ -1,7 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { Agent, fetch as undiciFetch } from 'undici'
+import type { ConsulConnection, ConsulTls } from '../../src/consul/connection.js'
 import { freePorts } from './ports.js'
 
 /**
@@ -33,6 +35,25 @@ export interface ConsulOptions {
   nodeName?: string
   /** Run as a server of a cluster (not -dev): expect this many servers and join these serf_lan addresses. */
   cluster?: { bootstrapExpect: number; join: string[] }
+  /**
+   * HTTPS only (no plain HTTP port) with `verify_incoming`, and ACLs with default deny: see startSecureConsul.
+   * The helper's own API calls present `client` and send `token`.
+   */
+  secure?: { tls: TlsMaterial; serverCert?: 'dc1' | 'dc2' }
+}
+
+/** TLS files made by `consul tls ca create` / `consul tls cert create` in one folder. */
+export interface TlsMaterial {
+  dir: string
+  caFile: string
+  caKeyFile: string
+  serverCert: string
+  serverKey: string
+  /** A server certificate for another datacenter (server.dc2.consul): the wrong name for a dc1 client. */
+  otherServerCert: string
+  otherServerKey: string
+  clientCert: string
+  clientKey: string
 }
 
 export interface ServiceRegistration {
@@ -55,6 +76,9 @@ export class ConsulAgent {
   readonly options: ConsulOptions
   private proc: ChildProcess | null = null
   private output = ''
+  /** Sent by the helper's own API calls (the management token once ACLs are bootstrapped). */
+  token: string | null = null
+  private readonly dispatcher: Agent | undefined
 
   constructor(ports: Record<string, number>, dir: string, options: ConsulOptions) {
     this.ports = ports
@@ -62,10 +86,32 @@ export class ConsulAgent {
     this.dnsPort = ports.dns!
     this.dir = dir
     this.options = options
+    const tls = options.secure?.tls
+    this.dispatcher = tls
+      ? new Agent({
+          connect: {
+            ca: readFileSync(tls.caFile),
+            cert: readFileSync(tls.clientCert),
+            key: readFileSync(tls.clientKey),
+          },
+        })
+      : undefined
   }
 
   get httpAddr(): string {
-    return `http://127.0.0.1:${this.httpPort}`
+    return `${this.options.secure ? 'https' : 'http'}://127.0.0.1:${this.httpPort}`
+  }
+
+  /** fetch against this agent: with the client certificate and the helper's token when the agent is secure. */
+  fetch(path: string, init: { method?: string; body?: string; token?: string | null } = {}): Promise<Response> {
+    const token = init.token === undefined ? this.token : init.token
+    return undiciFetch(`${this.httpAddr}${path}`, {
+      method: init.method ?? 'GET',
+      ...(init.body !== undefined ? { body: init.body } : {}),
+      headers: token ? { 'x-consul-token': token } : {},
+      signal: AbortSignal.timeout(10_000),
+      ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
+    }) as unknown as Promise<Response>
   }
   get dnsAddr(): string {
     return `127.0.0.1:${this.dnsPort}`
@@ -82,11 +128,12 @@ export class ConsulAgent {
 
   async start(): Promise<void> {
     if (this.isRunning) return
+    const secure = this.options.secure
     const cfg = {
       ports: {
         dns: this.ports.dns,
-        http: this.ports.http,
-        https: -1,
+        http: secure ? -1 : this.ports.http,
+        https: secure ? this.ports.http : -1,
         grpc: -1,
         grpc_tls: -1,
         serf_lan: this.ports.serf_lan,
@@ -99,6 +146,7 @@ export class ConsulAgent {
       },
       log_level: 'warn',
       disable_update_check: true,
+      ...(secure ? secureAgentConfig(secure) : {}),
       ...this.options.extra,
     }
     const cfgFile = join(this.dir, 'agent.json')
@@ -143,11 +191,14 @@ export class ConsulAgent {
     while (Date.now() < deadline) {
       if (!this.isRunning) throw new Error(`consul exited (${proc.exitCode ?? proc.signalCode}):\n${this.output}`)
       try {
-        const leader = await fetch(`${this.httpAddr}/v1/status/leader`, { signal: AbortSignal.timeout(1000) })
+        const leader = await this.fetch('/v1/status/leader')
         const text = await leader.text()
+        // A secure agent is ready once it has a leader: its node is listed only after ACLs are bootstrapped and it
+        // has an agent token (startSecureConsul does both).
+        if (leader.ok && text.length > 4 && secure) return
         if (leader.ok && text.length > 4) {
           // The catalog answers before DNS is ready for services on a fresh dev agent; wait until the node is listed.
-          const nodes = (await (await fetch(`${this.httpAddr}/v1/catalog/nodes`)).json()) as unknown[]
+          const nodes = (await (await this.fetch('/v1/catalog/nodes')).json()) as unknown[]
           if (nodes.length > 0) return
         }
       } catch {
@@ -177,11 +228,7 @@ export class ConsulAgent {
   }
 
   async api(method: string, path: string, body?: unknown): Promise<unknown> {
-    const res = await fetch(`${this.httpAddr}${path}`, {
-      method,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    })
+    const res = await this.fetch(path, { method, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
     const text = await res.text()
     if (!res.ok) throw new Error(`consul ${method} ${path}: ${res.status} ${text}`)
     return text ? JSON.parse(text) : null
@@ -287,4 +334,147 @@ export async function startConsulCluster(t: { teardown(fn: () => unknown): void 
   })
   await Promise.all(out.map((a) => a.start()))
   return out
+}
+
+/**
+ * TLS material as an operator makes it: `consul tls ca create`, then server certificates for dc1 and dc2 and a client
+ * certificate (`consul tls cert create -server|-client`), all in `dir`.
+ */
+export function makeTlsMaterial(dir: string, opts: { clientDays?: number } = {}): TlsMaterial {
+  const consul = (args: string[]) => execFileSync(consulBinary(), ['tls', ...args], { cwd: dir, stdio: 'ignore' })
+  consul(['ca', 'create'])
+  consul(['cert', 'create', '-server', '-dc', 'dc1'])
+  consul(['cert', 'create', '-server', '-dc', 'dc2'])
+  consul(['cert', 'create', '-client', '-dc', 'dc1', ...(opts.clientDays ? ['-days', String(opts.clientDays)] : [])])
+  const f = (name: string) => join(dir, name)
+  return {
+    dir,
+    caFile: f('consul-agent-ca.pem'),
+    caKeyFile: f('consul-agent-ca-key.pem'),
+    serverCert: f('dc1-server-consul-0.pem'),
+    serverKey: f('dc1-server-consul-0-key.pem'),
+    otherServerCert: f('dc2-server-consul-0.pem'),
+    otherServerKey: f('dc2-server-consul-0-key.pem'),
+    clientCert: f('dc1-client-consul-0.pem'),
+    clientKey: f('dc1-client-consul-0-key.pem'),
+  }
+}
+
+function secureAgentConfig(secure: NonNullable<ConsulOptions['secure']>): Record<string, unknown> {
+  const { tls } = secure
+  const other = secure.serverCert === 'dc2'
+  return {
+    tls: {
+      defaults: {
+        ca_file: tls.caFile,
+        cert_file: other ? tls.otherServerCert : tls.serverCert,
+        key_file: other ? tls.otherServerKey : tls.serverKey,
+        verify_incoming: true,
+        verify_outgoing: true,
+      },
+    },
+    acl: { enabled: true, default_policy: 'deny', enable_token_persistence: false },
+  }
+}
+
+/** A Consul agent as production runs it: see ConsulOptions.secure. Its ACL system is bootstrapped here. */
+export interface SecureConsul {
+  agent: ConsulAgent
+  tls: TlsMaterial
+  /** The bootstrap (management) token; the helper's own calls use it. */
+  managementToken: string
+  /** Creates a policy with these rules and a token holding it; returns the token's SecretID. */
+  createToken(rules: string, name?: string): Promise<string>
+  /** Sets (or with null, clears) the agent's DNS token (`acl.tokens.dns`). */
+  setDnsToken(token: string | null): Promise<void>
+}
+
+/** Rules the consul-lb commands need (the README's minimal policies), for tests that grant them. */
+export const POLICIES = {
+  registrator: 'service_prefix "" { policy = "write" }\nnode_prefix "" { policy = "read" }',
+  catalogRead: 'service_prefix "" { policy = "read" }',
+  readOnly: 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }',
+  dns: 'node_prefix "" { policy = "read" }\nservice_prefix "" { policy = "read" }',
+  agent: 'node_prefix "" { policy = "write" }\nservice_prefix "" { policy = "read" }',
+  doctor:
+    'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }',
+} as const
+
+/**
+ * Starts an HTTPS-only agent (`verify_incoming = true`, its own CA from `consul tls ca create`) with ACLs on and
+ * `default_policy = "deny"`, bootstraps ACLs (PUT /v1/acl/bootstrap), and gives the agent its own token (node:write)
+ * so its node is in the catalog. No DNS token unless `dnsToken`: Consul DNS then answers NXDOMAIN for every service.
+ */
+export async function startSecureConsul(
+  t: { teardown(fn: () => unknown): void },
+  opts: { dnsToken?: boolean; serverCert?: 'dc1' | 'dc2'; clientDays?: number; tls?: TlsMaterial } = {},
+): Promise<SecureConsul> {
+  const tls = opts.tls ?? makeTlsMaterial(mkdtempSync(join(tmpdir(), 'consul-lb-tls-')), opts)
+  if (!opts.tls) t.teardown(() => rmSync(tls.dir, { recursive: true, force: true }))
+  const agent = await startConsul(t, { secure: { tls, ...(opts.serverCert ? { serverCert: opts.serverCert } : {}) } })
+  let managementToken = ''
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    // The ACL system answers "not yet initialized" for a moment after the leader is elected.
+    const res = await agent.fetch('/v1/acl/bootstrap', { method: 'PUT', token: null })
+    const text = await res.text()
+    if (res.ok) {
+      managementToken = (JSON.parse(text) as { SecretID: string }).SecretID
+      break
+    }
+    if (Date.now() > deadline) throw new Error(`ACL bootstrap failed: ${res.status} ${text}`)
+    await sleep(200)
+  }
+  agent.token = managementToken
+  let policies = 0
+  const createToken = async (rules: string, name = 'test'): Promise<string> => {
+    const policy = (await agent.api('PUT', '/v1/acl/policy', { Name: `${name}-${++policies}`, Rules: rules })) as {
+      ID: string
+    }
+    const token = (await agent.api('PUT', '/v1/acl/token', { Policies: [{ ID: policy.ID }], Description: name })) as {
+      SecretID: string
+    }
+    return token.SecretID
+  }
+  const setDnsToken = async (token: string | null): Promise<void> => {
+    await agent.api('PUT', '/v1/agent/token/dns', { Token: token ?? '' })
+  }
+  await agent.api('PUT', '/v1/agent/token/agent', { Token: await createToken(POLICIES.agent, 'agent') })
+  // The node reaches the catalog at the next anti-entropy sync once the agent has its token.
+  const nodeDeadline = Date.now() + 30_000
+  while (((await agent.api('GET', '/v1/catalog/nodes')) as unknown[]).length === 0) {
+    if (Date.now() > nodeDeadline) throw new Error(`the agent's node never reached the catalog:\n${agent.log}`)
+    await sleep(100)
+  }
+  if (opts.dnsToken) await setDnsToken(await createToken(POLICIES.dns, 'dns'))
+  return { agent, tls, managementToken, createToken, setDnsToken }
+}
+
+/** A plain-HTTP connection to `address` without a token (for ConsulClient in tests of agents without ACLs). */
+export function plainConnection(address: string): ConsulConnection {
+  return { address, token: null, tokenFile: null, tls: null }
+}
+
+/**
+ * A verified mTLS connection to a secure agent: its CA, the client certificate, and `token` (or `tokenFile`).
+ * `tls` overrides single files (a wrong CA, a server name).
+ */
+export function secureConnection(
+  s: SecureConsul,
+  opts: { token?: string | null; tokenFile?: string | null; tls?: Partial<ConsulTls> } = {},
+): ConsulConnection {
+  return {
+    address: s.agent.httpAddr,
+    token: opts.token ?? null,
+    tokenFile: opts.tokenFile ?? null,
+    tls: {
+      caFile: s.tls.caFile,
+      caPath: null,
+      certFile: s.tls.clientCert,
+      keyFile: s.tls.clientKey,
+      serverName: null,
+      verify: true,
+      ...opts.tls,
+    },
+  }
 }

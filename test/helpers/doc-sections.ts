@@ -1,3 +1,4 @@
+import { CONSUL_FIELDS } from '../../src/config/consul.js'
 import { NGINX_FIELDS } from '../../src/config/nginx.js'
 import { referenceTable } from '../../src/config/reference.js'
 import { REGISTRATOR_FIELDS } from '../../src/config/registrator.js'
@@ -10,5 +11,6 @@ export function DOC_SECTIONS(): [string, string][] {
     ['config-serve', referenceTable(SERVE_FIELDS)],
     ['config-registrator', referenceTable(REGISTRATOR_FIELDS)],
     ['config-nginx', referenceTable(NGINX_FIELDS)],
+    ['config-consul', referenceTable(CONSUL_FIELDS)],
   ]
 }
