@@ -72,7 +72,7 @@ t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', as
     }),
   )
   t.match(text, 'server service.consul service=web resolve;')
-  t.match(text, 'server service.dc2.consul service=_web._v2 resolve;')
+  t.match(text, 'server service.dc2.consul service=v2.web resolve;')
   t.match(text, 'server web.service.consul:81 resolve;')
   t.match(text, 'zone consul_web 64k;')
   t.match(text, 'keepalive 16;')
@@ -213,11 +213,13 @@ t.test('catalog selection drops names Consul accepts but nginx must not see', as
     Web: [],
     api: ['a b; }'],
     under_score: [],
+    'dotted.name': [],
+    cost$var: [],
   })
-  t.same(sel.services, ['api', 'web'])
+  t.same(sel.services, ['api', 'under_score', 'web'], 'an underscore is a name Consul DNS answers for')
   t.same(
     sel.rejected.map((r) => r.name),
-    ['under_score', 'x; } server { listen 80'],
+    ['cost$var', 'dotted.name', 'x; } server { listen 80'],
   )
 })
 

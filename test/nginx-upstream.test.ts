@@ -96,7 +96,7 @@ for (const enableTruncate of [true, false]) {
       t.same(
         [...tagged.keys()].sort(),
         ['web-1', 'web-2'],
-        'a tagged route reaches only the tagged instances (_web._v2 SRV)',
+        'a tagged route reaches only the tagged instances (v2.web.service SRV)',
       )
       const echo = JSON.parse((await nginx.get('/v2/echo?id=1', 'shop.example.com')).body) as {
         url: string

@@ -194,8 +194,9 @@ function dnsServerText(d: DnsServer): string {
 }
 
 function upstreamName(r: Route): string {
-  // Every part is a validated DNS label, so `_` separators cannot collide with the parts themselves.
-  return `consul_${r.service}${r.tag === null ? '' : `__tag_${r.tag}`}${r.datacenter === null ? '' : `__dc_${r.datacenter}`}${r.port === null ? '' : `__port_${r.port}`}`
+  // Names, tags and datacenters may hold `_` and `-` but never a dot (routes/names.ts), so dot-separated qualifiers
+  // cannot collide: service `a__tag_b` and service `a` with tag `b` get different upstreams.
+  return `consul_${r.service}${r.tag === null ? '' : `.tag.${r.tag}`}${r.datacenter === null ? '' : `.dc.${r.datacenter}`}${r.port === null ? '' : `.port.${r.port}`}`
 }
 
 function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
@@ -211,9 +212,10 @@ function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
     lines.push(`# Upstream for ${rs.map((x) => commentText(x.source)).join('; ')}`)
     lines.push(`upstream ${name} {`, `${INDENT}zone ${name} ${UPSTREAM_ZONE};`)
     if (r.port === null) {
-      // nginx builds `_<service>._tcp.<name>` unless the service= value has a dot; Consul's RFC 2782 form takes a tag
-      // in place of the protocol (`_web._v2.service.consul`), so a tagged route passes `_svc._tag` verbatim.
-      const service = r.tag === null ? r.service : `_${r.service}._${r.tag}`
+      // nginx asks SRV `_<service>._tcp.<name>` unless the service= value has a dot, then `<service>.<name>`. A tagged
+      // route uses the dotted form, Consul's standard `<tag>.<svc>.service.<domain>`: its RFC 2782 form
+      // (`_svc._tag`) reads a tag named `tcp` or `udp` as the protocol and drops the filter.
+      const service = r.tag === null ? r.service : `${r.tag}.${r.service}`
       const host = `service.${r.datacenter === null ? '' : `${r.datacenter}.`}${opts.domain}`
       lines.push(`${INDENT}server ${host} service=${service} resolve;`)
     } else {

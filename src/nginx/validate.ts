@@ -7,6 +7,7 @@ import {
   isPathPrefix,
   isPort,
   isServiceName,
+  NAME_RULE,
 } from '../routes/names.js'
 import type { Route } from '../routes/route.js'
 import { NginxError } from './errors.js'
@@ -30,7 +31,7 @@ export function isNginxListen(listen: string): boolean {
 function unsafe(what: string, value: unknown, origin: string): never {
   throw new NginxError(
     'CLB_NGINX_UNSAFE_NAME',
-    `${origin}: ${what} ${JSON.stringify(value)} is not allowed in an nginx config (letters, digits, dashes and dots only; paths also / . _ ~ %XX)`,
+    `${origin}: ${what} ${JSON.stringify(value)} is not allowed in an nginx config (names: letters, digits, dashes, underscores, dots between labels; paths also / . _ ~ %XX)`,
   )
 }
 
@@ -100,9 +101,9 @@ export interface CatalogSelection {
 }
 
 /**
- * Picks the services a catalog-mode config may name. Consul's catalog accepts almost any service name; its DNS
- * interface (which nginx asks at request time) answers only for DNS labels, so anything else is both unreachable
- * and dangerous as config text. `consul` itself is excluded: it would expose Consul's server RPC port.
+ * Picks the services a catalog-mode config may name. Consul's catalog accepts almost any service name; what is not a
+ * label (letters, digits, `-`, `_`: routes/names.ts) is either unreachable through DNS (a dot reads as a tag lookup) or
+ * nginx syntax, and is refused. `consul` itself is excluded: it would expose Consul's server RPC port.
  */
 export function selectCatalogServices(
   catalog: Record<string, unknown>,
@@ -112,7 +113,7 @@ export function selectCatalogServices(
   const rejected: RejectedName[] = []
   for (const name of Object.keys(catalog)) {
     if (!isServiceName(name)) {
-      rejected.push({ name, reason: 'not a DNS label (letters, digits, dashes; at most 63)' })
+      rejected.push({ name, reason: `not a name Consul DNS answers for that config may hold (${NAME_RULE})` })
       continue
     }
     const lower = name.toLowerCase()

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { isServiceName } from '../routes/names.js'
+import { isServiceName, NAME_RULE } from '../routes/names.js'
 import { type ConventionWarning, conventionWarning } from './errors.js'
 
 /**
@@ -160,7 +160,10 @@ export function serviceSettings(
     name = nameAttr.value.trim()
     // Consul accepts such names, but its DNS interface cannot answer for them: say so, and register anyway.
     if (!isServiceName(name))
-      warn(nameAttr, 'not a DNS-compatible name (letters, digits, dashes): Consul DNS will not find it')
+      warn(
+        nameAttr,
+        `Consul DNS cannot answer for this name, and serve and the nginx emitter refuse it (${NAME_RULE}); registered anyway`,
+      )
   }
 
   const ignoreAttr = get('ignore')

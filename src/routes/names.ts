@@ -2,27 +2,35 @@
  * What a name may look like before it reaches a DNS query, a route table or an nginx config. These checks are the
  * project's injection barrier: the nginx emitter writes only names that pass them, so a service called
  * `x; } server { listen 80` can never become config text.
+ *
+ * Consul's DNS interface answers for more than RFC 1123 labels: it logs "will not be discoverable via DNS" for
+ * `zhibo_service`, yet answers `zhibo_service.service.consul` (checked against Consul 1.22.7), and people name
+ * services that way (gliderlabs/registrator registers `my_app` from an image `my_app`). So a name here is a DNS label
+ * that may also hold `_`, anywhere. Consul answers for `a$b`, `a~b`, `a*b` and `a%b` too, but those are nginx syntax
+ * (variables, regex server names, wildcards, escapes) and stay refused; a dot would make Consul read a tag lookup.
  */
 
-/** Consul's DNS interface only answers for DNS-compatible service names: letters, digits and dashes (RFC 1123 label). */
-const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
-/** Host names as they appear in a Host header or `server_name`, optionally with one leading `*.` wildcard. */
-const HOST_NAME =
-  /^(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
+/** Letters, digits, `-` and `_`; at most 63 (one DNS label); no `-` first or last. */
+const NAME_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/
+const LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
+/** Host names as they appear in a Host header or `server_name`, optionally with one leading `*.` wildcard. Labels may
+ * hold `_` (nginx accepts it in Host and server_name) so that `<svc>.service.consul` works for every name above. */
+const HOST_NAME = new RegExp(`^(?:\\*\\.)?(?:${LABEL}\\.)*${LABEL}$`)
 /** Path prefixes: unreserved characters, `%`-escapes and `/` only. No quotes, spaces, `;`, `{`, `$` (nginx syntax). */
 const PATH_PREFIX = /^\/(?:[A-Za-z0-9._~\-/]|%[0-9A-Fa-f]{2})*$/
 
+/** A service name Consul's DNS answers for and that is safe as config text (see above). */
 export function isServiceName(name: string): boolean {
-  return DNS_LABEL.test(name)
+  return NAME_LABEL.test(name)
 }
 
-/** Consul tags are free text, but only DNS-label tags can be asked for in `<tag>.<svc>.service.consul`. */
+/** Consul tags are free text; only label-shaped ones can be asked for in `<tag>.<svc>.service.consul`. */
 export function isDnsTag(tag: string): boolean {
-  return DNS_LABEL.test(tag)
+  return NAME_LABEL.test(tag)
 }
 
 export function isDatacenterName(dc: string): boolean {
-  return DNS_LABEL.test(dc)
+  return NAME_LABEL.test(dc)
 }
 
 export function isHostName(host: string): boolean {
@@ -41,3 +49,6 @@ export function isDomain(domain: string): boolean {
 export function isPort(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= 65535
 }
+
+/** What the validators above accept, for error messages. */
+export const NAME_RULE = 'letters, digits, dashes and underscores; at most 63; no dash first or last'

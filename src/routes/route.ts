@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js'
-import { isDatacenterName, isDnsTag, isHostName, isPathPrefix, isPort, isServiceName } from './names.js'
+import { isDatacenterName, isDnsTag, isHostName, isPathPrefix, isPort, isServiceName, NAME_RULE } from './names.js'
 
 /**
  * One configured route: which requests (Host and/or path prefix) go to which Consul service, and how its instances
@@ -86,14 +86,14 @@ export function routeFromObject(obj: RouteObject, where: string, source?: string
   if (!isServiceName(obj.service))
     throw new ConfigError(
       where,
-      `service "${obj.service}" is not a DNS-compatible Consul service name (letters, digits, dashes; at most 63); ${ROUTE_SYNTAX}`,
+      `service "${obj.service}" is not a Consul service name that DNS answers for and config may hold (${NAME_RULE}); ${ROUTE_SYNTAX}`,
     )
   if (obj.port !== undefined && !isPort(obj.port))
     throw new ConfigError(where, `port ${obj.port} is out of range 1-65535`)
   if (obj.tag !== undefined && !isDnsTag(obj.tag))
-    throw new ConfigError(where, `tag "${obj.tag}" is not a DNS label (letters, digits, dashes)`)
+    throw new ConfigError(where, `tag "${obj.tag}" is not a tag DNS can ask for (${NAME_RULE})`)
   if (obj.datacenter !== undefined && !isDatacenterName(obj.datacenter))
-    throw new ConfigError(where, `datacenter "${obj.datacenter}" is not a DNS label`)
+    throw new ConfigError(where, `datacenter "${obj.datacenter}" is not a datacenter name (${NAME_RULE})`)
   if (obj.stripPrefix === true && pathPrefix === '/')
     throw new ConfigError(where, 'strip needs a path prefix to strip (for example /api=api,strip)')
   return {
