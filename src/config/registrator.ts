@@ -1,7 +1,10 @@
+import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
-import { hostname } from 'node:os'
+import { homedir, hostname } from 'node:os'
+import { join } from 'node:path'
 import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
+import type { DockerTls } from '../registrator/docker.js'
 import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import { type FieldSpec, fieldSchema, splitHostPort } from './fields.js'
 import { type ConfigSources, loadFields } from './load.js'
@@ -18,7 +21,22 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     default: 'unix:///var/run/docker.sock',
     arg: '<url>',
     envAliases: ['DOCKER_HOST'],
-    help: 'Docker Engine API: unix:///path/docker.sock, tcp://host:2375 or http(s)://host:port (no TLS client certificates)',
+    help: 'Docker Engine API: unix:///path/docker.sock, tcp://host:port (TLS with --docker-tls-verify) or http(s)://host:port',
+  },
+  {
+    key: 'dockerTlsVerify',
+    kind: 'bool',
+    default: false,
+    envAliases: ['DOCKER_TLS_VERIFY'],
+    help: "TLS to a tcp:// engine, verifying its certificate against ca.pem and presenting cert.pem/key.pem from --docker-cert-path, as the docker CLI does (0 and false mean off; docker's CLI takes any non-empty value as on)",
+  },
+  {
+    key: 'dockerCertPath',
+    kind: 'string',
+    default: null,
+    arg: '<dir>',
+    envAliases: ['DOCKER_CERT_PATH'],
+    help: 'folder holding ca.pem, cert.pem and key.pem for --docker-tls-verify and https:// (default: ~/.docker)',
   },
   {
     key: 'ip',
@@ -112,6 +130,8 @@ registerOtherKeys(REGISTRATOR_FIELDS)
 /** The validated registrator settings; past config/ everything receives these typed values. */
 export interface RegistratorConfig {
   dockerUrl: string
+  /** TLS material for a tcp:// engine with DOCKER_TLS_VERIFY, or an https:// one; null for unix:// and plain TCP. */
+  dockerTls: DockerTls | null
   consul: ConsulConnection
   ip: string | null
   internal: boolean
@@ -152,7 +172,7 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(hostId))
     throw new ConfigError('hostId', `"${hostId}": letters, digits, dot, dash and underscore only (at most 128)`)
   return {
-    dockerUrl: dockerUrl(String(v.docker)),
+    ...dockerEndpoint(String(v.docker), v.dockerTlsVerify === true, (v.dockerCertPath as string | null) ?? null),
     consul: consulConnectionFrom(v)!,
     ip: ip ?? null,
     internal: v.internal as boolean,
@@ -170,11 +190,19 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
   }
 }
 
-/** DOCKER_HOST forms: unix:///path, tcp://host:port (plain HTTP, as the docker CLI without --tls), http(s)://. */
-function dockerUrl(raw: string): string {
+/**
+ * DOCKER_HOST forms, as the docker CLI reads them: unix:///path; tcp://host:port is plain HTTP unless
+ * DOCKER_TLS_VERIFY is on, then HTTPS verified against DOCKER_CERT_PATH/ca.pem with cert.pem/key.pem as the client
+ * certificate; http(s)://host:port as written (https uses DOCKER_CERT_PATH's files when they are there).
+ */
+function dockerEndpoint(
+  raw: string,
+  tlsVerify: boolean,
+  certPath: string | null,
+): { dockerUrl: string; dockerTls: DockerTls | null } {
   let u: URL
   try {
-    u = new URL(raw.startsWith('tcp://') ? `http://${raw.slice(6)}` : raw)
+    u = new URL(raw.startsWith('tcp://') ? `${tlsVerify ? 'https' : 'http'}://${raw.slice(6)}` : raw)
   } catch {
     throw new ConfigError('docker', `"${raw}": expected unix:///path/to/docker.sock or tcp://host:port`)
   }
@@ -182,11 +210,30 @@ function dockerUrl(raw: string): string {
     // 107 bytes is the sun_path limit of a unix socket address on Linux.
     if (!u.pathname || u.pathname === '/' || u.pathname.length > 107)
       throw new ConfigError('docker', `"${raw}": expected unix:///path/to/docker.sock (path at most 107 bytes)`)
-    return `unix://${u.pathname}`
+    if (tlsVerify) throw new ConfigError('dockerTlsVerify', 'is for tcp:// engines; a unix socket has no TLS')
+    return { dockerUrl: `unix://${u.pathname}`, dockerTls: null }
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
     throw new ConfigError('docker', `"${raw}": unsupported scheme ${u.protocol} (unix://, tcp://, http://, https://)`)
-  return `${u.protocol}//${u.host}`
+  if (u.protocol === 'http:' && tlsVerify)
+    throw new ConfigError('dockerTlsVerify', `is on but the engine address ${raw} is http://: use tcp:// or https://`)
+  const dockerUrl = `${u.protocol}//${u.host}`
+  if (u.protocol === 'http:') return { dockerUrl, dockerTls: null }
+  const dir = certPath ?? join(homedir(), '.docker')
+  const file = (name: string, required: boolean): string | null => {
+    const path = join(dir, name)
+    if (existsSync(path)) return path
+    if (required)
+      throw new ConfigError(
+        'dockerCertPath',
+        `${path} is missing: --docker-tls-verify needs ca.pem (and cert.pem, key.pem for the client certificate) in ${dir}`,
+      )
+    return null
+  }
+  const caFile = file('ca.pem', tlsVerify)
+  const certFile = file('cert.pem', false)
+  const keyFile = file('key.pem', certFile !== null)
+  return { dockerUrl, dockerTls: { caFile, certFile, keyFile } }
 }
 
 function adminAddress(raw: string): { host: string; port: number } | null {

@@ -338,6 +338,11 @@ export class ConsulClient {
     )
   }
 
+  /** The raft leader's address (`/v1/status/leader`, no ACL needed): whether the agent answers at all. */
+  async leader(): Promise<string> {
+    return (await this.call<string>('GET', '/v1/status/leader')).value ?? ''
+  }
+
   /** `/v1/agent/self`: needs agent:read on the agent's node name. */
   async agentSelf(): Promise<AgentSelf> {
     return (

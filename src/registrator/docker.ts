@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { Agent, type Dispatcher, request } from 'undici'
 import { DockerError } from './errors.js'
 
@@ -44,9 +45,18 @@ export interface DockerEvent {
   timeNano: number
 }
 
+/** The files of a TLS engine endpoint (DOCKER_CERT_PATH's ca.pem, cert.pem, key.pem); null: not given. */
+export interface DockerTls {
+  /** null: the system's CAs verify the engine. */
+  caFile: string | null
+  certFile: string | null
+  keyFile: string | null
+}
+
 export interface DockerClientOptions {
-  /** unix:///var/run/docker.sock, tcp://host:2375, http://host:2375 (TLS client certificates are not supported). */
+  /** unix:///var/run/docker.sock, http://host:2375, or https://host:2376 (then `tls`). */
   url: string
+  tls?: DockerTls | null
   /** Timeout of an ordinary call (the event stream has none: it is meant to stay open). */
   timeoutMs?: number
 }
@@ -77,7 +87,20 @@ export class DockerClient {
       this.dispatcher = new Agent({ connect: { socketPath: decodeURIComponent(u.pathname) }, keepAliveTimeout: 10_000 })
     } else {
       this.origin = `${u.protocol === 'https:' ? 'https' : 'http'}://${u.host}`
-      this.dispatcher = new Agent({ keepAliveTimeout: 10_000 })
+      const tls = opts.tls
+      // Read once: unlike Consul's, an engine's client certificate is not rotated under a running registrator here.
+      this.dispatcher = new Agent({
+        keepAliveTimeout: 10_000,
+        ...(tls
+          ? {
+              connect: {
+                ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
+                ...(tls.certFile ? { cert: readFileSync(tls.certFile) } : {}),
+                ...(tls.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
+              },
+            }
+          : {}),
+      })
     }
   }
 

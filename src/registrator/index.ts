@@ -48,6 +48,7 @@ export class Registrator {
   private readonly drainer: Drainer
   private readonly health: HealthMirror
   private readonly syncer: Syncer
+  private readonly writer: ConsulWriter
   private readonly tickMs: number
   private tickTimer: NodeJS.Timeout | null = null
   private closed = false
@@ -63,12 +64,13 @@ export class Registrator {
     this.log = log
     const metrics = new RegistratorMetrics(deps.registry ?? new Registry())
     this.metrics = metrics
-    this.docker = new DockerClient({ url: config.dockerUrl })
+    this.docker = new DockerClient({ url: config.dockerUrl, tls: config.dockerTls })
     this.consul = new ConsulClient({ connection: config.consul, log: this.log })
     // Without a resync the Docker HEALTHCHECK mirrors still need refreshing: tick every minute then.
     this.tickMs = config.resyncMs > 0 ? config.resyncMs : 60_000
     this.retry = new RetryTimer(new Backoff(config.retryIntervalMs, Math.max(config.retryIntervalMs, 30_000)))
     const writer = new ConsulWriter(log, metrics, this.errors)
+    this.writer = writer
     this.drainer = new Drainer(this.consul, writer, { hostId: config.hostId, deregister: config.deregister })
     this.health = new HealthMirror(this.consul, writer)
     this.syncer = new Syncer(
@@ -188,7 +190,7 @@ export class Registrator {
           ? { code: this.watcher.lastError.code, message: this.watcher.lastError.message }
           : null,
       },
-      consul: describeConnection(this.cfg.consul),
+      consul: { ...describeConnection(this.cfg.consul), aclDenied: this.writer.aclDenial },
       containersSeen: this.syncer.views.size,
       containers: [...this.syncer.views.values()].map((v) => ({
         id: v.containerId.slice(0, 12),
@@ -211,6 +213,7 @@ export class Registrator {
 
   private async fullSync(reason: SyncReason): Promise<SyncSummary> {
     const summary = await this.syncer.fullSync(reason)
+    this.writer.clearAclDenial()
     this.retry.reset()
     this.resolveReady()
     return summary
@@ -234,7 +237,7 @@ export class Registrator {
     const backoff = new Backoff(this.cfg.retryIntervalMs, Math.max(this.cfg.retryIntervalMs, 30_000))
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.consul.agentSelf()
+        await this.consul.leader()
         return
       } catch (err) {
         if (attempt >= this.cfg.retryAttempts || this.closed) {

@@ -13,6 +13,7 @@ export class RegistratorMetrics {
   readonly reconnects: Counter
   readonly warnings: Counter
   readonly streamUp: Gauge
+  readonly aclDenied: Gauge
 
   constructor(registry: Registry) {
     const registers = [registry]
@@ -53,6 +54,11 @@ export class RegistratorMetrics {
     this.warnings = new Counter({
       name: 'consul_lb_registrator_convention_warnings_total',
       help: 'Invalid SERVICE_* values seen (each logged with container and field)',
+      registers,
+    })
+    this.aclDenied = new Gauge({
+      name: 'consul_lb_registrator_consul_acl_denied',
+      help: "1 while Consul refuses this registrator's writes for want of an ACL permission (see /status registrator.consul.aclDenied); 0 after a sync without denial",
       registers,
     })
     this.streamUp = new Gauge({

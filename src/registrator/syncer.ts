@@ -4,6 +4,7 @@ import type { Logger } from '../log.js'
 import {
   type ContainerDesired,
   type DesiredOptions,
+  type DesiredService,
   desiredForContainer,
   type HealthStatus,
   META_CONTAINER,
@@ -68,6 +69,8 @@ export class Syncer {
   /** Convention warnings already logged per container, so a resync does not repeat them every period. */
   private readonly warned = new Map<string, Set<string>>()
   private readonly conflictsWarned = new Set<string>()
+  /** Service names Consul refused to register for want of an ACL permission (tried first next time). */
+  private readonly denied = new Set<string>()
   private last: SyncSummary | null = null
   private everSynced = false
 
@@ -126,9 +129,15 @@ export class Syncer {
       for (const id of this.warned.keys()) if (!this.containers.has(id)) this.warned.delete(id)
       drainer.retainOnly(new Set(this.containers.keys()))
       for (const id of this.conflictsWarned) if (!plan.conflicts.includes(id)) this.conflictsWarned.delete(id)
+      const wanted = new Set(views.flatMap((v) => v.services.map((s) => s.registration.Name)))
+      for (const name of this.denied) if (!wanted.has(name)) this.denied.delete(name)
       failures += await drainer.settle(views, retained, this.ownedIds)
       failures += await health.push(views, this.ownedIds)
-      throwIfFailed(failures, `Consul operation(s) failed during the ${reason} sync`)
+      const denial = this.deps.writer.aclDenial
+      throwIfFailed(
+        failures,
+        `Consul operation(s) failed during the ${reason} sync${denial ? `; last ACL denial: ${denial.message}` : ''}`,
+      )
       this.finish(reason, started, views.length, plan, null)
       this.everSynced = true
       return this.last!
@@ -237,12 +246,43 @@ export class Syncer {
   private async apply(plan: ReconcilePlan): Promise<number> {
     const { writer, consul, log, errors } = this.deps
     let failures = 0
-    for (const d of plan.register) {
-      const reg = d.registration
-      const fields = { service: reg.Name, id: reg.ID, address: reg.Address ?? '(agent address)', port: reg.Port }
-      if (await writer.run('register', () => consul.registerService(reg), fields))
-        this.ownedIds.set(reg.ID, String(reg.Meta?.[META_CONTAINER]))
-      else failures++
+    for (const group of byContainer(plan.register)) {
+      // A service Consul refused last time goes first: while the token still lacks the right, nothing else of its
+      // container is written (and undone) on every retry.
+      group.sort((a, b) => Number(this.denied.has(b.registration.Name)) - Number(this.denied.has(a.registration.Name)))
+      const done: { ID: string; Name: string }[] = []
+      for (let i = 0; i < group.length; i++) {
+        const reg = group[i]!.registration
+        const fields = { service: reg.Name, id: reg.ID, address: reg.Address ?? '(agent address)', port: reg.Port }
+        const failure: { denied: boolean } = { denied: false }
+        const ok = await writer.run(
+          'register',
+          () => consul.registerService(reg),
+          fields,
+          (e) => {
+            failure.denied = e.code === 'CLB_CONSUL_ACL_DENIED'
+          },
+        )
+        if (ok) {
+          this.ownedIds.set(reg.ID, String(reg.Meta?.[META_CONTAINER]))
+          this.denied.delete(reg.Name)
+          done.push(reg)
+          continue
+        }
+        failures++
+        if (!failure.denied) continue
+        // All or nothing per container: a token that may write some of its services but not all leaves none of
+        // this pass's registrations behind (what was registered before stays); the retry tries again.
+        this.denied.add(reg.Name)
+        for (const r of done) {
+          const undo = { service: r.Name, id: r.ID, reason: `rollback: ${reg.Name} was denied` }
+          if (await writer.run('deregister', () => consul.deregisterService(r.ID, r.Name), undo))
+            this.ownedIds.delete(r.ID)
+          else failures++
+        }
+        failures += group.length - i - 1
+        break
+      }
     }
     for (const o of plan.deregister) {
       const fields = { service: o.name, id: o.id, containerId: o.containerId.slice(0, 12) }
@@ -265,4 +305,16 @@ export class Syncer {
     }
     return failures
   }
+}
+
+/** The services of a plan grouped by container, in plan order. */
+function byContainer(services: readonly DesiredService[]): DesiredService[][] {
+  const groups = new Map<string, DesiredService[]>()
+  for (const d of services) {
+    const key = String(d.registration.Meta?.[META_CONTAINER] ?? d.registration.ID)
+    const g = groups.get(key)
+    if (g) g.push(d)
+    else groups.set(key, [d])
+  }
+  return [...groups.values()]
 }

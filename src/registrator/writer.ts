@@ -1,8 +1,21 @@
+import { ConsulAclError } from '../consul/errors.js'
+import type { ConsulLbError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { asRegistratorError, type RecentErrors } from './errors.js'
 import type { RegistratorMetrics } from './metrics.js'
 
 export type ConsulWriteOp = 'register' | 'deregister' | 'maintenance_on' | 'maintenance_off' | 'ttl'
+
+/** The last write Consul refused for want of an ACL permission, for /status (the token itself is never shown). */
+export interface AclDenial {
+  readonly at: string
+  readonly op: ConsulWriteOp
+  readonly operation: string
+  readonly permission: string | null
+  readonly message: string
+  /** Denied writes since the last sync without one. */
+  readonly count: number
+}
 
 /**
  * Every Consul write of the registrator goes through run(): logged, counted by operation and result, its failure
@@ -16,7 +29,26 @@ export class ConsulWriter {
     private readonly errors: RecentErrors,
   ) {}
 
-  async run(op: ConsulWriteOp, write: () => Promise<void>, fields: Record<string, unknown>): Promise<boolean> {
+  private denial: AclDenial | null = null
+
+  /** The last ACL denial since clearAclDenial(); null when Consul refused nothing for want of a permission. */
+  get aclDenial(): AclDenial | null {
+    return this.denial
+  }
+
+  /** After a sync that wrote everything it had to: the token is good enough (again). */
+  clearAclDenial(): void {
+    this.denial = null
+    this.metrics.aclDenied.set(0)
+  }
+
+  /** `onFailure` sees the coded error of a failed write (a caller that must tell an ACL denial from an outage). */
+  async run(
+    op: ConsulWriteOp,
+    write: () => Promise<void>,
+    fields: Record<string, unknown>,
+    onFailure?: (e: ConsulLbError) => void,
+  ): Promise<boolean> {
     try {
       await write()
       this.metrics.operations.inc({ op, result: 'ok' })
@@ -28,6 +60,18 @@ export class ConsulWriter {
       this.metrics.operations.inc({ op, result: e.code })
       this.errors.record(e)
       this.log.warn({ ...fields, code: e.code, err: e.message }, `${op} failed`)
+      if (e instanceof ConsulAclError) {
+        this.denial = {
+          at: new Date().toISOString(),
+          op,
+          operation: e.operation,
+          permission: e.permission,
+          message: e.message,
+          count: (this.denial?.count ?? 0) + 1,
+        }
+        this.metrics.aclDenied.set(1)
+      }
+      onFailure?.(e)
       return false
     }
   }

@@ -11,7 +11,8 @@ import {
 } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { sleep } from './consul.js'
+import { sleep, type TlsMaterial } from './consul.js'
+import { freePort } from './ports.js'
 import { spawnLogged, stopChild } from './process.js'
 
 /**
@@ -52,9 +53,13 @@ export class DockerDaemon {
   /** --live-restore: containers keep running while the engine restarts (no die/start events for them). */
   readonly liveRestore: boolean
 
-  constructor(dir: string, liveRestore = false) {
+  /** A second listener, tcp://127.0.0.1:<port> with --tlsverify (TLS material made by Consul's tls commands). */
+  readonly tls: { port: number; material: TlsMaterial } | null
+
+  constructor(dir: string, liveRestore = false, tls: { port: number; material: TlsMaterial } | null = null) {
     this.dir = dir
     this.liveRestore = liveRestore
+    this.tls = tls
     this.socket = join(dir, 'd.sock')
     // Bridge names are limited to 15 characters.
     this.network = `clb${process.pid % 100000}${Math.floor(Math.random() * 100)}`
@@ -62,6 +67,16 @@ export class DockerDaemon {
 
   get url(): string {
     return `unix://${this.socket}`
+  }
+
+  /** DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for the TLS listener, as a docker CLI user sets them. */
+  get tlsEnv(): { DOCKER_HOST: string; DOCKER_TLS_VERIFY: string; DOCKER_CERT_PATH: string } {
+    if (!this.tls) throw new Error('this engine has no TLS listener')
+    return {
+      DOCKER_HOST: `tcp://127.0.0.1:${this.tls.port}`,
+      DOCKER_TLS_VERIFY: '1',
+      DOCKER_CERT_PATH: join(this.dir, 'client-certs'),
+    }
   }
   get pid(): number | undefined {
     return this.proc?.pid
@@ -91,7 +106,28 @@ export class DockerDaemon {
       '--shutdown-timeout=2',
       '--log-level=warn',
       ...(this.liveRestore ? ['--live-restore'] : []),
+      ...(this.tls
+        ? [
+            '--host',
+            `tcp://127.0.0.1:${this.tls.port}`,
+            '--tlsverify',
+            '--tlscacert',
+            this.tls.material.caFile,
+            '--tlscert',
+            this.tls.material.serverCert,
+            '--tlskey',
+            this.tls.material.serverKey,
+          ]
+        : []),
     ])
+    if (this.tls) {
+      // The docker CLI's layout: DOCKER_CERT_PATH/{ca,cert,key}.pem.
+      const certs = join(this.dir, 'client-certs')
+      mkdirSync(certs, { recursive: true })
+      copyFileSync(this.tls.material.caFile, join(certs, 'ca.pem'))
+      copyFileSync(this.tls.material.clientCert, join(certs, 'cert.pem'))
+      copyFileSync(this.tls.material.clientKey, join(certs, 'key.pem'))
+    }
     this.proc = proc
     this.output = output
     const deadline = Date.now() + 30_000
@@ -227,10 +263,11 @@ export class DockerDaemon {
 export async function startDocker(
   t: { teardown(fn: () => unknown): void },
   imageTags?: string[],
-  opts: { liveRestore?: boolean } = {},
+  opts: { liveRestore?: boolean; tls?: TlsMaterial } = {},
 ): Promise<DockerDaemon> {
   // Short on purpose: <dir>/exec/... and <dir>/d.sock must stay below the 107-byte unix socket limit.
-  const d = new DockerDaemon(mkdtempSync('/tmp/clbd-'), opts.liveRestore ?? false)
+  const tls = opts.tls ? { port: await freePort(), material: opts.tls } : null
+  const d = new DockerDaemon(mkdtempSync('/tmp/clbd-'), opts.liveRestore ?? false, tls)
   t.teardown(() => d.destroy())
   await d.start()
   await d.importImage(imageTags)

@@ -19,9 +19,10 @@ export async function stopChild(proc: ChildProcess | null, graceMs = 5000): Prom
 export function spawnLogged(
   bin: string,
   args: string[],
-  keepChars = 50_000,
+  opts: { env?: NodeJS.ProcessEnv; keepChars?: number } = {},
 ): { proc: ChildProcess; output: () => string } {
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const keepChars = opts.keepChars ?? 50_000
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) })
   let output = ''
   const keep = (b: Buffer) => {
     output = (output + b.toString()).slice(-keepChars)
