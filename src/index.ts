@@ -2,11 +2,13 @@
  * The embedding API: start a proxy from a config object (validated exactly like a config file), and the pieces an
  * embedding user may want. The CLI is a thin layer over these.
  */
-import { collectDefaultMetrics, Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { type AdminServer, startAdmin } from './admin/server.js'
 import { loadServeConfig, type ServeConfig } from './config/serve.js'
-import { createLogger, type Logger } from './log.js'
-import { LoadBalancer } from './proxy/proxy.js'
+import type { Logger } from './log.js'
+import { adminViewOf, createProxy } from './proxy/create.js'
+import type { LoadBalancer } from './proxy/proxy.js'
+import type { NoInstanceExplainer } from './proxy/target.js'
 // Loading these registers their keys, so a config object shared by every subcommand is accepted here too.
 import './config/registrator.js'
 import './config/nginx.js'
@@ -14,9 +16,20 @@ import './config/nginx.js'
 export { loadNginxConfig, type NginxConfig } from './config/nginx.js'
 export { loadRegistratorConfig } from './config/registrator.js'
 export { loadServeConfig, type ServeConfig } from './config/serve.js'
-export { ConfigError, ConsulLbError } from './errors.js'
+export {
+  BodyTooLargeError,
+  ClientRequestError,
+  ConfigError,
+  ConsulLbError,
+  NoHealthyInstanceError,
+  NoRouteError,
+  ServiceNotAllowedError,
+  UpstreamError,
+} from './errors.js'
 export * from './nginx/index.js'
+export { type CreatedProxy, type CreateProxyOptions, createProxy } from './proxy/create.js'
 export { LoadBalancer } from './proxy/proxy.js'
+export type { NoInstanceExplainer } from './proxy/target.js'
 export { Registrator, type RegistratorConfig } from './registrator/index.js'
 export { parseRoute, type Route } from './routes/route.js'
 
@@ -35,24 +48,14 @@ export interface RunningProxy {
  */
 export async function startProxy(
   settings: Record<string, unknown>,
-  opts: { log?: Logger; registry?: Registry } = {},
+  opts: { log?: Logger; registry?: Registry; explainer?: NoInstanceExplainer } = {},
 ): Promise<RunningProxy> {
   const config: ServeConfig = loadServeConfig({ object: settings })
-  const log = opts.log ?? createLogger(config.logLevel as 'info')
-  const registry = opts.registry ?? new Registry()
-  if (!opts.registry) collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new LoadBalancer(config, { log, registry })
-  const { port } = await proxy.listen()
+  const { proxy, log, registry, port } = await createProxy(config, opts)
   let admin: AdminServer | null = null
   if (config.admin) {
     try {
-      admin = await startAdmin({
-        ...config.admin,
-        log,
-        registry,
-        status: { proxy: () => proxy.status() },
-        isHealthy: () => !proxy.isClosing,
-      })
+      admin = await startAdmin({ ...config.admin, log, registry, ...adminViewOf(proxy) })
     } catch (err) {
       await proxy.close(0)
       throw err

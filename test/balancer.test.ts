@@ -21,7 +21,7 @@ function registry(
 function picks(pool: ServicePool, n: number, now = Date.now()): Record<string, number> {
   const out: Record<string, number> = {}
   for (let i = 0; i < n; i++) {
-    const u = pool.pick(now, 100, null)!
+    const u = pool.pick(now, null)!
     out[u.address] = (out[u.address] ?? 0) + 1
   }
   return out
@@ -30,7 +30,7 @@ function picks(pool: ServicePool, n: number, now = Date.now()): Record<string, n
 t.test('round-robin spreads evenly and in rotation', async (t) => {
   const pool = new ServicePool(registry(t), roundRobin)
   pool.update([inst(1), inst(2), inst(3)], Date.now())
-  const seq = Array.from({ length: 6 }, () => pool.pick(Date.now(), 100, null)!.address)
+  const seq = Array.from({ length: 6 }, () => pool.pick(Date.now(), null)!.address)
   t.same(new Set(seq.slice(0, 3)).size, 3, 'each instance once per round')
   t.same(seq.slice(0, 3), seq.slice(3, 6), 'same order every round')
   t.same(picks(pool, 300), { '127.0.0.1': 100, '127.0.0.2': 100, '127.0.0.3': 100 })
@@ -45,9 +45,9 @@ t.test('SRV weights are honoured (smooth weighted round-robin)', async (t) => {
 t.test('an instance that appears does not reset the rotation of the others', async (t) => {
   const pool = new ServicePool(registry(t), roundRobin)
   pool.update([inst(1), inst(2)], Date.now())
-  const before = pool.pick(Date.now(), 100, null)!.address
+  const before = pool.pick(Date.now(), null)!.address
   pool.update([inst(1), inst(2), inst(3)], Date.now())
-  const next3 = [0, 1, 2].map(() => pool.pick(Date.now(), 100, null)!.address)
+  const next3 = [0, 1, 2].map(() => pool.pick(Date.now(), null)!.address)
   t.notOk(next3[0] === before && next3[1] === before, 'rotation goes on instead of restarting at the first instance')
   t.equal(new Set(next3).size, 3, 'the new instance is in the next round')
 })
@@ -60,7 +60,7 @@ t.test(
     pool.update([inst(1, 1, 1), inst(2, 1, 1), inst(3, 1, 2)], Date.now())
     t.same(picks(pool, 10), { '127.0.0.1': 5, '127.0.0.2': 5 })
     const now = Date.now()
-    for (const m of pool.members()) if (m.priority === 1) reg.recordFailure(m.upstream, 'ECONNREFUSED', now)
+    for (const m of pool.members()) if (m.priority === 1) m.upstream.recordFailure('ECONNREFUSED', now)
     t.same(picks(pool, 4, now), { '127.0.0.3': 4 }, 'failover tier takes over while tier 1 is ejected')
   },
 )
@@ -71,9 +71,9 @@ t.test('passive health: maxFails within the window ejects; the instance returns 
   pool.update([inst(1), inst(2)], Date.now())
   const bad = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
   const now = Date.now()
-  t.notOk(reg.recordFailure(bad, 'ECONNREFUSED', now))
-  t.notOk(reg.recordFailure(bad, 'ECONNREFUSED', now))
-  t.ok(reg.recordFailure(bad, 'ECONNREFUSED', now), 'third failure ejects')
+  t.notOk(bad.recordFailure('ECONNREFUSED', now))
+  t.notOk(bad.recordFailure('ECONNREFUSED', now))
+  t.ok(bad.recordFailure('ECONNREFUSED', now), 'third failure ejects')
   t.match(bad.ejectReason, /3 failures \(ECONNREFUSED\)/)
   t.same(picks(pool, 4, now + 10), { '127.0.0.2': 4 })
   t.same(picks(pool, 4, now + 1001), { '127.0.0.1': 2, '127.0.0.2': 2 }, 'back after the cool-down')
@@ -85,10 +85,10 @@ t.test('failures outside the window do not add up; a success clears the streak',
   pool.update([inst(1)], Date.now())
   const u = pool.members()[0]!.upstream
   const now = Date.now()
-  t.notOk(reg.recordFailure(u, 'ECONNRESET', now))
-  t.notOk(reg.recordFailure(u, 'ECONNRESET', now + 500), 'new window')
-  reg.recordSuccess(u)
-  t.notOk(reg.recordFailure(u, 'ECONNRESET', now + 501), 'streak was cleared by the success')
+  t.notOk(u.recordFailure('ECONNRESET', now))
+  t.notOk(u.recordFailure('ECONNRESET', now + 500), 'new window')
+  u.recordSuccess()
+  t.notOk(u.recordFailure('ECONNRESET', now + 501), 'streak was cleared by the success')
 })
 
 t.test(
@@ -98,7 +98,7 @@ t.test(
     const pool = new ServicePool(reg, roundRobin)
     pool.update([inst(1), inst(2)], Date.now())
     const u1 = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
-    reg.recordFailure(u1, 'ECONNREFUSED', Date.now())
+    u1.recordFailure('ECONNREFUSED', Date.now())
     pool.update([inst(2)], Date.now())
     pool.update([inst(1), inst(2)], Date.now())
     const again = pool.members().find((m) => m.upstream.address === '127.0.0.1')!.upstream
@@ -111,21 +111,24 @@ t.test('every instance ejected: panic mode still tries one rather than answering
   const reg = registry(t, { maxFails: 1, failWindowMs: 10_000, ejectForMs: 60_000, maxConnectionsPerInstance: 100 })
   const pool = new ServicePool(reg, roundRobin)
   pool.update([inst(1), inst(2)], Date.now())
-  for (const m of pool.members()) reg.recordFailure(m.upstream, 'ECONNREFUSED', Date.now())
-  t.ok(pool.pick(Date.now(), 100, null))
+  for (const m of pool.members()) m.upstream.recordFailure('ECONNREFUSED', Date.now())
+  t.ok(pool.pick(Date.now(), null))
   t.equal(pool.panics, 1)
 })
 
 t.test('retries skip instances already tried; full instances are skipped', async (t) => {
   const pool = new ServicePool(registry(t), roundRobin)
   pool.update([inst(1), inst(2), inst(3)], Date.now())
-  const tried: Upstream[] = [pool.pick(Date.now(), 100, null)!, pool.pick(Date.now(), 100, null)!]
-  for (let i = 0; i < 5; i++) t.notOk(tried.includes(pool.pick(Date.now(), 100, tried)!))
+  const tried: Upstream[] = [pool.pick(Date.now(), null)!, pool.pick(Date.now(), null)!]
+  for (let i = 0; i < 5; i++) t.notOk(tried.includes(pool.pick(Date.now(), tried)!))
   const all = pool.members().map((m) => m.upstream)
-  t.equal(pool.pick(Date.now(), 100, all), null, 'nothing left to try')
-  all[0]!.inflight = 5
-  for (let i = 0; i < 5; i++) t.not(pool.pick(Date.now(), 5, null), all[0], 'a full instance is not picked')
-  all[0]!.inflight = 0
+  t.equal(pool.pick(Date.now(), all), null, 'nothing left to try')
+  for (let i = 0; i < 100; i++) all[0]!.begin()
+  t.notOk(all[0]!.isAvailable(Date.now()), 'at its cap an instance is not available')
+  for (let i = 0; i < 5; i++) t.not(pool.pick(Date.now(), null), all[0], 'a full instance is not picked')
+  for (let i = 0; i < 100; i++) all[0]!.end()
+  t.equal(all[0]!.inflight, 0, 'every slot back')
+  t.ok(all[0]!.isAvailable(Date.now()))
 })
 
 t.test('least-connections and power-of-two prefer the less loaded instance', async (t) => {
@@ -136,10 +139,10 @@ t.test('least-connections and power-of-two prefer the less loaded instance', asy
     const pool = new ServicePool(registry(t), sel)
     pool.update([inst(1), inst(2)], Date.now())
     const [a, b] = pool.members().map((m) => m.upstream)
-    a!.inflight = 10
+    for (let i = 0; i < 10; i++) a!.begin()
     const got = picks(pool, 50)
     t.ok((got[b!.address] ?? 0) > 40, `${name}: the idle instance gets most picks (${JSON.stringify(got)})`)
-    a!.inflight = 0
+    for (let i = 0; i < 10; i++) a!.end()
     const even = picks(pool, 1000)
     t.ok(Math.abs((even['127.0.0.1'] ?? 0) - 500) < 150, `${name}: equal load spreads (${JSON.stringify(even)})`)
   }

@@ -57,14 +57,9 @@ export class ServicePool {
   // Selection predicates are made once per pool and read the pick's arguments from these fields, so a pick creates
   // no closure (the request path is hot).
   private now = 0
-  private maxInflight = 0
   private tried: readonly Upstream[] | null = null
-  private readonly isHealthy = (m: Member): boolean => {
-    const u = m.upstream
-    return u.ejectedUntil <= this.now && u.inflight < this.maxInflight && !this.wasTried(u)
-  }
-  private readonly isUntried = (m: Member): boolean =>
-    m.upstream.inflight < this.maxInflight && !this.wasTried(m.upstream)
+  private readonly isEligible = (m: Member): boolean => m.upstream.isAvailable(this.now) && !this.wasTried(m.upstream)
+  private readonly isUntried = (m: Member): boolean => m.upstream.hasCapacity() && !this.wasTried(m.upstream)
 
   private wasTried(u: Upstream): boolean {
     const t = this.tried
@@ -74,17 +69,17 @@ export class ServicePool {
   }
 
   /**
-   * Picks an upstream, skipping those in `tried` (earlier attempts of this request), ejected ones and full ones,
-   * from the first priority tier that has one. If every untried member is ejected, one of them is used anyway
-   * ("panic mode", like Envoy's panic threshold): Consul still lists them, and a try beats a certain 503.
+   * Picks an upstream, skipping those in `tried` (earlier attempts of this request) and unavailable ones (ejected, or
+   * at their connection cap), from the first priority tier that has one. If every untried member with capacity is
+   * ejected, one of them is used anyway ("panic mode", like Envoy's panic threshold): Consul still lists them, and a
+   * try beats a certain 503. A full instance is never picked.
    */
-  pick(now: number, maxInflight: number, tried: readonly Upstream[] | null): Upstream | null {
+  pick(now: number, tried: readonly Upstream[] | null): Upstream | null {
     this.now = now
-    this.maxInflight = maxInflight
     this.tried = tried
     try {
       for (let i = 0; i < this.tiers.length; i++) {
-        const m = this.select(this.tiers[i]!, this.isHealthy)
+        const m = this.select(this.tiers[i]!, this.isEligible)
         if (m !== null) return m.upstream
       }
       for (let i = 0; i < this.tiers.length; i++) {

@@ -7,15 +7,25 @@ export interface PassiveHealthOptions {
   failWindowMs: number
   /** How long an ejected instance gets no traffic (nginx fail_timeout). */
   ejectForMs: number
-  /** Concurrent requests above which an instance counts as full. */
+  /** Requests and open upgrades at which an instance counts as full (nginx max_conns). */
   maxConnectionsPerInstance: number
 }
 
+/** Why an instance was last counted as failing. */
+export interface FailureRecord {
+  readonly code: string
+  readonly at: number
+}
+
 /**
- * Everything the proxy knows about one backend `address:port`, independent of which DNS answer listed it:
- * in-flight count, recent failures, ejection, and its undici connection pool. Kept in an UpstreamRegistry so an
+ * Everything the proxy knows about one backend `address:port`, independent of which DNS answer listed it: requests
+ * and tunnels in flight, recent failures, ejection, and its undici connection pool. Kept in an UpstreamRegistry so an
  * instance that drops out of one answer and reappears in the next keeps its failure memory and its connections
  * (like Caddy's hosts.go).
+ *
+ * The counters are private: `begin()`/`end()` bracket each request or tunnel (whoever calls `begin()` owns exactly
+ * one `end()`), `recordFailure()`/`recordSuccess()` feed passive health, and selection asks one question,
+ * `isAvailable(now)`: not ejected and under the connection cap.
  */
 export class Upstream {
   readonly key: string
@@ -23,30 +33,124 @@ export class Upstream {
   readonly port: number
   readonly origin: string
   readonly pool: Pool
-  inflight = 0
-  requests = 0
-  failures = 0
+  private readonly health: PassiveHealthOptions
+  private active = 0
+  private started = 0
+  private failed = 0
   /** Failures counted in the current window. */
-  recentFails = 0
-  windowStart = 0
-  ejectedUntil = 0
-  ejections = 0
-  lastFailure: { code: string; at: number } | null = null
-  ejectReason: string | null = null
+  private recentFails = 0
+  private windowStart = 0
+  private ejectedUntilMs = 0
+  private ejectCount = 0
+  private lastFail: FailureRecord | null = null
+  private lastEjectReason: string | null = null
   /** Service pools currently listing this upstream; when 0 for long enough, the registry closes it. */
-  references = 0
-  unreferencedSince = 0
+  private references = 0
+  private unreferencedSince = 0
 
-  constructor(inst: Instance, pool: Pool) {
+  constructor(inst: Instance, pool: Pool, health: PassiveHealthOptions) {
     this.key = inst.key
     this.address = inst.address
     this.port = inst.port
     this.origin = `http://${inst.key}`
     this.pool = pool
+    this.health = health
+  }
+
+  /** A request or tunnel starts using this instance; its owner calls `end()` exactly once when it is over. */
+  begin(): void {
+    this.active++
+    this.started++
+  }
+
+  /** The request or tunnel that called `begin()` is over, however it ended. */
+  end(): void {
+    // Never below zero: an unbalanced end() would otherwise hide a leaked slot elsewhere behind a negative count.
+    if (this.active > 0) this.active--
+  }
+
+  /** Not ejected and under the connection cap: the one question selection asks. */
+  isAvailable(now: number): boolean {
+    return this.ejectedUntilMs <= now && this.active < this.health.maxConnectionsPerInstance
+  }
+
+  /** Under the connection cap, ejected or not (panic mode tries ejected instances, never full ones). */
+  hasCapacity(): boolean {
+    return this.active < this.health.maxConnectionsPerInstance
   }
 
   isEjected(now: number): boolean {
-    return this.ejectedUntil > now
+    return this.ejectedUntilMs > now
+  }
+
+  /**
+   * A connect error, reset or timeout. Ejects the instance when maxFails are reached within failWindowMs; returns
+   * true when this failure ejected it.
+   */
+  recordFailure(code: string, now: number): boolean {
+    this.failed++
+    this.lastFail = { code, at: now }
+    if (now - this.windowStart > this.health.failWindowMs) {
+      this.windowStart = now
+      this.recentFails = 0
+    }
+    this.recentFails++
+    if (this.recentFails >= this.health.maxFails && !this.isEjected(now)) {
+      this.ejectedUntilMs = now + this.health.ejectForMs
+      this.ejectCount++
+      this.lastEjectReason = `${this.recentFails} failures (${code}) within ${this.health.failWindowMs} ms`
+      this.recentFails = 0
+      return true
+    }
+    return false
+  }
+
+  /** A response came back: the failure streak is over. */
+  recordSuccess(): void {
+    if (this.recentFails !== 0) this.recentFails = 0
+  }
+
+  /** Requests and tunnels using the instance now. */
+  get inflight(): number {
+    return this.active
+  }
+  /** Requests and tunnels started since the upstream was created. */
+  get requests(): number {
+    return this.started
+  }
+  get failures(): number {
+    return this.failed
+  }
+  get ejections(): number {
+    return this.ejectCount
+  }
+  get ejectedUntil(): number {
+    return this.ejectedUntilMs
+  }
+  get ejectReason(): string | null {
+    return this.lastEjectReason
+  }
+  get lastFailure(): FailureRecord | null {
+    return this.lastFail
+  }
+  get maxConnections(): number {
+    return this.health.maxConnectionsPerInstance
+  }
+
+  /** @internal UpstreamRegistry: a service pool lists this upstream. */
+  retain(): void {
+    this.references++
+  }
+
+  /** @internal UpstreamRegistry: a service pool stopped listing it. */
+  release(now: number): void {
+    this.references--
+    if (this.references === 0) this.unreferencedSince = now
+  }
+
+  /** @internal UpstreamRegistry: unlisted, idle, and for longer than `graceMs`. */
+  isUnusedFor(graceMs: number, now: number): boolean {
+    return this.references === 0 && this.active === 0 && now - this.unreferencedSince > graceMs
   }
 }
 
@@ -62,7 +166,6 @@ export class UpstreamRegistry {
   readonly health: PassiveHealthOptions
   private readonly sweepTimer: NodeJS.Timeout
   private readonly graceMs: number
-  onEject: ((u: Upstream, reason: string) => void) | null = null
 
   constructor(factory: PoolFactory, health: PassiveHealthOptions, graceMs = 60_000) {
     this.factory = factory
@@ -75,41 +178,15 @@ export class UpstreamRegistry {
   acquire(inst: Instance): Upstream {
     let u = this.map.get(inst.key)
     if (!u) {
-      u = new Upstream(inst, this.factory(`http://${inst.key}`))
+      u = new Upstream(inst, this.factory(`http://${inst.key}`), this.health)
       this.map.set(inst.key, u)
     }
-    u.references++
+    u.retain()
     return u
   }
 
   release(u: Upstream, now: number): void {
-    u.references--
-    if (u.references === 0) u.unreferencedSince = now
-  }
-
-  /** A connect error, reset or timeout. Ejects the upstream when maxFails are reached within failWindowMs. */
-  recordFailure(u: Upstream, code: string, now: number): boolean {
-    u.failures++
-    u.lastFailure = { code, at: now }
-    if (now - u.windowStart > this.health.failWindowMs) {
-      u.windowStart = now
-      u.recentFails = 0
-    }
-    u.recentFails++
-    if (u.recentFails >= this.health.maxFails && !u.isEjected(now)) {
-      u.ejectedUntil = now + this.health.ejectForMs
-      u.ejections++
-      u.ejectReason = `${u.recentFails} failures (${code}) within ${this.health.failWindowMs} ms`
-      u.recentFails = 0
-      this.onEject?.(u, code)
-      return true
-    }
-    return false
-  }
-
-  /** A response came back: the failure streak is over. */
-  recordSuccess(u: Upstream): void {
-    if (u.recentFails !== 0) u.recentFails = 0
+    u.release(now)
   }
 
   get(key: string): Upstream | undefined {
@@ -120,9 +197,16 @@ export class UpstreamRegistry {
     return [...this.map.values()]
   }
 
+  /** Requests and tunnels in flight over every upstream: 0 whenever the proxy is idle (tests assert it). */
+  slotsInUse(): number {
+    let n = 0
+    for (const u of this.map.values()) n += u.inflight
+    return n
+  }
+
   private sweep(now: number): void {
     for (const u of this.map.values()) {
-      if (u.references === 0 && u.inflight === 0 && now - u.unreferencedSince > this.graceMs) {
+      if (u.isUnusedFor(this.graceMs, now)) {
         this.map.delete(u.key)
         void u.pool.close().catch(() => {
           /* closing an idle pool cannot lose a request; nothing to report */

@@ -1,12 +1,12 @@
 import cluster from 'node:cluster'
 import { Command } from 'commander'
-import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
+import { AggregatorRegistry, Registry } from 'prom-client'
 import { type AdminOptions, type AdminServer, startAdmin } from '../admin/server.js'
 import { CONSUL_FIELDS } from '../config/consul.js'
 import { COMMON_FIELDS, loadServeConfig, SERVE_FIELDS, type ServeConfig } from '../config/serve.js'
 import { ConsulLbError } from '../errors.js'
 import { createLogger, type Logger } from '../log.js'
-import { LoadBalancer } from '../proxy/proxy.js'
+import { adminViewOf, createProxy } from '../proxy/create.js'
 import {
   EMBEDDED_REGISTRATOR_FIELDS,
   type EmbeddedRegistrator,
@@ -54,17 +54,11 @@ export async function runServe(
     await runPrimary(config, log, registratorSources)
     return
   }
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new LoadBalancer(config, { log, registry })
-  await proxy.listen()
+  const { proxy, registry } = await createProxy(config, { log })
   let registrator: EmbeddedRegistrator | null = null
   let admin: AdminServer | null = null
   try {
-    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, registry, {
-      status: { proxy: () => proxy.status() },
-      isHealthy: () => !proxy.isClosing,
-    }))
+    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, registry, adminViewOf(proxy)))
   } catch (err) {
     // A half-started process (proxy up, admin port taken) must not keep serving: stop what started, then fail.
     await registrator?.close()
@@ -81,10 +75,7 @@ export async function runServe(
 export async function runWorker(): Promise<void> {
   const config = JSON.parse(process.env[WORKER_ENV]!) as ServeConfig
   const log = createLogger(config.logLevel as 'info').child({ worker: cluster.worker?.id })
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry, prefix: 'consul_lb_' })
-  const proxy = new LoadBalancer(config, { log, registry })
-  await proxy.listen()
+  const { proxy, registry } = await createProxy(config, { log })
   process.on('message', (msg: { type: string; id: number }) => {
     if (msg?.type === 'status') process.send?.({ type: 'status', id: msg.id, body: proxy.status() })
     else if (msg?.type === 'metrics')

@@ -1,12 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { Readable } from 'node:stream'
-import { ConsulLbError } from '../errors.js'
-
-export class BodyTooLargeError extends ConsulLbError {
-  constructor(limit: number) {
-    super('CLB_BODY_TOO_LARGE', `request body larger than ${limit} bytes`, 413)
-  }
-}
+import { BodyTooLargeError } from '../errors.js'
 
 /**
  * A chunked request body, passed through while counting against maxBodyBytes. It pulls from the client only when

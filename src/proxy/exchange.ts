@@ -1,69 +1,59 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Counter } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { Upstream } from '../balancer/upstream.js'
+import { ConsulLbError, UpstreamError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import type { LimitedBody } from './body.js'
-import { connectionTokens, isHopByHop } from './headers.js'
-import { sendError } from './respond.js'
+import type { BodyReader, ClientConnection, ClientConnections } from './connection.js'
+import { forwardResponseHeaders } from './headers.js'
+import { INSTANCE_FAILURES, isRetryable, type RetryBudget, TIMEOUTS } from './retry.js'
 import type { ServiceTarget } from './target.js'
 
-/** What an exchange needs from the proxy that runs it (one object shared by all requests). */
-export interface ExchangeHost {
-  readonly maxInflightPerInstance: number
-  readonly retries: number
+/** What every exchange of one proxy shares: small owners and settings, never the proxy itself. */
+export interface ExchangeContext {
+  readonly budget: RetryBudget
+  /** 1 + --retries. */
+  readonly maxAttempts: number
   readonly retryAfterS: number
-  /** Shutting down: pools are being destroyed, so nothing is retried. */
-  readonly isClosing: boolean
-  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void
-  recordSuccess(u: Upstream): void
-  /** Whether one more retry fits the retry budget (retries in flight vs requests in flight). */
-  mayRetry(): boolean
-  retryStarted(): void
-  retryEnded(): void
-  logFailure(ex: Exchange, u: Upstream, err: Error, final: boolean): void
-  finished(ex: Exchange, status: number, code: string | null): void
+  /** consul_lb_errors_total{code}. */
+  readonly errors: Counter<'code'>
+  readonly connections: ClientConnections
+  readonly log: Logger
+  readonly ejectForMs: number
 }
 
-/** Errors that mean "this instance did not take the request (well)": counted against it. */
-// (UND_ERR_CLOSED / UND_ERR_DESTROYED are not here: they mean we closed the pool, while shutting down.)
-const INSTANCE_FAILURES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ETIMEDOUT',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_SOCKET',
-  'UND_ERR_HEADERS_TIMEOUT',
-])
-/** Failures before a connection existed: the request cannot have reached the instance, whatever its method. */
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
-/** RFC 9110 §9.2.2: methods whose repetition has the effect of one request. */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
-const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
-
 /**
- * One client request on its way through the proxy, and the undici dispatch handler for each attempt (the legacy
- * handler interface, which is undici's native one: no wrapper per request). It writes upstream bytes straight into
- * the client response and retries on another instance when an attempt failed before any response byte came back.
+ * One client request on its way through the proxy, from the moment it is routed to its last byte, and the undici
+ * dispatch handler of each attempt (the legacy handler interface, undici's native one: no wrapper per request). It
+ * writes upstream bytes straight into the client response and retries on another instance when an attempt failed
+ * before any response byte came back.
+ *
+ * It owns everything the request holds, and gives each back in one place: the instance slot of the attempt in flight
+ * (`endAttempt`, the only caller of `Upstream.end()` for requests), and its request slot, retry slot and counters
+ * (`finish`, reached exactly once however the request ends: answered, failed, refused, or its client gone).
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly target: ServiceTarget
-  private readonly host: ExchangeHost
+  private readonly ctx: ExchangeContext
   private readonly opts: Dispatcher.DispatchOptions
   private readonly body: IncomingMessage | LimitedBody | null
+  private readonly conn: ClientConnection | null
+  private expectContinue: boolean
+  /** The attempt in flight holds a slot of this instance. */
   private upstream: Upstream | null = null
+  private lastUpstream: Upstream | null = null
   private tried: Upstream[] | null = null
   private abortFn: ((err?: Error) => void) | null = null
   private startedAt = 0
-  private retrying = false
-  attempts = 0
+  private attempts = 0
+  private holdsRetry = false
   private done = false
-  status = 0
-  lastErrorCode: string | null = null
-  private lastUpstream: Upstream | null = null
+  private status = 0
+  private bodyError: ConsulLbError | null = null
   private resume: (() => void) | null = null
   private drainHooked = false
 
@@ -71,83 +61,113 @@ export class Exchange implements Dispatcher.DispatchHandler {
     req: IncomingMessage,
     res: ServerResponse,
     target: ServiceTarget,
-    host: ExchangeHost,
     path: string,
     headers: string[],
     body: IncomingMessage | LimitedBody | null,
+    conn: ClientConnection | null,
+    expectContinue: boolean,
+    ctx: ExchangeContext,
   ) {
     this.req = req
     this.res = res
     this.target = target
-    this.host = host
+    this.ctx = ctx
     this.body = body
+    this.expectContinue = expectContinue
     this.opts = { path, method: req.method as Dispatcher.HttpMethod, headers, body }
+    this.conn = body !== null ? conn : null
+    if (this.conn !== null) this.conn.bodyReader = this
+    ctx.budget.requestStarted()
     res.on('close', this.onClientClose)
   }
 
-  /** The client went away: stop the upstream request too (long responses, event streams). */
-  private readonly onClientClose = (): void => {
-    if (!this.done && this.abortFn !== null && !this.res.writableFinished) this.abortFn()
+  /** After `target.ready()` settled: go on, answer 503, or count a client that left while it waited. */
+  readonly proceed = (ready: boolean): void => {
+    if (this.done) return
+    if (this.res.destroyed) this.finish(499, null)
+    else if (this.bodyError !== null) this.fail(this.bodyError)
+    else if (ready) this.start()
+    else this.fail(this.target.unavailable())
   }
 
   /** Sends the first attempt (the service has instances). */
   start(): void {
-    const u = this.target.pool.pick(Date.now(), this.host.maxInflightPerInstance, null)
+    const u = this.target.pool.pick(Date.now(), null)
     if (u === null) {
-      this.finish(null)
-      sendError(
-        this.req,
-        this.res,
-        503,
-        'CLB_NO_HEALTHY_INSTANCE',
-        `no healthy instance of ${this.target.service} (every instance is at its connection cap)`,
-        this.host.retryAfterS,
-      )
-      this.host.finished(this, 503, 'CLB_NO_HEALTHY_INSTANCE')
+      this.fail(this.target.unavailable(true))
       return
+    }
+    // Decided: route, limits and an instance are known, so the client may send its body now (RFC 9110 §10.1.1).
+    if (this.expectContinue) {
+      this.expectContinue = false
+      this.res.writeContinue()
     }
     this.dispatch(u)
   }
 
+  /**
+   * The connection carrying this request's body failed (bad chunk framing, request timeout): stop, and answer `e`
+   * if nothing was sent yet.
+   */
+  clientFailed(e: ConsulLbError): void {
+    if (this.done) return
+    this.bodyError = e
+    if (this.abortFn !== null) this.abortFn(e)
+    else if (this.upstream === null) this.fail(e)
+    // else: queued for a connection; onConnect aborts with bodyError
+  }
+
+  /** The client went away: stop the upstream request too (long responses, event streams). */
+  private readonly onClientClose = (): void => {
+    if (!this.done && this.abortFn !== null) this.abortFn()
+  }
+
   private dispatch(u: Upstream): void {
     this.upstream = u
+    this.lastUpstream = u
     this.attempts++
-    u.inflight++
-    u.requests++
+    u.begin()
     this.startedAt = Date.now()
     this.abortFn = null
     u.pool.dispatch(this.opts, this)
   }
 
+  /** The only place a request gives its instance slot back: each attempt ends here once. */
+  private endAttempt(): Upstream | null {
+    const u = this.upstream
+    if (u !== null) {
+      this.upstream = null
+      u.end()
+    }
+    return u
+  }
+
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort
-    if (this.res.destroyed) abort()
+    if (this.bodyError !== null) abort(this.bodyError)
+    else if (this.res.destroyed || this.done) abort()
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true // 1xx interim answers (103 Early Hints) are not relayed
-    const u = this.upstream!
-    this.host.recordSuccess(u)
+    if (this.done) return false
+    if (statusCode < 200) {
+      if (statusCode === 103) this.earlyHints(rawHeaders)
+      return true
+    }
+    this.upstream?.recordSuccess()
     this.target.stats.observe((Date.now() - this.startedAt) / 1000)
     const res = this.res
     if (res.destroyed) return false
-    // Response headers go out as a flat [name, value, …] list, hop-by-hop ones removed.
-    const out: string[] = []
-    let tokens: Set<string> | null = null
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i]!.toString('latin1')
-      if (isHopByHop(name)) {
-        if (name.length === 10 && name.toLowerCase() === 'connection')
-          tokens = connectionTokens(rawHeaders[i + 1]!.toString('latin1'))
-        continue
-      }
-      out.push(name, rawHeaders[i + 1]!.toString('latin1'))
-    }
-    if (tokens !== null) {
-      for (let i = out.length - 2; i >= 0; i -= 2) if (tokens.has(out[i]!.toLowerCase())) out.splice(i, 2)
-    }
     this.status = statusCode
-    res.writeHead(statusCode, statusText || undefined, out)
+    res.writeHead(statusCode, statusText || undefined, forwardResponseHeaders(rawHeaders, statusCode))
+    if (statusCode === 204 || statusCode === 304) {
+      // No body follows, whatever Content-Length says (RFC 9112 §6.3; RFC 9110 §8.6 lets a 304 carry one). undici
+      // checks that length against the empty body and fails the attempt, which would cut this answer: it is
+      // complete now.
+      res.end()
+      this.finish(statusCode, null)
+      return true
+    }
     this.resume = resume
     // No cork() here: measured with strace, Node already sends header block, body and end of a small answer in one
     // writev, and undici the request in one write; corking changed nothing.
@@ -155,6 +175,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.done) return true
     if (this.res.write(chunk)) return true
     // Backpressure: the client reads slower than the upstream sends; undici pauses until the socket drains.
     // The listener is added only for responses that ever fill the socket buffer.
@@ -166,95 +187,142 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    if (this.done) {
+      this.endAttempt()
+      return
+    }
     this.res.end()
-    this.finish(this.upstream)
-    this.host.finished(this, this.status, null)
+    this.finish(this.status, null)
   }
 
   onError(err: Error): void {
-    const u = this.upstream!
+    const u = this.endAttempt()
+    if (this.done) return
     const code = (err as { code?: string }).code ?? 'ERR'
-    this.lastErrorCode = code
-    this.lastUpstream = u
     const now = Date.now()
     const clientGone = this.res.destroyed || code === 'UND_ERR_ABORTED'
-    if (INSTANCE_FAILURES.has(code) && !clientGone) this.host.recordFailure(u, code, this.target, now)
-    u.inflight--
-    this.upstream = null
+    if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
     if (clientGone) {
-      this.finish(null)
-      this.host.finished(this, 499, null)
+      this.finish(499, null)
       return
     }
-    if (!this.res.headersSent && this.isRetryable(code)) {
+    if (u !== null && !this.res.headersSent && this.mayRetry(code)) {
       if (this.tried === null) this.tried = []
       this.tried.push(u)
-      const next = this.target.pool.pick(now, this.host.maxInflightPerInstance, this.tried)
-      if (next !== null) {
-        this.host.logFailure(this, u, err, false)
+      const next = this.target.pool.pick(now, this.tried)
+      if (next !== null && (this.holdsRetry || this.ctx.budget.tryRetry())) {
+        this.holdsRetry = true
+        if (this.ctx.log.isLevelEnabled('info'))
+          this.ctx.log.info(
+            { service: this.target.service, instance: u.key, code, attempt: this.attempts },
+            'attempt failed; retrying on another instance',
+          )
         this.target.stats.retries++
-        if (!this.retrying) {
-          this.retrying = true
-          this.host.retryStarted()
-        }
         this.dispatch(next)
         return
       }
     }
-    this.host.logFailure(this, u, err, true)
     this.failFinal(code, err)
   }
 
-  /** The last attempt failed: the one answer that says why (413, 504, 502), or a cut connection mid-response. */
+  private mayRetry(code: string): boolean {
+    const b = this.body
+    return isRetryable({
+      code,
+      method: this.req.method!,
+      hasBody: b !== null,
+      bodyStarted:
+        b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started),
+      attempts: this.attempts,
+      maxAttempts: this.ctx.maxAttempts,
+    })
+  }
+
+  /** The last attempt failed: the one answer that says why (413, 400/408, 504, 502), or a cut connection. */
   private failFinal(code: string, err: Error): void {
-    this.finish(null)
-    if (this.res.headersSent) {
-      // Part of the answer is out: the only honest signal left is to cut the connection.
-      this.res.destroy(err)
-      this.host.finished(this, this.status, null)
+    if (err instanceof ConsulLbError) {
+      // The client's side failed (body over the limit, broken body): not the instance's doing.
+      this.fail(err)
       return
     }
     const where = `${this.target.service} instance ${this.lastUpstream?.key ?? '?'}`
+    this.ctx.log.warn(
+      {
+        service: this.target.service,
+        instance: this.lastUpstream?.key,
+        code,
+        attempts: this.attempts,
+        method: this.req.method,
+        url: this.req.url,
+      },
+      `upstream request failed: ${err.message}`,
+    )
+    if (this.res.headersSent) {
+      // Part of the answer is out: the only honest signal left is to cut the connection.
+      this.res.destroy(err)
+      this.finish(this.status, null)
+      return
+    }
     const tries = this.attempts > 1 ? ` after ${this.attempts} attempts` : ''
-    if (code === 'CLB_BODY_TOO_LARGE') {
-      sendError(this.req, this.res, 413, code, err.message)
-      this.host.finished(this, 413, code)
-    } else if (TIMEOUTS.has(code)) {
-      sendError(this.req, this.res, 504, 'CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`)
-      this.host.finished(this, 504, 'CLB_UPSTREAM_TIMEOUT')
-    } else {
-      sendError(this.req, this.res, 502, 'CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`)
-      this.host.finished(this, 502, 'CLB_UPSTREAM_FAILED')
+    this.fail(
+      TIMEOUTS.has(code)
+        ? new UpstreamError('CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`, { cause: err })
+        : new UpstreamError('CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`, { cause: err }),
+    )
+  }
+
+  /** Answers with the error (or cuts a response already under way) and ends the exchange. */
+  private fail(e: ConsulLbError): void {
+    const req = this.req
+    // A request body we did not read would take bandwidth to skip: close such connections (gently).
+    const close = this.bodyError !== null || (this.body !== null && !req.complete)
+    writeAnswer(
+      this.res,
+      errorAnswer(e, { json: wantsJson(req.headers.accept), retryAfterS: this.ctx.retryAfterS, close }),
+      req.method === 'HEAD',
+    )
+    if (close) this.ctx.connections.lingerAfter(this.res)
+    this.finish(e.statusCode, e.code)
+  }
+
+  /** Relays 103 Early Hints (a proxy forwards 1xx, RFC 9110 §15.2; never to an HTTP/1.0 client). */
+  private earlyHints(rawHeaders: Buffer[]): void {
+    if (this.req.httpVersionMinor === 0 || this.res.headersSent || this.res.destroyed) return
+    const headers = forwardResponseHeaders(rawHeaders, 103)
+    const hints: Record<string, string | string[]> = {}
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!.toLowerCase()
+      const prev = hints[name]
+      hints[name] = prev === undefined ? headers[i + 1]! : [prev, headers[i + 1]!].flat()
+    }
+    if (hints.link === undefined) return
+    try {
+      this.res.writeEarlyHints(hints)
+    } catch {
+      // Node refuses a Link value it cannot validate; hints are advisory (RFC 8297), the final answer still comes.
     }
   }
 
-  /**
-   * A retry is safe when nothing of the request body has been read (a body we started sending cannot be replayed)
-   * and the request either is idempotent or provably never reached the instance (refused, unreachable, connect
-   * timeout): a POST that timed out waiting for headers was received and must not run twice. Bounded by the
-   * attempt count and the retry budget.
-   */
-  private isRetryable(code: string): boolean {
-    if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries || this.host.isClosing) return false
-    const b = this.body
-    if (b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started))
-      return false
-    if (
-      !CONNECT_FAILURES.has(code) &&
-      !IDEMPOTENT.has(this.req.method!) &&
-      (b !== null || code === 'UND_ERR_HEADERS_TIMEOUT')
+  private ejected(u: Upstream, code: string): void {
+    this.target.stats.ejections++
+    this.ctx.log.warn(
+      { service: this.target.service, instance: u.key, code, ejectForMs: this.ctx.ejectForMs, reason: u.ejectReason },
+      'instance ejected',
     )
-      return false
-    return this.retrying || this.host.mayRetry()
   }
 
-  private finish(u: Upstream | null): void {
+  /** The only place the exchange ends: its instance slot, retry slot, request slot and counters, given back once. */
+  private finish(status: number, code: string | null): void {
     if (this.done) return
     this.done = true
-    if (u !== null) u.inflight--
-    if (this.retrying) {
-      this.retrying = false
-      this.host.retryEnded()
+    this.endAttempt()
+    if (this.conn !== null && this.conn.bodyReader === this) this.conn.bodyReader = null
+    if (this.holdsRetry) {
+      this.holdsRetry = false
+      this.ctx.budget.retryEnded()
     }
+    this.target.stats.count(status)
+    if (code !== null) this.ctx.errors.labels(code).inc()
+    this.ctx.budget.requestEnded()
   }
 }

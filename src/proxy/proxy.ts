@@ -5,35 +5,58 @@ import { LRUCache } from 'lru-cache'
 import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { selectorFor } from '../balancer/policies.js'
-import { type Upstream, UpstreamRegistry } from '../balancer/upstream.js'
+import { UpstreamRegistry } from '../balancer/upstream.js'
 import type { ServeConfig } from '../config/serve.js'
 import { DnsClient } from '../dns/client.js'
+import {
+  BodyTooLargeError,
+  ClientRequestError,
+  ConsulLbError,
+  NoRouteError,
+  ServiceNotAllowedError,
+} from '../errors.js'
 import type { Logger } from '../log.js'
 import { type ServiceKey, ServiceResolver } from '../resolver/resolver.js'
+import { answerBytes, errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import { LimitedBody } from './body.js'
-import { Exchange, type ExchangeHost } from './exchange.js'
-import { connectionTokens, isHopByHop } from './headers.js'
+import { ClientConnections } from './connection.js'
+import { Exchange, type ExchangeContext } from './exchange.js'
+import { forwardRequestHeaders } from './headers.js'
 import { ProxyMetrics, type ServiceStats } from './metrics.js'
-import { type RequestHead, readHead } from './request-head.js'
-import { sendError } from './respond.js'
+import { normalizeOriginForm, parseAbsoluteForm } from './path.js'
+import { type RequestHead, readHead, requestProblem } from './request-head.js'
+import { RetryBudget } from './retry.js'
 import { hostOf, Router, stripPath } from './router.js'
 import { proxyStatus } from './status.js'
-import { ServiceTarget } from './target.js'
-import { UpgradeProxy } from './upgrade.js'
-
-const STATUS_TEXT: Record<number, string> = { 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }
+import { type NoInstanceExplainer, ServiceTarget, type TargetOptions } from './target.js'
+import { Tunnel, type TunnelContext } from './tunnel.js'
 
 export interface ProxyDeps {
   log: Logger
   /** Registry for the proxy's metrics; a new one when omitted. */
   registry?: Registry
+  /** Adds a sentence to no-instance 503 answers saying why Consul lists no instance. */
+  explainer?: NoInstanceExplainer | null
+}
+
+/** Where a routed request goes, and with which path and Host. */
+interface Routed {
+  target: ServiceTarget
+  /** Normalised path (and query), prefix stripped when the route says so. */
+  path: string
+  /** The Host the request is for (the header, or an absolute-form target's authority). */
+  host: string | undefined
+  /** The request used absolute form: its authority replaces the Host header upstream (RFC 9112 §3.2.2). */
+  replaceHost: boolean
 }
 
 /**
- * The load balancer: match route → ask resolver → ask balancer → forward with undici → retry. Construct it with a
- * validated ServeConfig; `listen()` binds, `close()` drains and releases everything (no handle left behind).
+ * The load balancer on a node:http listener. Each request reads top to bottom in `handle`: check what HTTP requires,
+ * route (normalised path, Host or absolute-form authority), then the target says when it is ready, then an Exchange
+ * carries the request to an instance and owns it to its end. `Upgrade:` requests take the same route into a Tunnel.
+ * Construct it with a validated ServeConfig; `listen()` binds, `close()` drains and releases everything.
  */
-export class LoadBalancer implements ExchangeHost {
+export class LoadBalancer {
   readonly config: ServeConfig
   readonly log: Logger
   readonly metrics: ProxyMetrics
@@ -41,31 +64,23 @@ export class LoadBalancer implements ExchangeHost {
   readonly resolver: ServiceResolver
   readonly upstreams: UpstreamRegistry
   readonly router: Router<ServiceTarget>
-  readonly maxInflightPerInstance: number
-  readonly retries: number
-  readonly retryAfterS: number
+  readonly startedAt = Date.now()
   private readonly routeTargets: ServiceTarget[] = []
   /** Host-routed targets, bounded: clients choose Host headers. */
   private readonly hostTargets: LRUCache<string, ServiceTarget>
-  private readonly upgrades: UpgradeProxy
+  private readonly connections = new ClientConnections()
+  private readonly budget: RetryBudget
+  private readonly targetOptions: TargetOptions
+  private readonly exchanges: ExchangeContext
+  private readonly tunnels: TunnelContext
   private server: Server | null = null
-  private readonly sockets = new Set<Socket>()
-  private inflight = 0
-  private retriesInFlight = 0
   private closing = false
-  readonly startedAt = Date.now()
-  private readonly coldWaitMs: number
-  private readonly retryBudgetRatio: number
 
   constructor(config: ServeConfig, deps: ProxyDeps) {
     this.config = config
     this.log = deps.log
-    this.metrics = new ProxyMetrics(deps.registry, () => this.inflight)
-    this.maxInflightPerInstance = config.maxConnectionsPerInstance
-    this.retries = config.retries
-    this.retryAfterS = config.retryAfterS
-    this.retryBudgetRatio = config.retryBudgetPercent / 100
-    this.coldWaitMs = config.dnsTimeoutMs * config.dns.length + 250
+    this.budget = new RetryBudget(config.retryBudgetPercent, config.retryBudgetMin)
+    this.metrics = new ProxyMetrics(deps.registry, () => this.budget.inFlight)
     this.dns = new DnsClient({ servers: config.dns, transport: config.dnsTransport, timeoutMs: config.dnsTimeoutMs })
     const dnsCounter = this.metrics.dnsQueries
     this.dns.onQuery = (outcome, transport) => dnsCounter.labels(outcome, transport).inc()
@@ -94,6 +109,31 @@ export class LoadBalancer implements ExchangeHost {
       ejectForMs: config.ejectForMs,
       maxConnectionsPerInstance: config.maxConnectionsPerInstance,
     })
+    this.targetOptions = {
+      coldWaitMs: config.dnsTimeoutMs * config.dns.length + 250,
+      emptyPool: config.emptyPool,
+      emptyPoolWaitMs: config.emptyPoolWaitMs,
+      explainer: deps.explainer ?? null,
+    }
+    const errors = this.metrics.proxyErrors
+    this.exchanges = {
+      budget: this.budget,
+      maxAttempts: 1 + config.retries,
+      retryAfterS: config.retryAfterS,
+      errors,
+      connections: this.connections,
+      log: this.log,
+      ejectForMs: config.ejectForMs,
+    }
+    this.tunnels = {
+      connectTimeoutMs: config.connectTimeoutMs,
+      headersTimeoutMs: config.upstreamHeadersTimeoutMs,
+      retryAfterS: config.retryAfterS,
+      connections: this.connections,
+      open: new Set(),
+      errors,
+      log: this.log.child({ module: 'upgrade' }),
+    }
     for (const route of config.routes) {
       this.routeTargets.push(
         this.makeTarget(
@@ -112,7 +152,6 @@ export class LoadBalancer implements ExchangeHost {
       },
     )
     this.hostTargets = new LRUCache<string, ServiceTarget>({ max: 256, dispose: (t) => t.close() })
-    this.upgrades = new UpgradeProxy(this.log.child({ module: 'upgrade' }), config.connectTimeoutMs)
   }
 
   private makeTarget(k: ServiceKey, configured: boolean): ServiceTarget {
@@ -124,6 +163,7 @@ export class LoadBalancer implements ExchangeHost {
       selectorFor(this.config.balancer),
       this.metrics,
       configured,
+      this.targetOptions,
     )
   }
 
@@ -131,7 +171,9 @@ export class LoadBalancer implements ExchangeHost {
   async listen(): Promise<{ host: string; port: number }> {
     const now = Date.now()
     for (const t of this.routeTargets) this.resolver.touch(t.entry, now)
-    await Promise.all(this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.coldWaitMs, 'answer')))
+    await Promise.all(
+      this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.targetOptions.coldWaitMs, 'answer')),
+    )
     const c = this.config
     const server = createServer(
       {
@@ -140,28 +182,16 @@ export class LoadBalancer implements ExchangeHost {
         headersTimeout: c.clientHeadersTimeoutMs,
         keepAliveTimeout: c.clientKeepAliveMs,
         connectionsCheckingInterval: 1000,
+        // The proxy answers a missing Host itself (same answer shape as every other refusal).
+        requireHostHeader: false,
       },
-      (req, res) => this.handle(req, res),
+      this.onRequest,
     )
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head))
-    server.on('connection', (s: Socket) => {
-      this.sockets.add(s)
-      s.once('close', () => this.sockets.delete(s))
-    })
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      // Malformed requests, oversized headers and header timeouts end here; answer what HTTP allows and close.
-      if (!socket.writable) {
-        socket.destroy()
-        return
-      }
-      const status =
-        err.code === 'HPE_HEADER_OVERFLOW'
-          ? '431 Request Header Fields Too Large'
-          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? '408 Request Timeout'
-            : '400 Bad Request'
-      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
-    })
+    server.on('checkContinue', this.onCheckContinue)
+    server.on('upgrade', this.onUpgrade)
+    server.on('connect', this.onConnect)
+    server.on('connection', (s: Socket) => this.connections.add(s))
+    server.on('clientError', this.onClientError)
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(c.listen.port, c.listen.host, () => {
@@ -186,285 +216,178 @@ export class LoadBalancer implements ExchangeHost {
     return this.closing
   }
 
-  /** Finds the target for a request, or answers it (404 / 403) and returns null. */
-  private targetFor(
-    host: string,
-    url: string,
-  ): { target: ServiceTarget; path: string } | { status: number; code: string; message: string } {
-    const m = this.router.matchRoute(host, url)
-    if (m !== null) return { target: m.target, path: m.stripLength === 0 ? url : stripPath(url, m.stripLength) }
-    const d = this.router.decideHost(host)
+  private readonly onRequest = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res, false)
+
+  /** `Expect: 100-continue`: Node leaves the 100 to us; it goes out once the proxy has decided to forward. */
+  private readonly onCheckContinue = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res, true)
+
+  /** One request: what HTTP requires → route → limits → the target's readiness → an Exchange to its end. */
+  private handle(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const head = readHead(req)
+    const problem = requestProblem(req, head)
+    const routed = problem ?? this.route(req.url ?? '/', head.host)
+    if (routed instanceof ConsulLbError) {
+      this.refuse(req, res, routed, head, this.metrics.unrouted)
+      return
+    }
+    const { target } = routed
+    const cl = head.contentLength
+    const limit = this.config.maxBodyBytes
+    if (cl !== undefined && limit > 0 && Number(cl) > limit) {
+      this.refuse(req, res, new BodyTooLargeError(limit, cl), head, target.stats)
+      return
+    }
+    const body =
+      head.transferEncoding !== undefined
+        ? limit > 0
+          ? new LimitedBody(req, limit)
+          : req
+        : cl !== undefined && cl !== '0'
+          ? req
+          : null
+    const headers = forwardRequestHeaders(req.rawHeaders, {
+      clientAddress: req.socket.remoteAddress ?? '',
+      connection: head.connection,
+      host: routed.host,
+      replaceHost: routed.replaceHost,
+      upgrade: null,
+    })
+    const conn = body === null ? null : (this.connections.get(req.socket) ?? null)
+    const ex = new Exchange(req, res, target, routed.path, headers, body, conn, expectContinue, this.exchanges)
+    const ready = target.ready(Date.now())
+    if (ready === true) ex.start()
+    else if (ready === false) ex.proceed(false)
+    else void ready.then(ex.proceed)
+  }
+
+  /**
+   * The target of a request: configured routes, then Host routing, on the normalised path; an absolute-form target
+   * routes by its authority (RFC 9112 §3.2.2). Or the error that answers it (400 path, 404, 403).
+   */
+  private route(url: string, hostHeader: string | undefined): Routed | ConsulLbError {
+    let host = hostHeader
+    let replaceHost = false
+    let path: string
+    if (url.charCodeAt(0) === 47 /* / */) {
+      const p = normalizeOriginForm(url)
+      if (typeof p !== 'string') return p
+      path = p
+    } else if (url === '*') {
+      return new ClientRequestError('CLB_BAD_REQUEST', 'an asterisk-form target (OPTIONS *) is not forwarded')
+    } else {
+      const abs = parseAbsoluteForm(url)
+      if (abs instanceof ConsulLbError) return abs
+      path = abs.path
+      host = abs.authority
+      replaceHost = true
+    }
+    const name = hostOf(host)
+    const m = this.router.matchRoute(name, path)
+    if (m !== null)
+      return { target: m.target, path: m.stripLength === 0 ? path : stripPath(path, m.stripLength), host, replaceHost }
+    const d = this.router.decideHost(name)
     if (d.kind === 'service') {
       let t = this.hostTargets.get(d.key)
       if (t === undefined) {
         t = this.makeTarget({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null }, false)
         this.hostTargets.set(d.key, t)
       }
-      return { target: t, path: url }
+      return { target: t, path, host, replaceHost }
     }
-    if (d.kind === 'forbidden') return { status: 403, code: 'CLB_SERVICE_NOT_ALLOWED', message: d.reason }
-    return { status: 404, code: 'CLB_NO_ROUTE', message: `no route matched host "${host}" path "${url.split('?')[0]}"` }
+    if (d.kind === 'forbidden') return new ServiceNotAllowedError(d.reason)
+    const q = path.indexOf('?')
+    return new NoRouteError(name, q === -1 ? path : path.slice(0, q))
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    this.inflight++
-    const url = req.url ?? '/'
-    const head = readHead(req)
-    const host = hostOf(head.host)
-    const found = this.targetFor(host, url)
-    if (!('target' in found)) {
-      sendError(req, res, found.status, found.code, found.message)
-      this.done(this.metrics.unrouted, found.status, found.code)
-      return
-    }
-    const { target, path } = found
-    const now = Date.now()
-    this.resolver.touch(target.entry, now)
-    const cl = head.contentLength
-    const chunked = head.chunked
-    const limit = this.config.maxBodyBytes
-    if (cl !== undefined && limit > 0 && Number(cl) > limit) {
-      sendError(req, res, 413, 'CLB_BODY_TOO_LARGE', `request body of ${cl} bytes is over the ${limit}-byte limit`)
-      this.done(target.stats, 413, 'CLB_BODY_TOO_LARGE')
-      return
-    }
-    const body = chunked ? (limit > 0 ? new LimitedBody(req, limit) : req) : cl !== undefined && cl !== '0' ? req : null
-    const ex = new Exchange(req, res, target, this, path, this.forwardHeaders(req, head), body)
-    const entry = target.entry
-    if (entry.revalidating) {
-      // Woken after idleness with an expired answer: wait (bounded) for the refresh in flight.
-      void this.resolver.waitFor(entry, this.coldWaitMs, 'revalidated').then(() => {
-        if (res.destroyed) {
-          this.done(target.stats, 499, null)
-          return
-        }
-        if (entry.instances.length > 0) ex.start()
-        else this.whenEmpty(ex, req, res, target)
-      })
-      return
-    }
-    if (entry.instances.length > 0) {
-      ;(target.entry.source === 'stale' ? this.metrics.cacheStale : this.metrics.cacheHit).inc()
-      ex.start()
-      return
-    }
-    // No instance cached: a cold name waits for its first answer; an empty pool fails at once or waits (config).
-    this.metrics.cacheMiss.inc()
-    if (target.entry.hasAnswer) {
-      this.whenEmpty(ex, req, res, target)
-      return
-    }
-    void this.resolver.waitFor(target.entry, this.coldWaitMs, 'answer').then(() => {
-      if (res.destroyed) {
-        this.done(target.stats, 499, null)
-        return
-      }
-      if (target.entry.instances.length > 0) ex.start()
-      else this.whenEmpty(ex, req, res, target)
-    })
-  }
-
-  /** The service has no instance: 503 at once, or (emptyPool=wait) hold the request until one appears. */
-  private whenEmpty(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    if (this.config.emptyPool !== 'wait' || this.config.emptyPoolWaitMs === 0) {
-      this.noInstance(req, res, target)
-      return
-    }
-    void this.resolver
-      .waitFor(target.entry, this.config.emptyPoolWaitMs, 'instances')
-      .then(() => this.startOrFail(ex, req, res, target))
-  }
-
-  private startOrFail(ex: Exchange, req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    if (res.destroyed) {
-      this.done(target.stats, 499, null)
-      return
-    }
-    if (target.entry.instances.length > 0) ex.start()
-    else this.noInstance(req, res, target)
-  }
-
-  private noInstance(req: IncomingMessage, res: ServerResponse, target: ServiceTarget): void {
-    const e = target.entry
-    const why =
-      e.lastError && e.instances.length === 0
-        ? `Consul DNS failed: ${e.lastError.code}`
-        : e.hasAnswer
-          ? 'Consul lists no passing instance'
-          : 'no answer from Consul DNS yet'
-    sendError(
-      req,
+  /** Answers a request the proxy does not forward, counted under `stats` (the service's, or `_unrouted`). */
+  private refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    e: ConsulLbError,
+    head: RequestHead,
+    stats: ServiceStats,
+  ): void {
+    // A request whose framing or headers are suspect ends its connection; so does one whose body we would have to
+    // read just to skip it.
+    const close =
+      (e instanceof ClientRequestError && e.code !== 'CLB_BAD_PATH') ||
+      (!req.complete && (head.contentLength !== undefined || head.transferEncoding !== undefined))
+    writeAnswer(
       res,
-      503,
-      'CLB_NO_HEALTHY_INSTANCE',
-      `no healthy instance of ${target.service} (${why})`,
-      this.retryAfterS,
+      errorAnswer(e, { json: wantsJson(req.headers.accept), retryAfterS: this.config.retryAfterS, close }),
+      req.method === 'HEAD',
     )
-    this.done(target.stats, 503, 'CLB_NO_HEALTHY_INSTANCE')
+    if (close) this.connections.lingerAfter(res)
+    stats.count(e.statusCode)
+    this.metrics.proxyErrors.labels(e.code).inc()
   }
 
-  /**
-   * Request headers for the upstream as a flat [name, value, …] list: hop-by-hop headers dropped, Host kept,
-   * X-Forwarded-For appended to, X-Forwarded-Proto and X-Forwarded-Host set (this listener is the edge).
-   */
-  forwardHeaders(req: IncomingMessage, head: RequestHead): string[] {
-    const raw = req.rawHeaders
-    const out: string[] = []
-    let xff: string | null = null
-    const tokens = connectionTokens(head.connection)
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!
-      const len = name.length
-      if (isHopByHop(name)) continue
-      if (len === 15 && name.toLowerCase() === 'x-forwarded-for') {
-        xff = xff === null ? raw[i + 1]! : `${xff}, ${raw[i + 1]}`
-        continue
-      }
-      if (
-        (len === 17 && name.toLowerCase() === 'x-forwarded-proto') ||
-        (len === 16 && name.toLowerCase() === 'x-forwarded-host')
-      )
-        continue
-      if (tokens?.has(name.toLowerCase())) continue
-      out.push(name, raw[i + 1]!)
-    }
-    const client = req.socket.remoteAddress ?? ''
-    out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`, 'x-forwarded-proto', 'http')
-    if (head.host !== undefined) out.push('x-forwarded-host', head.host)
-    return out
-  }
-
-  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** An `Upgrade:` request: the same checks and route as any request, then a Tunnel (only after a 101). */
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // Node removed its own error listener when it handed us the socket: without one, a client reset while we wait
     // for DNS or the instance would crash the process.
-    socket.on('error', this.onUpgradeSocketError)
-    const url = req.url ?? '/'
+    socket.on('error', this.onClientSocketError)
     const rh = readHead(req)
-    const found = this.targetFor(hostOf(rh.host), url)
-    const reject = (status: number, code: string, message: string): void => {
-      if (!socket.destroyed)
-        socket.end(
-          `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: text/plain\r\nconnection: close\r\nx-consul-lb-error: ${code}\r\n\r\n${message}\n`,
-        )
-      this.metrics.proxyErrors.labels(code).inc()
-    }
-    if (!('target' in found)) {
-      reject(found.status, found.code, found.message)
+    const problem = requestProblem(req, rh) ?? upgradeProblem(rh)
+    const routed = problem ?? this.route(req.url ?? '/', rh.host)
+    if (routed instanceof ConsulLbError) {
+      this.refuseRaw(req, socket, routed)
       return
     }
-    const { target, path } = found
-    const go = (): void => {
-      if (socket.destroyed) return
-      const u = target.pool.pick(Date.now(), this.maxInflightPerInstance, null)
-      if (u === null) {
-        reject(503, 'CLB_NO_HEALTHY_INSTANCE', `no healthy instance of ${target.service}`)
-        return
-      }
-      // A raw relay keeps Connection/Upgrade (the instance needs them) and adds the forwarding headers.
-      this.upgrades.forward(req, socket, head, u, path, this.upgradeHeaders(req, rh), (ok, code) => {
-        if (!ok && code !== null) this.recordFailure(u, code, target, Date.now())
-      })
-    }
-    this.resolver.touch(target.entry, Date.now())
-    if (target.entry.instances.length > 0 && !target.entry.revalidating) go()
-    else
-      void this.resolver
-        .waitFor(target.entry, this.coldWaitMs, target.entry.revalidating ? 'revalidated' : 'answer')
-        .then(go)
+    // RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0 request; it goes on as a plain one.
+    const upgrade = req.httpVersionMinor === 0 ? null : (rh.upgrade ?? null)
+    const headers = forwardRequestHeaders(req.rawHeaders, {
+      clientAddress: req.socket.remoteAddress ?? '',
+      connection: rh.connection,
+      host: routed.host,
+      replaceHost: routed.replaceHost,
+      upgrade,
+    })
+    const protocols = upgrade === null ? null : upgrade.split(',').map((p) => p.trim().toLowerCase())
+    const tunnel = new Tunnel(req, socket, head, routed.target, routed.path, headers, protocols, this.tunnels)
+    const ready = routed.target.ready(Date.now())
+    if (ready === true) tunnel.start()
+    else if (ready === false) tunnel.proceed(false)
+    else void ready.then(tunnel.proceed)
   }
 
-  private readonly onUpgradeSocketError = (): void => {
+  /** CONNECT asks for a tunnel to any host: not what a reverse proxy offers. */
+  private readonly onConnect = (req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', this.onClientSocketError)
+    this.refuseRaw(req, socket, new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported'))
+  }
+
+  private refuseRaw(req: IncomingMessage, socket: Duplex, e: ConsulLbError): void {
+    const a = errorAnswer(e, { retryAfterS: this.config.retryAfterS, close: true })
+    this.connections.closeGently(socket, answerBytes(a, req.method === 'HEAD'))
+    this.metrics.unrouted.count(e.statusCode)
+    this.metrics.proxyErrors.labels(e.code).inc()
+  }
+
+  private readonly onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    const e = this.connections.clientError(err, socket)
+    if (e !== null) {
+      this.metrics.unrouted.count(e.statusCode)
+      this.metrics.proxyErrors.labels(e.code).inc()
+    }
+  }
+
+  private readonly onClientSocketError = (): void => {
     this.metrics.proxyErrors.labels('CLB_CLIENT_RESET').inc()
   }
-
-  private upgradeHeaders(req: IncomingMessage, rh: RequestHead): string[] {
-    const raw = req.rawHeaders
-    const out: string[] = []
-    for (let i = 0; i < raw.length; i += 2) {
-      const n = raw[i]!.toLowerCase()
-      if (n === 'x-forwarded-for' || n === 'x-forwarded-proto' || n === 'x-forwarded-host') continue
-      out.push(raw[i]!, raw[i + 1]!)
-    }
-    const prior = req.headers['x-forwarded-for']
-    const client = req.socket.remoteAddress ?? ''
-    out.push('x-forwarded-for', prior ? `${prior}, ${client}` : client, 'x-forwarded-proto', 'http')
-    if (rh.host !== undefined) out.push('x-forwarded-host', rh.host)
-    return out
-  }
-
-  // ExchangeHost: the shared state exchanges report to.
-
-  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void {
-    if (this.upstreams.recordFailure(u, code, now)) {
-      target.stats.ejections++
-      this.log.warn(
-        { service: target.service, instance: u.key, code, ejectForMs: this.config.ejectForMs, reason: u.ejectReason },
-        'instance ejected',
-      )
-    }
-  }
-
-  recordSuccess(u: Upstream): void {
-    this.upstreams.recordSuccess(u)
-  }
-
-  mayRetry(): boolean {
-    // While closing, the pools are being destroyed: a retry would be queued on a pool that is going away.
-    if (this.closing) return false
-    return this.retriesInFlight < Math.max(this.config.retryBudgetMin, this.inflight * this.retryBudgetRatio)
-  }
-
-  retryStarted(): void {
-    this.retriesInFlight++
-  }
-  retryEnded(): void {
-    this.retriesInFlight--
-  }
-
-  logFailure(ex: Exchange, u: Upstream, err: Error, final: boolean): void {
-    const code = (err as { code?: string }).code
-    if (final)
-      this.log.warn(
-        {
-          service: ex.target.service,
-          instance: u.key,
-          code,
-          attempts: ex.attempts,
-          method: ex.req.method,
-          url: ex.req.url,
-        },
-        `upstream request failed: ${err.message}`,
-      )
-    else if (this.log.isLevelEnabled('info'))
-      this.log.info(
-        { service: ex.target.service, instance: u.key, code, attempt: ex.attempts },
-        'attempt failed; retrying on another instance',
-      )
-  }
-
-  finished(ex: Exchange, status: number, code: string | null): void {
-    this.done(ex.target.stats, status, code)
-  }
-
-  /** Every request ends here once: counted by service and status class, error answers by code. */
-  private done(stats: ServiceStats, status: number, code: string | null): void {
-    stats.count(status)
-    this.inflight--
-    if (code !== null) this.metrics.proxyErrors.labels(code).inc()
-    if (this.closing && this.inflight === 0) this.drained?.()
-  }
-
-  private drained: (() => void) | null = null
 
   status(): unknown {
     return proxyStatus(this)
   }
 
   get inFlight(): number {
-    return this.inflight
+    return this.budget.inFlight
   }
   get openUpgrades(): number {
-    return this.upgrades.open
+    return this.tunnels.open.size
+  }
+  get clientConnections(): number {
+    return this.connections.size
   }
   targets(): ServiceTarget[] {
     return [...this.routeTargets, ...this.hostTargets.values()]
@@ -472,7 +395,7 @@ export class LoadBalancer implements ExchangeHost {
 
   /**
    * Graceful stop: stop accepting, let in-flight requests finish within `deadlineMs`, close idle keep-alive
-   * connections, then cut what is left and release DNS sockets, timers and upstream pools.
+   * connections, then cut what is left (tunnels included) and release DNS sockets, timers and upstream pools.
    */
   async close(deadlineMs = this.config.shutdownTimeoutMs): Promise<void> {
     if (this.closing) return
@@ -481,18 +404,10 @@ export class LoadBalancer implements ExchangeHost {
     if (server) {
       server.close()
       server.closeIdleConnections()
-      if (this.inflight > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, deadlineMs)
-          this.drained = () => {
-            clearTimeout(timer)
-            resolve()
-          }
-        })
-      }
-      for (const s of this.sockets) s.destroy()
     }
-    this.upgrades.close()
+    await this.budget.close(deadlineMs)
+    this.connections.destroyAll()
+    for (const t of [...this.tunnels.open]) t.cut()
     for (const t of this.routeTargets) t.close()
     this.hostTargets.clear()
     this.resolver.close()
@@ -509,6 +424,13 @@ export class LoadBalancer implements ExchangeHost {
     ])
     clearTimeout(timer)
     if (!bounded) this.log.warn('upstream pools did not close within 5 s; exiting anyway')
-    this.log.info({ inflightLeft: this.inflight }, 'proxy closed')
+    this.log.info({ inflightLeft: this.budget.inFlight }, 'proxy closed')
   }
+}
+
+/** An upgrade request must not carry a body: its bytes would be read as the new protocol's. */
+function upgradeProblem(rh: RequestHead): ClientRequestError | null {
+  if ((rh.contentLength !== undefined && rh.contentLength !== '0') || rh.transferEncoding !== undefined)
+    return new ClientRequestError('CLB_BAD_REQUEST', 'an Upgrade request with a body is not forwarded')
+  return null
 }

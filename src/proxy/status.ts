@@ -2,8 +2,9 @@ import type { LoadBalancer } from './proxy.js'
 
 /**
  * The /status view of a proxy: JSON that explains itself. Per service: where the answer came from (fresh, stale,
- * negative), over which transport, how old it is, whether Consul looked to cap it, each instance with its load and,
- * if ejected, why and for how much longer. Reads state only.
+ * negative), over which transport, how old it is, whether Consul looked to cap it, each instance with its load (and
+ * whether it is full: at its connection cap, it gets no new request), and if ejected, why and for how much longer.
+ * Reads state only.
  */
 export function proxyStatus(p: LoadBalancer): unknown {
   const now = Date.now()
@@ -35,12 +36,15 @@ export function proxyStatus(p: LoadBalancer): unknown {
       panicPicks: t.pool.panics,
       instances: t.pool.members().map((m) => {
         const u = m.upstream
-        const ejected = u.ejectedUntil > now
+        const ejected = u.isEjected(now)
         return {
           instance: u.key,
           priority: m.priority,
           weight: m.weight,
           inflight: u.inflight,
+          maxConnections: u.maxConnections,
+          full: !u.hasCapacity(),
+          available: u.isAvailable(now),
           requests: u.requests,
           failures: u.failures,
           ejected,
@@ -58,6 +62,7 @@ export function proxyStatus(p: LoadBalancer): unknown {
     listen: `${c.listen.host}:${p.port}`,
     inflight: p.inFlight,
     openUpgrades: p.openUpgrades,
+    clientConnections: p.clientConnections,
     dns: {
       servers: c.dns.map((d) => d.label),
       transport: c.dnsTransport,

@@ -1,14 +1,33 @@
 import type { Select } from '../balancer/policies.js'
 import { ServicePool } from '../balancer/pool.js'
 import type { UpstreamRegistry } from '../balancer/upstream.js'
+import { NoHealthyInstanceError } from '../errors.js'
 import type { ServiceEntry, ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import type { ProxyMetrics, ServiceStats } from './metrics.js'
+
+/**
+ * Says why a service has no instance, from what it learned elsewhere (Consul's HTTP API: every check critical, in
+ * maintenance, unknown name …). Synchronous and cheap: asked while a 503 is being written; null when it knows nothing.
+ */
+export interface NoInstanceExplainer {
+  explain(key: ServiceKey): string | null
+}
+
+export interface TargetOptions {
+  /** How long a request may wait for a name's first answer, or for the refresh of an answer woken from idleness. */
+  coldWaitMs: number
+  /** No instance: 503 at once ('fail') or wait up to emptyPoolWaitMs for one ('wait'). */
+  emptyPool: 'fail' | 'wait'
+  emptyPoolWaitMs: number
+  explainer: NoInstanceExplainer | null
+}
 
 /**
  * Where matched requests go: a resolver entry (the service's current instances) and the balancer pool built over
  * them. Made once per configured route, or once per Host name in the Host-routing cache.
  */
 export class ServiceTarget {
+  readonly key: ServiceKey
   readonly service: string
   readonly entry: ServiceEntry
   readonly pool: ServicePool
@@ -17,6 +36,7 @@ export class ServiceTarget {
   private readonly metrics: ProxyMetrics
   private named: boolean
   private readonly resolver: ServiceResolver
+  private readonly opts: TargetOptions
   private poolVersion = -1
   private closed = false
   private readonly unsubscribe: () => void
@@ -28,9 +48,12 @@ export class ServiceTarget {
     select: Select,
     metrics: ProxyMetrics,
     configured: boolean,
+    opts: TargetOptions,
   ) {
+    this.key = key
     this.service = key.service
     this.resolver = resolver
+    this.opts = opts
     this.entry = resolver.acquire(key)
     this.pool = new ServicePool(registry, select)
     this.metrics = metrics
@@ -38,6 +61,55 @@ export class ServiceTarget {
     this.stats = configured ? metrics.service(key.service) : metrics.unresolved
     this.unsubscribe = this.entry.onChange(() => this.sync())
     this.sync()
+  }
+
+  /**
+   * Whether the service can take a request: `true` at once when the cached answer lists instances (the hot path, no
+   * promise). Otherwise a promise of the wait this state calls for — a cold name waits for its first answer, an
+   * answer woken from idleness for its refresh, an empty one (emptyPool=wait) for an instance — settling true when
+   * there is an instance to try, false when the answer is a 503 (`unavailable()` says why); `false` at once for an
+   * empty answer in fail mode.
+   */
+  ready(now: number): boolean | Promise<boolean> {
+    const e = this.entry
+    this.resolver.touch(e, now)
+    if (e.revalidating) return this.resolver.waitFor(e, this.opts.coldWaitMs, 'revalidated').then(this.afterWait)
+    if (e.instances.length > 0) {
+      ;(e.source === 'stale' ? this.metrics.cacheStale : this.metrics.cacheHit).inc()
+      return true
+    }
+    this.metrics.cacheMiss.inc()
+    if (!e.hasAnswer) return this.resolver.waitFor(e, this.opts.coldWaitMs, 'answer').then(this.afterWait)
+    return this.afterWait()
+  }
+
+  /** After a cold or revalidation wait, or with an empty answer: an instance, or (wait mode) wait for one. */
+  private readonly afterWait = (): boolean | Promise<boolean> => {
+    if (this.entry.instances.length > 0) return true
+    if (this.opts.emptyPool !== 'wait' || this.opts.emptyPoolWaitMs === 0 || this.closed) return false
+    return this.resolver
+      .waitFor(this.entry, this.opts.emptyPoolWaitMs, 'instances')
+      .then(() => this.entry.instances.length > 0)
+  }
+
+  /**
+   * The one place a "no instance" 503 is made: what Consul DNS answered (or that every instance is at its cap), and
+   * the explainer's sentence when it has one.
+   */
+  unavailable(allFull = false): NoHealthyInstanceError {
+    const e = this.entry
+    const why = allFull
+      ? 'every instance is at its connection cap'
+      : e.lastError && e.instances.length === 0
+        ? `Consul DNS failed: ${e.lastError.code}`
+        : e.hasAnswer
+          ? 'Consul lists no passing instance'
+          : 'no answer from Consul DNS yet'
+    return new NoHealthyInstanceError(
+      this.service,
+      why,
+      allFull ? null : (this.opts.explainer?.explain(this.key) ?? null),
+    )
   }
 
   /** Rebuilds the pool when the entry's instances changed (the resolver calls this on change). */

@@ -1,0 +1,156 @@
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { ClientRequestError, type ConsulLbError } from '../errors.js'
+import { answerBytes, errorAnswer } from './answers.js'
+
+/** What a request whose body is arriving on a connection must hear when that connection fails (bad framing, timeout). */
+export interface BodyReader {
+  clientFailed(e: ConsulLbError): void
+}
+
+/** One client connection: the request whose body it is reading, and whether the proxy gave up on it. */
+export class ClientConnection {
+  /** The request whose body this connection is carrying (the parser reads one body at a time). */
+  bodyReader: BodyReader | null = null
+  closing = false
+}
+
+/**
+ * How long a connection the proxy gives up on keeps being read (and what arrives discarded) after its last answer,
+ * before it is destroyed: closing a socket with unread input makes the kernel send RST, and a client that is still
+ * sending may then lose the answer (nginx's lingering_close, lingering_timeout 5 s). Short: the point of giving up is
+ * to release the descriptor.
+ */
+const LINGER_MS = 1000
+
+/**
+ * The client connections of one listener: tracked for shutdown, told when the request reading a body must fail, and
+ * closed gently (answer, FIN, a short linger, then destroyed) whenever the proxy gives up on one: parse errors,
+ * oversized headers, timeouts, refused upgrades. A connection given up on holds its descriptor for at most
+ * LINGER_MS after its answer is written, whatever the client keeps sending.
+ */
+export class ClientConnections {
+  private readonly map = new Map<Socket, ClientConnection>()
+
+  /** A new connection from the listener's 'connection' event. */
+  add(s: Socket): void {
+    this.map.set(s, new ClientConnection())
+    s.once('close', () => this.map.delete(s))
+  }
+
+  get(s: Socket): ClientConnection | undefined {
+    return this.map.get(s)
+  }
+
+  get size(): number {
+    return this.map.size
+  }
+
+  /**
+   * Node's parser gave up on a connection (malformed request, headers over the limit, headers or request timeout).
+   * A request of this connection whose body was arriving fails with the matching answer; responses already under way
+   * are finished first (a bad request pipelined behind a good one must not replace its answer); then the error answer
+   * and a gentle close.
+   */
+  clientError(err: NodeJS.ErrnoException, socket: Duplex): ConsulLbError | null {
+    const conn = this.map.get(socket as Socket)
+    if (conn?.closing || socket.destroyed || !socket.writable) {
+      if (conn === undefined || !conn.closing) socket.destroy()
+      return null
+    }
+    const e = clientErrorOf(err)
+    if (e === null) {
+      socket.destroy()
+      return null
+    }
+    if (conn !== undefined) conn.closing = true
+    // Stop feeding Node's parser (it would report the same error for every chunk that follows).
+    socket.removeAllListeners('data')
+    socket.pause()
+    const reader = conn?.bodyReader
+    if (reader) {
+      // The error is in the body of the request being forwarded: that exchange answers it and closes.
+      reader.clientFailed(e)
+      return e
+    }
+    whenResponsesDone(socket, () => this.closeGently(socket, answerBytes(errorAnswer(e, { close: true }))))
+    return e
+  }
+
+  /**
+   * Writes `bytes` (an answer) if given, ends the connection, then reads and discards what the client still sends for
+   * LINGER_MS (or until it closes its side) before destroying the socket.
+   */
+  closeGently(socket: Duplex, bytes?: string | Buffer): void {
+    const conn = this.map.get(socket as Socket)
+    if (conn !== undefined) conn.closing = true
+    if (socket.destroyed) return
+    socket.removeAllListeners('data')
+    socket.on('data', discard)
+    socket.once('end', () => socket.destroy())
+    if (bytes !== undefined && socket.writable) socket.write(bytes)
+    if (socket.writable) socket.end()
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS)
+    timer.unref()
+    socket.once('close', () => clearTimeout(timer))
+    socket.resume()
+  }
+
+  /**
+   * A response that ends its connection (`Connection: close`, e.g. an error answer whose request body was not read):
+   * Node would destroy the socket as soon as the answer is written, with the client's body possibly still arriving
+   * (RST, and the client may lose the answer). Close it gently instead.
+   */
+  lingerAfter(res: ServerResponse): void {
+    const socket = res.socket as (Socket & { destroySoon?: () => void }) | null
+    if (socket === null || socket.destroyed) return
+    // Node's server calls socket.destroySoon() once the last response is written (_http_server resOnFinish).
+    socket.destroySoon = () => this.closeGently(socket)
+  }
+
+  destroyAll(): void {
+    for (const s of this.map.keys()) s.destroy()
+  }
+
+  closeIdle(): void {
+    for (const [s, c] of this.map) if (c.closing) s.destroy()
+  }
+}
+
+/** Errors Node reports through 'clientError' as the answer they call for; null for a socket error (no answer). */
+function clientErrorOf(err: NodeJS.ErrnoException): ClientRequestError | null {
+  const code = err.code ?? ''
+  if (code === 'HPE_HEADER_OVERFLOW')
+    return new ClientRequestError('CLB_HEADERS_TOO_LARGE', 'request header block over the limit (maxHeaderBytes)')
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    return new ClientRequestError('CLB_CLIENT_TIMEOUT', 'the request did not arrive in time')
+  if (code.startsWith('HPE_')) return new ClientRequestError('CLB_BAD_REQUEST', `malformed request (${code})`)
+  return null
+}
+
+/**
+ * Calls `then` once no response of this connection is in flight. Node keeps the response being written as
+ * `socket._httpMessage` (and assigns the next pipelined one when it finishes); the field is undocumented but has
+ * been Node's own way to know this since 0.x (its default clientError handling reads it too).
+ */
+function whenResponsesDone(socket: Duplex, then: () => void): void {
+  const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage
+  if (!pending || pending.writableFinished || pending.destroyed) {
+    then()
+    return
+  }
+  let called = false
+  const next = (): void => {
+    if (called) return
+    called = true
+    // 'finish' runs after Node moved the next pipelined response onto the socket.
+    setImmediate(() => whenResponsesDone(socket, then))
+  }
+  pending.once('finish', next)
+  pending.once('close', next)
+}
+
+function discard(): void {
+  /* lingering: what a client sends after the proxy gave up on it is read and dropped */
+}
