@@ -365,7 +365,7 @@ export class ConsulClient {
       `/v1/catalog/services${q}`,
       undefined,
       index ? waitS * 1000 + 5000 : 0,
-      { what: "list the catalog's services", needs: 'service:read' },
+      { what: "list the catalog's services", needs: 'service:read and node:read' },
     )
     const value = r.value ?? {}
     // Consul lists itself ("consul") to anyone who may read services at all, so an empty answer under a deny policy
@@ -375,7 +375,7 @@ export class ConsulClient {
         "list the catalog's services",
         'service:read',
         'permission',
-        `Consul's catalog lists no service readable with ${this.credentials.tokenSource} (ACL default policy deny): the token needs service:read on the services to list (service_prefix "" { policy = "read" })`,
+        `Consul's catalog lists no service readable with ${this.credentials.tokenSource} (ACL default policy deny): the token needs service:read on the services to list and node:read on their nodes (service_prefix "" { policy = "read" } and node_prefix "" { policy = "read" })`,
         200,
       )
     return { index: r.index ?? '0', value, filteredByAcls: r.filteredByAcls }

@@ -392,7 +392,7 @@ export interface SecureConsul {
 /** Rules the consul-lb commands need (the README's minimal policies), for tests that grant them. */
 export const POLICIES = {
   registrator: 'service_prefix "" { policy = "write" }\nnode_prefix "" { policy = "read" }',
-  catalogRead: 'service_prefix "" { policy = "read" }',
+  catalogRead: 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }',
   readOnly: 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }',
   dns: 'node_prefix "" { policy = "read" }\nservice_prefix "" { policy = "read" }',
   agent: 'node_prefix "" { policy = "write" }\nservice_prefix "" { policy = "read" }',

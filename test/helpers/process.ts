@@ -31,3 +31,32 @@ export function spawnLogged(
   proc.stderr!.on('data', keep)
   return { proc, output: () => output }
 }
+
+const CLI = new URL('../../src/cli.ts', import.meta.url).pathname
+
+/** Runs `consul-lb ARGS` (from source, through tsx) to its end; killed after `timeoutMs`. */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    p.stdout!.on('data', (b: Buffer) => {
+      stdout += b
+    })
+    p.stderr!.on('data', (b: Buffer) => {
+      stderr += b
+    })
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
+    p.on('exit', (code) => {
+      clearTimeout(timer)
+      done({ code, stdout, stderr })
+    })
+  })
+}
