@@ -1,13 +1,11 @@
 import { writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import t from 'tap'
 import { POLICIES, startSecureConsul } from './helpers/consul.js'
 import { startDocker, waitFor } from './helpers/docker.js'
 import { freePort } from './helpers/ports.js'
-import { spawnLogged, stopChild } from './helpers/process.js'
+import { runCliProcess, stopChild } from './helpers/process.js'
 import { tempDir } from './helpers/tmp.js'
-
-const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.ts')
 
 /**
  * The registrator as production runs it: Docker over TLS (DOCKER_HOST=tcp://, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH),
@@ -37,24 +35,17 @@ t.test(
       env: { SERVICE_80_NAME: 'halfa', SERVICE_81_NAME: 'halfb' },
     })
     const admin = await freePort()
-    const { proc, output } = spawnLogged(
-      process.execPath,
-      ['--import', 'tsx', CLI, 'registrator', '--admin', `127.0.0.1:${admin}`, '--ip', '127.0.0.1'],
-      {
-        env: {
-          ...process.env,
-          ...docker.tlsEnv,
-          CONSUL_HTTP_ADDR: consul.agent.httpAddr,
-          CONSUL_CACERT: consul.tls.caFile,
-          CONSUL_CLIENT_CERT: consul.tls.clientCert,
-          CONSUL_CLIENT_KEY: consul.tls.clientKey,
-          CONSUL_HTTP_TOKEN_FILE: tokenFile,
-          CONSUL_LB_HOST_ID: 'sec',
-          CONSUL_LB_RESYNC: '2',
-          CONSUL_LB_RETRY_INTERVAL: '200',
-        },
-      },
-    )
+    const { proc, output } = runCliProcess(['registrator', '--admin', `127.0.0.1:${admin}`, '--ip', '127.0.0.1'], {
+      ...docker.tlsEnv,
+      CONSUL_HTTP_ADDR: consul.agent.httpAddr,
+      CONSUL_CACERT: consul.tls.caFile,
+      CONSUL_CLIENT_CERT: consul.tls.clientCert,
+      CONSUL_CLIENT_KEY: consul.tls.clientKey,
+      CONSUL_HTTP_TOKEN_FILE: tokenFile,
+      CONSUL_LB_HOST_ID: 'sec',
+      CONSUL_LB_RESYNC: '2',
+      CONSUL_LB_RETRY_INTERVAL: '200',
+    })
     t.teardown(() => stopChild(proc))
     const status = async () =>
       (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {

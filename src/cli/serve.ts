@@ -4,6 +4,8 @@ import { AggregatorRegistry, Registry } from 'prom-client'
 import { type AdminOptions, type AdminServer, startAdmin } from '../admin/server.js'
 import { CONSUL_FIELDS } from '../config/consul.js'
 import { COMMON_FIELDS, loadServeConfig, SERVE_FIELDS, type ServeConfig } from '../config/serve.js'
+import { ConsulClient } from '../consul/client.js'
+import { ConsulExplainer } from '../consul/explainer.js'
 import { ConsulLbError } from '../errors.js'
 import { createLogger, type Logger } from '../log.js'
 import { adminViewOf, createProxy } from '../proxy/create.js'
@@ -54,35 +56,66 @@ export async function runServe(
     await runPrimary(config, log, registratorSources)
     return
   }
-  const { proxy, registry } = await createProxy(config, { log })
+  const explaining = explainerFor(config, log)
+  const { proxy, registry } = await createProxy(config, { log, explainer: explaining?.explainer ?? null })
   let registrator: EmbeddedRegistrator | null = null
   let admin: AdminServer | null = null
+  const view = adminViewOf(proxy)
+  if (explaining) view.status.explanations = () => explaining.explainer.status()
   try {
-    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, registry, adminViewOf(proxy)))
+    ;({ registrator, admin } = await startSideServices(config, registratorSources, log, registry, view))
   } catch (err) {
     // A half-started process (proxy up, admin port taken) must not keep serving: stop what started, then fail.
     await registrator?.close()
     await proxy.close(0)
+    await explaining?.close()
     throw err
   }
   await untilSignal(log)
   await registrator?.close()
   await proxy.close()
   await admin?.close()
+  await explaining?.close()
+}
+
+/**
+ * With Consul's HTTP API known (--consul, CONSUL_HTTP_ADDR, or --registrator's agent), a no-instance 503 says why
+ * (unknown service, every instance critical, the agent's DNS token lacking read): see consul/explainer.ts.
+ */
+function explainerFor(config: ServeConfig, log: Logger): { explainer: ConsulExplainer; close(): Promise<void> } | null {
+  if (!config.consul) return null
+  const client = new ConsulClient({ connection: config.consul, log: log.child({ module: 'consul' }), timeoutMs: 5000 })
+  const explainer = new ConsulExplainer({ client, log })
+  return {
+    explainer,
+    close: async () => {
+      explainer.close()
+      await client.destroy()
+    },
+  }
 }
 
 /** A worker process of cluster mode: the proxy only; status and metrics go to the primary over IPC. */
 export async function runWorker(): Promise<void> {
   const config = JSON.parse(process.env[WORKER_ENV]!) as ServeConfig
   const log = createLogger(config.logLevel as 'info').child({ worker: cluster.worker?.id })
-  const { proxy, registry } = await createProxy(config, { log })
+  const explaining = explainerFor(config, log)
+  const { proxy, registry } = await createProxy(config, { log, explainer: explaining?.explainer ?? null })
   process.on('message', (msg: { type: string; id: number }) => {
-    if (msg?.type === 'status') process.send?.({ type: 'status', id: msg.id, body: proxy.status() })
+    if (msg?.type === 'status')
+      process.send?.({
+        type: 'status',
+        id: msg.id,
+        body: explaining
+          ? { ...(proxy.status() as object), explanations: explaining.explainer.status() }
+          : proxy.status(),
+      })
     else if (msg?.type === 'metrics')
       void registry.getMetricsAsJSON().then((body) => process.send?.({ type: 'metrics', id: msg.id, body }))
   })
   await untilSignal(log)
   await proxy.close()
+  await explaining?.close()
   process.disconnect?.()
 }
 

@@ -60,3 +60,11 @@ export function runCli(
     })
   })
 }
+
+/** Starts a long-running `consul-lb ARGS` (serve, registrator) with its output kept; stop it with stopChild. */
+export function runCliProcess(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): { proc: ChildProcess; output: () => string } {
+  return spawnLogged(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env } })
+}
