@@ -2,6 +2,7 @@ import { createRequire } from 'node:module'
 import { Command, CommanderError } from 'commander'
 import { ConfigError, ConsulLbError } from '../errors.js'
 import { devCommand } from './dev.js'
+import { doctorCommand } from './doctor.js'
 import { nginxCommand } from './nginx.js'
 import { registratorCommand } from './registrator.js'
 import { serveCommand } from './serve.js'
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   program.addCommand(serveCommand())
   program.addCommand(registratorCommand())
   program.addCommand(nginxCommand())
+  program.addCommand(doctorCommand())
   program.addCommand(devCommand())
   for (const c of program.commands) c.exitOverride()
   return program

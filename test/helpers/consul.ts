@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Agent, fetch as undiciFetch } from 'undici'
@@ -360,6 +360,20 @@ export function makeTlsMaterial(dir: string, opts: { clientDays?: number } = {})
   }
 }
 
+/** One more client certificate from the same CA, valid `days` (a certificate about to expire). */
+export function makeClientCert(tls: TlsMaterial, days: number): { cert: string; key: string } {
+  const before = new Set(readdirSync(tls.dir))
+  execFileSync(consulBinary(), ['tls', 'cert', 'create', '-client', '-dc', 'dc1', '-days', String(days)], {
+    cwd: tls.dir,
+    stdio: 'ignore',
+  })
+  const made = readdirSync(tls.dir).filter((f) => !before.has(f))
+  return {
+    cert: join(tls.dir, made.find((f) => !f.endsWith('-key.pem'))!),
+    key: join(tls.dir, made.find((f) => f.endsWith('-key.pem'))!),
+  }
+}
+
 function secureAgentConfig(secure: NonNullable<ConsulOptions['secure']>): Record<string, unknown> {
   const { tls } = secure
   const other = secure.serverCert === 'dc2'
@@ -407,11 +421,20 @@ export const POLICIES = {
  */
 export async function startSecureConsul(
   t: { teardown(fn: () => unknown): void },
-  opts: { dnsToken?: boolean; serverCert?: 'dc1' | 'dc2'; clientDays?: number; tls?: TlsMaterial } = {},
+  opts: {
+    dnsToken?: boolean
+    serverCert?: 'dc1' | 'dc2'
+    clientDays?: number
+    tls?: TlsMaterial
+    enableTruncate?: boolean
+  } = {},
 ): Promise<SecureConsul> {
   const tls = opts.tls ?? makeTlsMaterial(mkdtempSync(join(tmpdir(), 'consul-lb-tls-')), opts)
   if (!opts.tls) t.teardown(() => rmSync(tls.dir, { recursive: true, force: true }))
-  const agent = await startConsul(t, { secure: { tls, ...(opts.serverCert ? { serverCert: opts.serverCert } : {}) } })
+  const agent = await startConsul(t, {
+    secure: { tls, ...(opts.serverCert ? { serverCert: opts.serverCert } : {}) },
+    ...(opts.enableTruncate !== undefined ? { enableTruncate: opts.enableTruncate } : {}),
+  })
   let managementToken = ''
   const deadline = Date.now() + 30_000
   for (;;) {
