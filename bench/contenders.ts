@@ -66,18 +66,31 @@ function direct(): ContenderSpec {
   }
 }
 
-function consulLb(workers: number, variant?: { id: string; cli: string }): ContenderSpec {
-  const id = variant ? `consul-lb-${variant.id}` : workers === 1 ? 'consul-lb' : `consul-lb-w${workers}`
+/** Another Node.js than the bench's own: `launcher` runs a command with that `node` first on PATH. */
+export interface Runtime {
+  id: string
+  label: string
+  launcher: string
+}
+
+function consulLb(workers: number, variant?: { id: string; cli: string }, runtime?: Runtime): ContenderSpec {
+  const suffix = runtime ? ` on ${runtime.label}` : ''
+  const id = variant
+    ? `consul-lb-${variant.id}`
+    : `consul-lb${workers === 1 ? '' : `-w${workers}`}${runtime ? `-${runtime.id}` : ''}`
   const label = variant
     ? `consul-lb ${variant.id} (1 worker)`
     : workers === 1
-      ? 'consul-lb (1 worker)'
-      : `consul-lb (--workers ${workers})`
+      ? `consul-lb (1 worker)${suffix}`
+      : `consul-lb (--workers ${workers})${suffix}`
   return onFreePort(id, label, async (s, port) => {
     const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
     if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
+    // The launcher execs (no fork), so the PID measured is the proxy's own.
+    const [bin, ...pre] = runtime ? [runtime.launcher, 'node'] : [process.execPath]
     // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
-    const d = spawnTracked(process.execPath, [
+    const d = spawnTracked(bin!, [
+      ...pre,
       cli,
       'serve',
       '--listen',
@@ -287,11 +300,15 @@ export async function waitServing(url: string, d: Spawned, name: string, timeout
     throw new Error(`${name} did not serve ${url} within ${timeoutMs} ms (last: ${last}):\n${d.output()}`)
 }
 
-/** All contenders in run order; HAProxy only where installed (`skipped` says why not); variants after consul-lb's. */
+/**
+ * All contenders in run order; HAProxy only where installed (`skipped` says why not); variants and other runtimes
+ * after consul-lb's.
+ */
 export function contenderSpecs(
   cores: number,
   haproxyThreads: number,
   variants: { id: string; cli: string }[] = [],
+  runtimes: Runtime[] = [],
 ): { specs: ContenderSpec[]; skipped: string[] } {
   // With one core the multi-worker contenders would duplicate the single-worker ones.
   const specs =
@@ -300,6 +317,11 @@ export function contenderSpecs(
       : [direct(), consulLb(1), nodeMinimal(), nginxUpstream(1), nginxResolver()]
   // Experiments: another build of the CLI (a patched copy of dist/) measured beside the real one.
   for (const v of variants) specs.push(consulLb(1, v))
+  // The same build on another Node.js (--node 24): what the newer runtime gives.
+  for (const r of runtimes) {
+    specs.push(consulLb(1, undefined, r))
+    if (cores > 1) specs.push(consulLb(cores, undefined, r))
+  }
   const skipped: string[] = []
   const bin = haproxyBinary()
   if (bin) specs.push(haproxy(bin, haproxyThreads))

@@ -57,6 +57,8 @@ export interface Machine {
   memGb: number
   kernel: string
   node: string
+  /** Node.js versions consul-lb also ran on (`--node 24`); older reports lack the field. */
+  otherNodes?: string[]
   nginx: string
   haproxy: string | null
   wrk: string | null
@@ -222,7 +224,7 @@ export function markdown(r: BenchReport): string {
   const lines = [
     `# consul-lb benchmark`,
     '',
-    `${r.finishedAt} · ${m.cpu}, ${m.cores} cores, ${fmt(m.memGb)} GB · ${m.kernel} · Node ${m.node} · ${m.nginx} · ${m.haproxy ?? 'no HAProxy'} · ${m.wrk ?? 'no wrk'} · load average before ${m.loadavgBefore}, after ${m.loadavgAfter}`,
+    `${r.finishedAt} · ${m.cpu}, ${m.cores} cores, ${fmt(m.memGb)} GB · ${m.kernel} · Node ${[m.node, ...(m.otherNodes ?? [])].join(' and ')} · ${m.nginx} · ${m.haproxy ?? 'no HAProxy'} · ${m.wrk ?? 'no wrk'} · load average before ${m.loadavgBefore}, after ${m.loadavgAfter}`,
     '',
     `Medians of ${r.settings.rounds} interleaved rounds of ${r.settings.durationS} s per contender and scenario; load generator, proxy and backends share the same ${m.cores} cores. ` +
       '"× nginx" is the ratio of req/s to nginx with a static upstream and keepalive (1 worker), "× direct" to one backend without a proxy, both measured in the same rounds. ' +
@@ -282,11 +284,37 @@ export function markdown(r: BenchReport): string {
       '',
     )
   }
+  lines.push(...runtimeLines(r))
   lines.push('## Targets (issue 5)', '', '| target | measured | met |', '|---|---|:---:|')
   for (const t of r.targets)
     lines.push(`| ${t.target} | ${t.value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`)
   lines.push('')
   return lines.join('\n')
+}
+
+/** `--node 24`: consul-lb on the other runtime next to the same build on the bench's own Node, per scenario. */
+function runtimeLines(r: BenchReport): string[] {
+  const others = r.contenders.filter((c) => /^consul-lb(-w\d+)?-node\d+$/.test(c.id))
+  if (others.length === 0) return []
+  const lines = [
+    `## Node ${r.machine.node} and Node ${(r.machine.otherNodes ?? []).join(', ')} (consul-lb, same build, same rounds)`,
+    '',
+    '| contender | scenario | req/s | × same on this Node | p99 | CPU µs/req | RSS MB |',
+    '|---|---|---:|---:|---:|---:|---:|',
+  ]
+  for (const c of others) {
+    const baseId = c.id.replace(/-node\d+$/, '')
+    for (const sc of SCENARIOS) {
+      const a = find(r.summary, sc.id, c.id)
+      const b = find(r.summary, sc.id, baseId)
+      if (!a || !b) continue
+      lines.push(
+        `| ${c.label} | ${sc.id} | ${fmt(a.rps)} | ${fmt(a.rps / b.rps, 2)} | ${us(a.p99Us)} | ${fmt(a.cpuUsPerReq, 1)} | ${fmt(a.rssMb)} |`,
+      )
+    }
+  }
+  lines.push('')
+  return lines
 }
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')

@@ -7,13 +7,15 @@
  *   npm run bench -- --rounds 5 --duration 10 --only consul-lb,nginx-upstream --scenarios c50-small
  *   npm run bench -- --no-convergence --no-autocannon --out /tmp/bench
  *   npm run bench -- --only consul-lb,consul-lb-exp --variant exp=/tmp/exp/dist/cli.js --out /tmp/ab   (A/B of a patch)
+ *   npm run bench -- --node 24         consul-lb also on Node 24 (scripts/ensure-node24.sh), as contenders
+ *                                      consul-lb-node24 and consul-lb-w2-node24
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { type Contender, contenderSpecs, haproxyBinary } from './contenders.js'
+import { type Contender, contenderSpecs, haproxyBinary, type Runtime } from './contenders.js'
 import { type ConvergenceResult, measureConvergence } from './convergence.js'
 import { type LoadResult, runAutocannon, runWrk, SCENARIOS, type Scenario, writeWrkScripts, wrkBinary } from './load.js'
 import { killAllTrackedSync, sampleTree, sleep } from './procs.js'
@@ -35,6 +37,8 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
     /** ID=PATH of another dist/cli.js (a patched copy), measured as contender consul-lb-ID; repeatable. */
     variant: { type: 'string', multiple: true, default: [] },
+    /** Another Node.js major to run consul-lb on as well (24: Debian testing's, see scripts/ensure-node24.sh). */
+    node: { type: 'string', multiple: true, default: [] },
     help: { type: 'boolean', default: false },
   },
 })
@@ -106,7 +110,31 @@ function version(cmd: string, flag: string): string | null {
   }
 }
 
-function machine(nginxBin: string, wrk: string | null, haproxy: string | null, loadavgBefore: string): Machine {
+/** `--node 24`: the wrapper that runs a command on Node 24 (fetched once into the cache by the project's script). */
+function runtimesFromArgs(): Runtime[] {
+  return args.node.map((major) => {
+    if (major !== '24') {
+      process.stderr.write(
+        `bench: --node ${major}: only 24 is scripted (the bench itself runs on ${process.version})\n`,
+      )
+      process.exit(2)
+    }
+    const launcher = execFileSync('bash', [join(ROOT, 'scripts', 'ensure-node24.sh')], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim()
+    const version = execFileSync(launcher, ['node', '--version'], { encoding: 'utf8' }).trim()
+    return { id: `node${major}`, label: `Node ${version.replace(/^v/, '')}`, launcher }
+  })
+}
+
+function machine(
+  nginxBin: string,
+  wrk: string | null,
+  haproxy: string | null,
+  loadavgBefore: string,
+  runtimes: Runtime[],
+): Machine {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown CPU'
   // nginx prints its version on stderr.
   const nginx =
@@ -120,6 +148,7 @@ function machine(nginxBin: string, wrk: string | null, haproxy: string | null, l
     memGb: totalmem() / 2 ** 30,
     kernel: `Linux ${release()}`,
     node: process.versions.node,
+    otherNodes: runtimes.map((r) => r.label.replace(/^Node /, '')),
     nginx: nginx.replace('nginx version: ', ''),
     haproxy: haproxy ? (version(haproxy, '-v')?.replace(/ - https.*$/, '') ?? null) : null,
     wrk: wrk ? (version(wrk, '-v')?.replace(/ \[.*$/, '') ?? 'wrk') : null,
@@ -170,10 +199,12 @@ async function main(): Promise<void> {
     }
     return { id: v.slice(0, eq), cli: v.slice(eq + 1) }
   })
+  const runtimes = runtimesFromArgs()
   const { specs: allSpecs, skipped: specSkips } = contenderSpecs(
     cores,
     positiveInt(args['haproxy-threads'], '--haproxy-threads'),
     variants,
+    runtimes,
   )
   skipped.push(...specSkips)
   const specs = args.only ? allSpecs.filter((s) => args.only!.split(',').includes(s.id)) : allSpecs
@@ -239,7 +270,7 @@ async function main(): Promise<void> {
   const report: BenchReport = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
-    machine: machine(stack!.nginxBin, wrk, haproxyBinary(), loadBefore),
+    machine: machine(stack!.nginxBin, wrk, haproxyBinary(), loadBefore, runtimes),
     settings: { rounds, durationS, wrkThreads, autocannonScenarios: acScenarios },
     contenders,
     skipped,
