@@ -196,7 +196,7 @@ export function explainEntries(
       kind: 'dns-hidden',
       text:
         aclDefaultPolicy === 'deny'
-          ? `${listed}: the agent's DNS token (acl.tokens.dns, else acl.tokens.default) lacks service:read / node:read (give it: consul acl set-agent-token dns <token with service_prefix "" and node_prefix "" read>)`
+          ? `${listed}: the agent's DNS token (acl.tokens.dns, else acl.tokens.default) lacks service:read / node:read`
           : `${listed}: is --dns asking another agent or datacenter than --consul, or did they just appear (negative answers are cached for --negative-ttl-ms)?`,
     }
   }

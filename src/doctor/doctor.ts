@@ -334,7 +334,7 @@ async function visibilityFindings(
       summary: `${counts}: ${why}`,
       fix:
         client.aclDefaultPolicy === 'deny' && dnsCount === 0 && expected > 0
-          ? 'create a token with node_prefix "" { policy = "read" } and service_prefix "" { policy = "read" } and set it as the agent\'s DNS token: consul acl set-agent-token dns <secret> (or acl.tokens.dns in the agent config)'
+          ? 'give the agent a DNS token that may read every node and service: consul acl set-agent-token dns <secret of a token with node_prefix "" and service_prefix "" { policy = "read" }> (or acl.tokens.dns in the agent config)'
           : 'compare --dns and --consul: are they the same agent and datacenter?',
     })
   }

@@ -1,4 +1,5 @@
 import { CONSUL_FIELDS } from '../../src/config/consul.js'
+import { DOCTOR_FIELDS } from '../../src/config/doctor.js'
 import { NGINX_FIELDS } from '../../src/config/nginx.js'
 import { referenceTable } from '../../src/config/reference.js'
 import { REGISTRATOR_FIELDS } from '../../src/config/registrator.js'
@@ -12,5 +13,6 @@ export function DOC_SECTIONS(): [string, string][] {
     ['config-registrator', referenceTable(REGISTRATOR_FIELDS)],
     ['config-nginx', referenceTable(NGINX_FIELDS)],
     ['config-consul', referenceTable(CONSUL_FIELDS)],
+    ['config-doctor', referenceTable(DOCTOR_FIELDS)],
   ]
 }
