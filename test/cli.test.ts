@@ -7,34 +7,12 @@ import { startBackend } from './helpers/backends.js'
 import { sleep, startConsul } from './helpers/consul.js'
 import { countBackends } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
+import { runCli } from './helpers/process.js'
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.ts')
 
-function run(
-  args: string[],
-  env: Record<string, string> = {},
-  timeoutMs = 90_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = '',
-      stderr = ''
-    p.stdout.on('data', (b: Buffer) => {
-      stdout += b
-    })
-    p.stderr.on('data', (b: Buffer) => {
-      stderr += b
-    })
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs)
-    p.on('exit', (code) => {
-      clearTimeout(timer)
-      res({ code, stdout, stderr })
-    })
-  })
-}
+/** `consul-lb ARGS` to its end (helpers/process.ts). */
+const run = (args: string[], env: Record<string, string> = {}, timeoutMs = 90_000) => runCli(args, env, timeoutMs)
 
 function tmp(t: { teardown(fn: () => unknown): void }): string {
   const d = mkdtempSync(join(tmpdir(), 'consul-lb-cli-'))

@@ -2,7 +2,14 @@ import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } fro
 import { join } from 'node:path'
 import t from 'tap'
 import { ConsulClient } from '../src/consul/client.js'
-import { makeTlsMaterial, POLICIES, type SecureConsul, secureConnection, startSecureConsul } from './helpers/consul.js'
+import {
+  makeTlsMaterial,
+  POLICIES,
+  type SecureConsul,
+  secureConnection,
+  secureEnv,
+  startSecureConsul,
+} from './helpers/consul.js'
 import { runCli } from './helpers/process.js'
 import { tempDir } from './helpers/tmp.js'
 
@@ -13,16 +20,7 @@ t.before(async () => {
   await consul.agent.register({ ID: 'shop-1', Name: 'shop', Address: '127.0.0.2', Port: 8080 })
 })
 
-/** The environment an operator of this agent has: Consul's own variable names. */
-function consulEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    CONSUL_HTTP_ADDR: consul.agent.httpAddr,
-    CONSUL_CACERT: consul.tls.caFile,
-    CONSUL_CLIENT_CERT: consul.tls.clientCert,
-    CONSUL_CLIENT_KEY: consul.tls.clientKey,
-    ...extra,
-  }
-}
+const consulEnv = (extra: Record<string, string> = {}) => secureEnv(consul, extra)
 
 const catalog = (out: string) => ['nginx', '--mode', 'catalog', '--catalog-port', '8080', '--out', out]
 

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { POLICIES, startSecureConsul } from './helpers/consul.js'
+import { POLICIES, secureEnv, startSecureConsul } from './helpers/consul.js'
 import { startDocker, waitFor } from './helpers/docker.js'
 import { freePort } from './helpers/ports.js'
 import { runCliProcess, stopChild } from './helpers/process.js'
@@ -37,11 +37,7 @@ t.test(
     const admin = await freePort()
     const { proc, output } = runCliProcess(['registrator', '--admin', `127.0.0.1:${admin}`, '--ip', '127.0.0.1'], {
       ...docker.tlsEnv,
-      CONSUL_HTTP_ADDR: consul.agent.httpAddr,
-      CONSUL_CACERT: consul.tls.caFile,
-      CONSUL_CLIENT_CERT: consul.tls.clientCert,
-      CONSUL_CLIENT_KEY: consul.tls.clientKey,
-      CONSUL_HTTP_TOKEN_FILE: tokenFile,
+      ...secureEnv(consul, { CONSUL_HTTP_TOKEN_FILE: tokenFile }),
       CONSUL_LB_HOST_ID: 'sec',
       CONSUL_LB_RESYNC: '2',
       CONSUL_LB_RETRY_INTERVAL: '200',

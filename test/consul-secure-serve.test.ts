@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { startBackend } from './helpers/backends.js'
-import { POLICIES, startSecureConsul } from './helpers/consul.js'
+import { POLICIES, secureEnv, startSecureConsul } from './helpers/consul.js'
 import { waitFor } from './helpers/docker.js'
 import { http } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
@@ -43,13 +43,7 @@ t.test(
         '--negative-ttl-ms',
         '200',
       ],
-      {
-        CONSUL_HTTP_ADDR: consul.agent.httpAddr,
-        CONSUL_CACERT: consul.tls.caFile,
-        CONSUL_CLIENT_CERT: consul.tls.clientCert,
-        CONSUL_CLIENT_KEY: consul.tls.clientKey,
-        CONSUL_HTTP_TOKEN_FILE: tokenFile,
-      },
+      secureEnv(consul, { CONSUL_HTTP_TOKEN_FILE: tokenFile }),
     )
     t.teardown(() => stopChild(proc))
     await waitFor('serve listening', async () => (await http(admin, '/healthz')).status === 200, 30_000).catch(

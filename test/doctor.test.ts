@@ -2,7 +2,14 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Report } from '../src/doctor/report.js'
-import { makeClientCert, makeTlsMaterial, POLICIES, type SecureConsul, startSecureConsul } from './helpers/consul.js'
+import {
+  makeClientCert,
+  makeTlsMaterial,
+  POLICIES,
+  type SecureConsul,
+  secureEnv,
+  startSecureConsul,
+} from './helpers/consul.js'
 import { nginxBinary } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
 import { runCli } from './helpers/process.js'
@@ -22,16 +29,7 @@ t.before(async () => {
   writeFileSync(tokenFile, await consul.createToken(POLICIES.doctor, 'doctor'))
 })
 
-function env(extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    CONSUL_HTTP_ADDR: consul.agent.httpAddr,
-    CONSUL_CACERT: consul.tls.caFile,
-    CONSUL_CLIENT_CERT: consul.tls.clientCert,
-    CONSUL_CLIENT_KEY: consul.tls.clientKey,
-    CONSUL_HTTP_TOKEN_FILE: tokenFile,
-    ...extra,
-  }
-}
+const env = (extra: Record<string, string> = {}) => secureEnv(consul, { CONSUL_HTTP_TOKEN_FILE: tokenFile, ...extra })
 
 async function doctor(
   args: string[],

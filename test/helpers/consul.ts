@@ -501,3 +501,14 @@ export function secureConnection(
     },
   }
 }
+
+/** The environment an operator of a secure agent has: Consul's own variable names (address, CA, client certificate). */
+export function secureEnv(s: SecureConsul, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    CONSUL_HTTP_ADDR: s.agent.httpAddr,
+    CONSUL_CACERT: s.tls.caFile,
+    CONSUL_CLIENT_CERT: s.tls.clientCert,
+    CONSUL_CLIENT_KEY: s.tls.clientKey,
+    ...extra,
+  }
+}
