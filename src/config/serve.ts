@@ -291,6 +291,15 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     help: 'idle keep-alive time of client connections',
   },
   {
+    key: 'clientSendTimeoutMs',
+    kind: 'int',
+    default: 60000,
+    min: 100,
+    max: 3600000,
+    arg: '<ms>',
+    help: 'a client that reads none of its response for this long is cut off, freeing its instance slot (nginx send_timeout)',
+  },
+  {
     key: 'maxHeaderBytes',
     kind: 'int',
     default: 16384,
@@ -307,6 +316,15 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     max: 1099511627776,
     arg: '<bytes>',
     help: 'largest request body forwarded (413 above it); 0: no limit',
+  },
+  {
+    key: 'requestBufferBytes',
+    kind: 'int',
+    default: 65536,
+    min: 0,
+    max: 16777216,
+    arg: '<bytes>',
+    help: 'a request body of known length up to this size is read whole before an instance is chosen, so a slow client holds no instance slot (larger bodies stream); 0: always stream',
   },
   {
     key: 'workers',
@@ -377,8 +395,10 @@ export interface ServeConfig {
   clientHeadersTimeoutMs: number
   clientRequestTimeoutMs: number
   clientKeepAliveMs: number
+  clientSendTimeoutMs: number
   maxHeaderBytes: number
   maxBodyBytes: number
+  requestBufferBytes: number
   workers: number
   shutdownTimeoutMs: number
   registrator: boolean

@@ -22,6 +22,8 @@ export interface ExchangeContext {
   readonly connections: ClientConnections
   readonly log: Logger
   readonly ejectForMs: number
+  /** A client whose response stays blocked (it reads nothing) this long is cut off. */
+  readonly sendTimeoutMs: number
 }
 
 /**
@@ -33,6 +35,11 @@ export interface ExchangeContext {
  * It owns everything the request holds, and gives each back in one place: the instance slot of the attempt in flight
  * (`endAttempt`, the only caller of `Upstream.end()` for requests), and its request slot, retry slot and counters
  * (`finish`, reached exactly once however the request ends: answered, failed, refused, or its client gone).
+ *
+ * A body of known length up to requestBufferBytes is read whole before an instance is chosen (a client that sends it
+ * slowly holds no instance slot, and the body can be sent again on a retry); a larger one streams. A client that
+ * stops reading its response is cut off after sendTimeoutMs (undici's body timeout does not run while the proxy
+ * holds it paused), so it cannot hold the instance either.
  */
 export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   readonly req: IncomingMessage
@@ -43,6 +50,9 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   private readonly body: IncomingMessage | LimitedBody | null
   private readonly conn: ClientConnection | null
   private expectContinue: boolean
+  /** The body is to be read whole before dispatch (then it is a Buffer in `opts.body`). */
+  private buffering: boolean
+  private bodyBuffered = false
   /** The attempt in flight holds a slot of this instance. */
   private upstream: Upstream | null = null
   private lastUpstream: Upstream | null = null
@@ -56,6 +66,8 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   private bodyError: ConsulLbError | null = null
   private resume: (() => void) | null = null
   private drainHooked = false
+  private sendTimer: NodeJS.Timeout | null = null
+  private sendTimedOut = false
 
   constructor(
     req: IncomingMessage,
@@ -64,6 +76,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     path: string,
     headers: string[],
     body: IncomingMessage | LimitedBody | null,
+    buffer: boolean,
     conn: ClientConnection | null,
     expectContinue: boolean,
     ctx: ExchangeContext,
@@ -73,6 +86,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     this.target = target
     this.ctx = ctx
     this.body = body
+    this.buffering = buffer && body === req
     this.expectContinue = expectContinue
     this.opts = { path, method: req.method as Dispatcher.HttpMethod, headers, body }
     this.conn = body !== null ? conn : null
@@ -90,19 +104,35 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     else this.fail(this.target.unavailable())
   }
 
-  /** Sends the first attempt (the service has instances). */
+  /** The service has instances: read a small body whole if there is one, then send the first attempt. */
   start(): void {
-    const u = this.target.pool.pick(Date.now(), null)
-    if (u === null) {
-      this.fail(this.target.unavailable(true))
-      return
-    }
-    // Decided: route, limits and an instance are known, so the client may send its body now (RFC 9110 §10.1.1).
+    // Decided: route, limits and readiness are known, so the client may send its body now (RFC 9110 §10.1.1).
     if (this.expectContinue) {
       this.expectContinue = false
       this.res.writeContinue()
     }
-    this.dispatch(u)
+    if (this.buffering) this.readBody()
+    else this.dispatchFirst()
+  }
+
+  private dispatchFirst(): void {
+    const u = this.target.pool.pick(Date.now(), null)
+    if (u === null) this.fail(this.target.unavailable(true))
+    else this.dispatch(u)
+  }
+
+  /** Reads the whole (small, known-length) body, then dispatches with it as a Buffer. */
+  private readBody(): void {
+    const req = this.req
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.once('end', () => {
+      if (this.done) return
+      this.buffering = false
+      this.bodyBuffered = true
+      this.opts.body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+      this.dispatchFirst()
+    })
   }
 
   /**
@@ -119,7 +149,9 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
 
   /** The client went away: stop the upstream request too (long responses, event streams). */
   private readonly onClientClose = (): void => {
-    if (!this.done && this.abortFn !== null) this.abortFn()
+    if (this.done) return
+    if (this.abortFn !== null) this.abortFn()
+    else if (this.buffering) this.finish(499, null)
   }
 
   private dispatch(u: Upstream): void {
@@ -177,11 +209,26 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   onData(chunk: Buffer): boolean {
     if (this.done) return true
     if (this.res.write(chunk)) return true
-    // Backpressure: the client reads slower than the upstream sends; undici pauses until the socket drains.
-    // The listener is added only for responses that ever fill the socket buffer.
+    // Backpressure: the client reads slower than the upstream sends; undici pauses until the socket drains, and the
+    // client has sendTimeoutMs to read something. Listener and timer exist only for responses that ever stall.
     if (!this.drainHooked) {
       this.drainHooked = true
-      this.res.on('drain', this.resume!)
+      const resume = this.resume!
+      this.res.on('drain', () => {
+        if (this.sendTimer !== null) {
+          clearTimeout(this.sendTimer)
+          this.sendTimer = null
+        }
+        resume()
+      })
+    }
+    if (this.sendTimer === null) {
+      this.sendTimer = setTimeout(() => {
+        this.sendTimer = null
+        this.sendTimedOut = true
+        this.res.destroy()
+      }, this.ctx.sendTimeoutMs)
+      this.sendTimer.unref()
     }
     return false
   }
@@ -198,12 +245,13 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   onError(err: Error): void {
     const u = this.endAttempt()
     if (this.done) return
-    const code = (err as { code?: string }).code ?? 'ERR'
+    // undici's parser errors (bad framing, bare LF, invalid header bytes from the instance) may come without a code.
+    const code = (err as { code?: string }).code ?? err.name
     const now = Date.now()
     const clientGone = this.res.destroyed || code === 'UND_ERR_ABORTED'
     if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
     if (clientGone) {
-      this.finish(499, null)
+      this.finish(499, this.sendTimedOut ? 'CLB_CLIENT_TIMEOUT' : null)
       return
     }
     if (u !== null && !this.res.headersSent && this.mayRetry(code)) {
@@ -232,7 +280,9 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
       method: this.req.method!,
       hasBody: b !== null,
       bodyStarted:
-        b !== null && (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started),
+        b !== null &&
+        !this.bodyBuffered &&
+        (b === this.req ? this.req.readableDidRead || this.req.destroyed : (b as LimitedBody).started),
       attempts: this.attempts,
       maxAttempts: this.ctx.maxAttempts,
     })
@@ -246,6 +296,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
       return
     }
     const where = `${this.target.service} instance ${this.lastUpstream?.key ?? '?'}`
+    const why = (err as { code?: string }).code === undefined ? `${code}: ${err.message}` : code
     this.ctx.log.warn(
       {
         service: this.target.service,
@@ -267,7 +318,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     this.fail(
       TIMEOUTS.has(code)
         ? new UpstreamError('CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`, { cause: err })
-        : new UpstreamError('CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`, { cause: err }),
+        : new UpstreamError('CLB_UPSTREAM_FAILED', `${where} failed (${why})${tries}`, { cause: err }),
     )
   }
 
@@ -316,6 +367,10 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     if (this.done) return
     this.done = true
     this.endAttempt()
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer)
+      this.sendTimer = null
+    }
     if (this.conn !== null && this.conn.bodyReader === this) this.conn.bodyReader = null
     if (this.holdsRetry) {
       this.holdsRetry = false

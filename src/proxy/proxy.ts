@@ -24,7 +24,7 @@ import { Exchange, type ExchangeContext } from './exchange.js'
 import { forwardRequestHeaders } from './headers.js'
 import { ProxyMetrics, type ServiceStats } from './metrics.js'
 import { normalizeOriginForm, parseAbsoluteForm } from './path.js'
-import { type RequestHead, readHead, requestProblem } from './request-head.js'
+import { MAX_HEADER_FIELDS, type RequestHead, readHead, requestProblem } from './request-head.js'
 import { RetryBudget } from './retry.js'
 import { hostOf, Router, stripPath } from './router.js'
 import { proxyStatus } from './status.js'
@@ -124,10 +124,12 @@ export class LoadBalancer {
       connections: this.connections,
       log: this.log,
       ejectForMs: config.ejectForMs,
+      sendTimeoutMs: config.clientSendTimeoutMs,
     }
     this.tunnels = {
       connectTimeoutMs: config.connectTimeoutMs,
       headersTimeoutMs: config.upstreamHeadersTimeoutMs,
+      sendTimeoutMs: config.clientSendTimeoutMs,
       retryAfterS: config.retryAfterS,
       connections: this.connections,
       open: new Set(),
@@ -187,6 +189,8 @@ export class LoadBalancer {
       },
       this.onRequest,
     )
+    // Node drops header fields past this count; requestProblem refuses such a request instead (431).
+    server.maxHeadersCount = MAX_HEADER_FIELDS
     server.on('checkContinue', this.onCheckContinue)
     server.on('upgrade', this.onUpgrade)
     server.on('connect', this.onConnect)
@@ -252,8 +256,10 @@ export class LoadBalancer {
       replaceHost: routed.replaceHost,
       upgrade: null,
     })
+    // A small body of known length is read before an instance is chosen: a slow client then holds no instance slot.
+    const buffer = body === req && cl !== undefined && Number(cl) <= this.config.requestBufferBytes
     const conn = body === null ? null : (this.connections.get(req.socket) ?? null)
-    const ex = new Exchange(req, res, target, routed.path, headers, body, conn, expectContinue, this.exchanges)
+    const ex = new Exchange(req, res, target, routed.path, headers, body, buffer, conn, expectContinue, this.exchanges)
     const ready = target.ready(Date.now())
     if (ready === true) ex.start()
     else if (ready === false) ex.proceed(false)

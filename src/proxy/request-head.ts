@@ -54,6 +54,12 @@ export function readHead(req: IncomingMessage): RequestHead {
 }
 
 /**
+ * Header fields Node keeps (server maxHeadersCount): it drops the rest silently, framing headers included, so a
+ * request that reaches the limit is refused rather than forwarded without what it said.
+ */
+export const MAX_HEADER_FIELDS = 2000
+
+/**
  * What HTTP/1.1 requires of a request that Node's parser (llhttp) lets through; null when the request may go on.
  * llhttp already refuses Content-Length with Transfer-Encoding, differing or repeated Content-Length, bad chunk
  * framing, obs-fold, bare LF and whitespace before a colon.
@@ -61,6 +67,8 @@ export function readHead(req: IncomingMessage): RequestHead {
 export function requestProblem(req: IncomingMessage, head: RequestHead): ClientRequestError | null {
   if (req.httpVersionMajor !== 1)
     return new ClientRequestError('CLB_HTTP_VERSION', `HTTP/${req.httpVersion} is not supported; use HTTP/1.1`)
+  if (req.rawHeaders.length >= 2 * MAX_HEADER_FIELDS)
+    return new ClientRequestError('CLB_HEADERS_TOO_LARGE', `${MAX_HEADER_FIELDS} header fields or more`)
   if (head.hostCount > 1)
     return new ClientRequestError('CLB_BAD_REQUEST', 'more than one Host header field (RFC 9112 §3.2)')
   if (head.host === undefined ? req.httpVersionMinor === 1 : !isHostValue(head.host))
@@ -73,16 +81,28 @@ export function requestProblem(req: IncomingMessage, head: RequestHead): ClientR
     // RFC 9112 §6.1: a chunked HTTP/1.0 message cannot be framed reliably; treat it as faulty.
     if (req.httpVersionMinor === 0)
       return new ClientRequestError('CLB_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)')
-    // Only `chunked` is forwarded faithfully (undici re-chunks the body); other codings would lose their label.
-    if (!isChunkedOnly(te))
-      return new ClientRequestError(
-        'CLB_NOT_IMPLEMENTED',
-        `transfer coding "${te}" is not supported; only chunked is (RFC 9112 §6.1)`,
-      )
+    if (te !== 'chunked') return codingProblem(te)
   }
   return null
 }
 
-function isChunkedOnly(te: string): boolean {
-  return te === 'chunked' || te.trim().toLowerCase() === 'chunked'
+/**
+ * RFC 9112 §6.3: chunked must be the final coding, else the body length is unknowable (400, and close); §6.1: chunked
+ * at most once. Any other coding before it is one the proxy cannot forward faithfully (undici re-chunks the body
+ * and would drop the label): 501, as nginx answers.
+ */
+function codingProblem(te: string): ClientRequestError | null {
+  const codings = te.split(',').map((c) => c.trim().toLowerCase())
+  const chunked = codings.filter((c) => c === 'chunked').length
+  if (codings[codings.length - 1] !== 'chunked' || chunked > 1)
+    return new ClientRequestError(
+      'CLB_BAD_REQUEST',
+      `Transfer-Encoding "${te}": chunked must come once, last (RFC 9112 §6.3)`,
+    )
+  if (codings.length > 1)
+    return new ClientRequestError(
+      'CLB_NOT_IMPLEMENTED',
+      `transfer coding "${te}" is not supported; only chunked is (RFC 9112 §6.1)`,
+    )
+  return null
 }

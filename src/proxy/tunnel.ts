@@ -15,6 +15,8 @@ import type { ServiceTarget } from './target.js'
 export interface TunnelContext {
   readonly connectTimeoutMs: number
   readonly headersTimeoutMs: number
+  /** A client that reads none of a relayed answer this long is cut off. */
+  readonly sendTimeoutMs: number
   readonly retryAfterS: number
   readonly connections: ClientConnections
   /** Tunnels not yet finished (the proxy ends them all on close). */
@@ -169,17 +171,27 @@ export class Tunnel {
       res.destroy()
       return
     }
-    this.upstream?.recordSuccess()
     const status = res.statusCode ?? 502
+    if (status < 200) {
+      // A 101 without an Upgrade field switches to nothing (RFC 9110 §7.8): not an answer to relay.
+      res.destroy()
+      this.fail(new UpstreamError('CLB_UPSTREAM_FAILED', `${this.where()} answered ${status} without Upgrade`))
+      return
+    }
+    this.upstream?.recordSuccess()
     const headers = forwardResponseHeaders(res.rawHeaders, status)
     closeAfter(headers)
     const client = this.client
     client.write(head(status, res.statusMessage || STATUS_CODES[status] || '', headers))
     res.on('data', (chunk: Buffer) => {
-      if (!client.write(chunk)) {
-        res.pause()
-        client.once('drain', () => res.resume())
-      }
+      if (client.write(chunk)) return
+      res.pause()
+      const stalled = setTimeout(() => this.finish(status, 'CLB_CLIENT_TIMEOUT', true), this.ctx.sendTimeoutMs)
+      stalled.unref()
+      client.once('drain', () => {
+        clearTimeout(stalled)
+        res.resume()
+      })
     })
     res.once('end', () => {
       this.ctx.connections.closeGently(client)
