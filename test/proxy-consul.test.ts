@@ -99,7 +99,10 @@ t.test(
       ['critical', bs[1]!],
       ['maintenance', bs[2]!],
     ] as const) {
-      const leave = (lastSeen(samples, b.id) ?? 0) - events[event]!
+      const first = firstSeen(samples, b.id)
+      t.ok(first !== null && first < events[event]!, `${event}: ${b.id} served before the change`)
+      const last = lastSeen(samples, b.id)
+      const leave = (last ?? Number.POSITIVE_INFINITY) - events[event]!
       t.ok(leave <= boundMs, `${event}: last request ${leave} ms after the change (bound ${boundMs})`)
     }
     t.ok(lastSeen(samples, 'churn-4')! > events.maintenance!, 'the remaining instance serves to the end')
@@ -118,7 +121,9 @@ t.test('an instance killed during a bounded load run costs no failed GET', async
   const failed = samples.filter((s) => s.status !== 200)
   t.ok(samples.length > 500, `load ran (${samples.length} requests)`)
   t.equal(failed.length, 0, `zero failed GETs (${JSON.stringify(failed.slice(0, 3))})`)
-  t.ok((lastSeen(samples, 'kill-1') ?? 0) <= killedAt + 50, 'the killed instance served nothing after its death')
+  const lastKilled = lastSeen(samples, 'kill-1')
+  t.ok(lastKilled !== null, 'the instance served before it was killed')
+  t.ok(lastKilled !== null && lastKilled <= killedAt + 50, 'the killed instance served nothing after its death')
   const killed = p.proxy.upstreams.get(`127.0.0.1:${bs[0]!.port}`)
   t.ok(killed && killed.failures > 0, `the proxy counted the failures against the dead instance (${killed?.failures})`)
   const metrics = await (await fetch(`http://127.0.0.1:${p.adminPort}/metrics`)).text()
