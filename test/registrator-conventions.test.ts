@@ -9,10 +9,21 @@ import {
   META_SPEC,
 } from '../src/registrator/desired.js'
 import type { ContainerInspect } from '../src/registrator/docker.js'
+import { keepsRegistration } from '../src/registrator/drainer.js'
 import type { ConventionWarning } from '../src/registrator/errors.js'
 import { planReconcile } from '../src/registrator/reconcile.js'
+import { ForcedTags, splitTags } from '../src/registrator/tags.js'
 
-const OPTS: DesiredOptions = { hostId: 'host1', ip: null, internal: false, explicit: false, tags: [], healthTtl: '90s' }
+const OPTS: DesiredOptions = {
+  hostId: 'host1',
+  ip: null,
+  internal: false,
+  explicit: false,
+  forcedTags: new ForcedTags([]),
+  ipFromLabel: null,
+  requireLabel: false,
+  healthTtl: '90s',
+}
 
 function container(over: {
   env?: string[]
@@ -89,15 +100,20 @@ t.test(
 )
 
 t.test(
-  'default names follow registrator: image base name, -<port> with several ports; UDP gets :udp and a tag',
+  'default names follow gliderlabs: image base name as written, -<port> with several ports; UDP gets :udp and a tag',
   async (t) => {
     t.equal(defaultName(container({ image: 'registry.local:5000/team/nginx:1.25' })), 'nginx')
-    t.equal(defaultName(container({ image: 'httpd@sha256:abcd' })), 'httpd')
+    t.equal(defaultName(container({ image: 'team/my_app:2' })), 'my_app', 'underscores kept (gliderlabs: my_app)')
+    t.equal(defaultName(container({ image: 'Team/MyApp' })), 'MyApp', 'case kept (Consul DNS ignores case)')
+    t.equal(defaultName(container({ image: 'httpd@sha256:abcd' })), 'httpd', 'a digest is not part of the name')
     t.equal(
       defaultName(container({ image: 'sha256:0123', name: 'my_box' })),
-      'my-box',
-      'image by id: the container name, DNS-safe',
+      'my_box',
+      'image by id: the container name',
     )
+    const dotted = desiredForContainer(container({ image: 'acme/app.v2:1' }), OPTS)
+    t.equal(dotted.services[0]!.registration.Name, 'app.v2', "gliderlabs' name, kept")
+    t.match(dotted.warnings, [{ field: 'image', message: /cannot be answered by Consul DNS/ }], 'and the trap is named')
     const d = desiredForContainer(
       container({
         image: 'coredns',
@@ -122,11 +138,10 @@ t.test(
 t.test('unpublished ports are not registered; SERVICE_IGNORE and --explicit skip with a reason', async (t) => {
   t.equal(desiredForContainer(container({ ports: { '80/tcp': null } }), OPTS).skipped, 'no published ports')
   t.equal(desiredForContainer(container({ env: ['SERVICE_IGNORE=1'] }), OPTS).skipped, 'SERVICE_IGNORE')
-  t.equal(
-    desiredForContainer(container({ env: ['SERVICE_IGNORE=false'] }), OPTS).services.length,
-    1,
-    'an explicit false no longer ignores (registrator ignored on any value)',
-  )
+  const ignoredFalse = desiredForContainer(container({ env: ['SERVICE_IGNORE=false'] }), OPTS)
+  t.equal(ignoredFalse.skipped, 'SERVICE_IGNORE', 'gliderlabs ignores on any value, false included')
+  t.match(ignoredFalse.warnings, [{ field: 'SERVICE_IGNORE', message: /remove the variable/ }], 'and says so')
+  t.equal(desiredForContainer(container({ env: ['SERVICE_IGNORE='] }), OPTS).services.length, 1, 'empty: not set')
   t.match(desiredForContainer(container({}), { ...OPTS, explicit: true }).skipped, /explicit/)
   t.equal(
     desiredForContainer(container({ env: ['SERVICE_80_NAME=x'] }), { ...OPTS, explicit: true }).services.length,
@@ -209,7 +224,7 @@ t.test('unparseable tags and Meta keys: the bad items are dropped and named, the
     container({
       env: ['SERVICE_TAGS=a, ,b c,a,d', 'SERVICE_VERSION=1.2', 'SERVICE_80_REGION=eu', 'SERVICE_CONSUL-X=no'],
     }),
-    { ...OPTS, tags: ['global', 'd'] },
+    { ...OPTS, forcedTags: new ForcedTags(['global', 'd']) },
   )
   const reg = d.services[0]!.registration
   t.same(reg.Tags, ['a', 'd', 'global'])
@@ -219,7 +234,11 @@ t.test('unparseable tags and Meta keys: the bad items are dropped and named, the
     'other SERVICE_<KEY> become Meta, lower-cased',
   )
   t.equal(reg.Meta![META_OWNER], 'host1', 'the ownership mark')
-  t.same(d.warnings.map((w) => w.field).sort(), ['SERVICE_CONSUL-X', 'SERVICE_TAGS', 'SERVICE_TAGS'])
+  t.same(
+    d.warnings.map((w) => w.field).sort(),
+    ['SERVICE_CONSUL-X', 'SERVICE_TAGS'],
+    'the tag with a space is named; empty items are skipped silently, as gliderlabs does',
+  )
 })
 
 t.test(
@@ -323,7 +342,10 @@ t.test('reconcile: unchanged is left alone, foreign IDs are conflicts, only owne
     'host1',
     { mayRemove: () => true },
   )
-  t.same(foreign.conflicts, ['host1:web-1:80'])
+  t.same(
+    foreign.conflicts.map((c) => c.id),
+    ['host1:web-1:80'],
+  )
   t.same(foreign.deregister, [], "neither hand-made nor other hosts' services are removed")
   const gone = planReconcile([], { a: own('a', 'h', 'c1'), b: own('b', 'h', 'c2') }, 'host1', {
     mayRemove: (o) => o.containerId === 'c1',
@@ -332,4 +354,160 @@ t.test('reconcile: unchanged is left alone, foreign IDs are conflicts, only owne
     gone.deregister.map((o) => o.id),
     ['a'],
   )
+})
+
+t.test("SERVICE_TAGS: gliderlabs' escaped commas (its own unit-test table)", async (t) => {
+  const cases: [string, string[]][] = [
+    ['', []],
+    ['foobar', ['foobar']],
+    ['foo,bar', ['foo', 'bar']],
+    ['foo\\,bar', ['foo,bar']],
+    ['foo,bar\\,baz', ['foo', 'bar,baz']],
+    ['\\,foobar\\,', [',foobar,']],
+    [',,,,foo,,,bar,,,', ['foo', 'bar']],
+    [',,,,', []],
+    [',,\\,,', [',']],
+  ]
+  for (const [text, want] of cases) t.same(splitTags(text), want, JSON.stringify(text))
+  const d = desiredForContainer(container({ env: ['SERVICE_TAGS=urlprefix-/a\\,b,v1'] }), OPTS)
+  t.same(d.services[0]!.registration.Tags, ['urlprefix-/a,b', 'v1'])
+})
+
+t.test('checks: HTTPS uses SERVICE_CHECK_HTTPS_METHOD, gRPC with TLS switches, as gliderlabs', async (t) => {
+  const check = (env: string[]) => {
+    const d = desiredForContainer(container({ env }), OPTS)
+    return { check: d.services[0]!.registration.Checks?.[0], warnings: d.warnings }
+  }
+  const https = check([
+    'SERVICE_CHECK_HTTPS=/health',
+    'SERVICE_CHECK_HTTPS_METHOD=HEAD',
+    'SERVICE_CHECK_HTTP_METHOD=POST',
+    'SERVICE_CHECK_TLS_SKIP_VERIFY=true',
+  ])
+  t.match(https.check, { HTTP: 'https://127.0.0.1:32768/health', Method: 'HEAD', TLSSkipVerify: true })
+  t.match(https.warnings, [{ field: 'SERVICE_CHECK_HTTP_METHOD', message: /HTTP checks only/ }])
+  t.match(check(['SERVICE_CHECK_HTTP=/h', 'SERVICE_CHECK_HTTP_METHOD=post']).check, { Method: 'POST' })
+  t.notOk(
+    'Method' in (check(['SERVICE_CHECK_HTTP=/h', 'SERVICE_CHECK_HTTPS_METHOD=HEAD']).check ?? {}),
+    'the HTTPS method is not applied to an HTTP check',
+  )
+  const grpc = check(['SERVICE_CHECK_GRPC=true', 'SERVICE_CHECK_GRPC_USE_TLS=1', 'SERVICE_CHECK_TLS_SKIP_VERIFY=1'])
+  t.match(grpc.check, { GRPC: '127.0.0.1:32768', GRPCUseTLS: true, TLSSkipVerify: true, Interval: '10s' })
+  t.same(grpc.warnings, [], 'SERVICE_CHECK_GRPC is known')
+  const plain = check(['SERVICE_CHECK_GRPC=true', 'SERVICE_CHECK_TLS_SKIP_VERIFY=1'])
+  t.notOk('GRPCUseTLS' in plain.check!)
+  t.notOk('TLSSkipVerify' in plain.check!, 'skip-verify needs TLS (gliderlabs)')
+  t.match(check(['SERVICE_CHECK_GRPC=1', 'SERVICE_CHECK_GRPC_USE_TLS=false']).warnings, [
+    { field: 'SERVICE_CHECK_GRPC_USE_TLS', message: /false included/ },
+  ])
+})
+
+t.test('--require-label, --use-ip-from-label, NetworkMode container:<id> and --tags templates', async (t) => {
+  t.match(desiredForContainer(container({}), { ...OPTS, requireLabel: true }).skipped, /SERVICE_REGISTER/)
+  t.equal(
+    desiredForContainer(container({ labels: { SERVICE_REGISTER: 'true' } }), { ...OPTS, requireLabel: true }).services
+      .length,
+    1,
+  )
+  const labelled = desiredForContainer(container({ labels: { 'net.ip': '10.9.8.7/24' } }), {
+    ...OPTS,
+    ipFromLabel: 'net.ip',
+  })
+  t.equal(labelled.services[0]!.registration.Address, '10.9.8.7', 'the label, without its prefix length')
+  const pod = container({ networkMode: `container:${'a'.repeat(64)}`, ports: {}, exposed: ['8080/tcp'] })
+  const owner = container({ networks: { bridge: { IPAddress: '172.17.0.9' } } })
+  const inPod = desiredForContainer(pod, OPTS, owner)
+  t.same(
+    inPod.services.map((s) => [s.registration.Address, s.registration.Port]),
+    [['172.17.0.9', 8080]],
+    "the exposed port at the network owner's address",
+  )
+  t.match(desiredForContainer(pod, OPTS, null).skipped, /no IP address/)
+  const tagged = desiredForContainer(container({ labels: { team: 'pay' } }), {
+    ...OPTS,
+    forcedTags: new ForcedTags(['env-{{index .Config.Labels "team"}},{{ strSlice .ID 0 6 }}', 'a\\,b', '{{.Nope}}']),
+  })
+  t.same(tagged.services[0]!.registration.Tags, ['env-pay', 'c0ffee', 'a,b'])
+  t.match(tagged.warnings, [{ field: '--tags', value: '{{.Nope}}', message: /can't evaluate field Nope/ }])
+})
+
+t.test('--deregister: on-success deregisters exits by a signal as gliderlabs; never keeps every exit', async (t) => {
+  t.equal(keepsRegistration('always', 1), false)
+  t.equal(keepsRegistration('on-success', 0), false)
+  t.equal(keepsRegistration('on-success', 3), true)
+  t.equal(keepsRegistration('on-success', 137), false, 'docker kill')
+  t.equal(keepsRegistration('on-success', 143), false, 'docker stop')
+  t.equal(keepsRegistration('never', 0), true)
+  t.equal(keepsRegistration('never', 143), true)
+})
+
+t.test('reconcile: gliderlabs registrations of this host are adopted or removed; others never', async (t) => {
+  const desired = desiredForContainer(container({}), OPTS).services
+  const reg = (id: string, over: Partial<AgentService> = {}): AgentService => ({
+    ID: id,
+    Service: 'web',
+    Address: '192.0.2.1',
+    Port: 32768,
+    Tags: [],
+    Meta: {},
+    ...over,
+  })
+  const agent = {
+    'host1:web-1:80': reg('host1:web-1:80'),
+    'host1:gone:80': reg('host1:gone:80', { Service: 'gone' }),
+    'host1:stopped:80': reg('host1:stopped:80', { Service: 'stopped' }),
+    'host1:alive:9000': reg('host1:alive:9000', { Service: 'alive' }),
+    'host2:gone:80': reg('host2:gone:80'),
+    'host1:noaddr:80': reg('host1:noaddr:80', { Address: '' }),
+    'by-hand': reg('by-hand'),
+  }
+  const containers = {
+    byName: new Map([
+      ['web-1', 'c0ffee'.padEnd(64, '0')],
+      ['stopped', 'stopped-id'],
+      ['alive', 'alive-id'],
+    ]),
+    running: new Set(['web-1', 'alive']),
+  }
+  const plan = planReconcile(desired, agent, 'host1', {
+    mayRemove: (o) => o.containerId !== 'kept-id',
+    containers,
+  })
+  t.equal(plan.adopted, 1, "the running container's registration is taken over")
+  t.same(
+    plan.register.map((d) => d.registration.ID),
+    ['host1:web-1:80'],
+  )
+  t.same(
+    plan.deregister.map((o) => [o.id, o.containerId]).sort(),
+    [
+      ['host1:gone:80', ''],
+      ['host1:stopped:80', 'stopped-id'],
+    ],
+    "this host's registrations of containers that are not running",
+  )
+  t.same(
+    plan.conflicts.map((c) => c.id),
+    ['host1:alive:9000'],
+    'a running container registered by gliderlabs beyond what is wanted is left alone (and reported)',
+  )
+  const handMade = planReconcile(desired, { 'host1:web-1:80': reg('host1:web-1:80', { Port: 1234 }) }, 'host1', {
+    mayRemove: () => true,
+  })
+  t.equal(handMade.adopted, 0)
+  t.match(handMade.conflicts, [{ id: 'host1:web-1:80', reason: /registered as web:1234/ }])
+  const other = planReconcile(
+    desired,
+    { 'host1:web-1:80': reg('host1:web-1:80', { Meta: { [META_OWNER]: 'h2' } }) },
+    'host1',
+    {
+      mayRemove: () => true,
+    },
+  )
+  t.match(other.conflicts, [{ reason: /host h2/ }])
+  const kept = planReconcile([], { 'host1:stopped:80': agent['host1:stopped:80'] }, 'host1', {
+    mayRemove: (o) => o.containerId !== 'stopped-id',
+    containers,
+  })
+  t.same(kept.deregister, [], 'a container --deregister keeps is not removed')
 })

@@ -1,10 +1,11 @@
 import { createRequire } from 'node:module'
 import { Command, CommanderError } from 'commander'
+import { isGliderlabsSyntax } from '../config/gliderlabs.js'
 import { ConfigError, ConsulLbError } from '../errors.js'
 import { devCommand } from './dev.js'
 import { doctorCommand } from './doctor.js'
 import { nginxCommand } from './nginx.js'
-import { registratorCommand } from './registrator.js'
+import { registratorCommand, runGliderlabsCommandLine } from './registrator.js'
 import { serveCommand } from './serve.js'
 
 export const EXIT_OK = 0
@@ -35,6 +36,14 @@ const PACKAGE_VERSION = (createRequire(import.meta.url)('../../package.json') as
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram()
   try {
+    // gliderlabs/registrator's syntax (`-ip=…`, a consul:// URI) after `registrator`, or with no command at all.
+    const args = argv.slice(2)
+    const afterCommand = args[0] === 'registrator' ? args.slice(1) : args
+    const isCommand = args[0] === 'help' || program.commands.some((c) => c.name() === args[0])
+    if ((args[0] === 'registrator' || !isCommand) && isGliderlabsSyntax(afterCommand)) {
+      await runGliderlabsCommandLine(afterCommand, PACKAGE_VERSION)
+      return
+    }
     await program.parseAsync(argv)
   } catch (err) {
     process.exitCode = exitCodeFor(err)

@@ -1,5 +1,5 @@
 import { type Command, Option } from 'commander'
-import { envName, type FieldSpec, flagName } from '../config/fields.js'
+import { envName, type FieldSpec, flagName, splitList } from '../config/fields.js'
 
 /** Adds one commander option per field, with the env var and default in the help text. No commander defaults: an
  * option that was not given stays undefined so that file and env values are not overridden. */
@@ -18,12 +18,7 @@ export function addFieldOptions(cmd: Command, fields: readonly FieldSpec[]): Com
       cmd.addOption(
         new Option(`--${flag} ${f.arg ?? '<value>'}`, help).argParser((v: string, prev: string[] | undefined) => [
           ...(prev ?? []),
-          ...(f.kind === 'list'
-            ? v
-                .split(',')
-                .map((x) => x.trim())
-                .filter(Boolean)
-            : [v]),
+          ...(f.kind === 'list' ? splitList(v) : [v]),
         ]),
       )
     } else {

@@ -1,6 +1,7 @@
 import { Command } from 'commander'
 import { Registry } from 'prom-client'
 import { type AdminServer, startAdmin } from '../admin/server.js'
+import { gliderlabsUsage, parseGliderlabsCommandLine } from '../config/gliderlabs.js'
 import { loadRegistratorConfig, REGISTRATOR_COMMAND_FIELDS } from '../config/registrator.js'
 import { createLogger, type Logger } from '../log.js'
 import { Registrator } from '../registrator/index.js'
@@ -13,6 +14,10 @@ export function registratorCommand(): Command {
     )
     .option('-c, --config <file>', 'YAML or JSON config file')
   addFieldOptions(cmd, REGISTRATOR_COMMAND_FIELDS)
+  cmd.addHelpText(
+    'after',
+    `\ngliderlabs/registrator's command line works too (consul-lb registrator -ip=10.0.0.5 -resync 30 consul://127.0.0.1:8500);\nrun \`consul-lb registrator -help\` for its options.`,
+  )
   cmd.action(async () => {
     const configFile = cmd.opts().config as string | undefined
     const config = loadRegistratorConfig({
@@ -24,6 +29,32 @@ export function registratorCommand(): Command {
     await runRegistrator(config, log)
   })
   return cmd
+}
+
+/**
+ * `consul-lb registrator [gliderlabs options] <registry URI>`, or the same after `consul-lb` alone (a
+ * `docker run <image> …` line written for gliderlabs/registrator, with this image's entrypoint). `args` are the
+ * arguments after the command.
+ */
+export async function runGliderlabsCommandLine(args: readonly string[], version: string): Promise<void> {
+  const parsed = parseGliderlabsCommandLine(args, REGISTRATOR_COMMAND_FIELDS, process.env)
+  if (parsed.help) {
+    process.stdout.write(`${gliderlabsUsage()}\n`)
+    return
+  }
+  if (parsed.version) {
+    process.stdout.write(`${version}\n`)
+    return
+  }
+  const config = loadRegistratorConfig({
+    flags: parsed.flags,
+    env: process.env,
+    ...(parsed.configFile ? { file: parsed.configFile } : {}),
+  })
+  const log = createLogger(config.logLevel as 'info')
+  log.info({ args }, 'gliderlabs/registrator command line')
+  for (const note of parsed.notes) log.info(note)
+  await runRegistrator(config, log)
 }
 
 /**

@@ -100,11 +100,32 @@ export function fieldSchema(f: FieldSpec): z.ZodType<unknown> {
   }
 }
 
+/**
+ * A comma-separated flag or env value → items. A comma escaped as `\,` or inside a Go template action (`{{…}}`)
+ * does not split: both belong to the item (a tag such as `a\,b`, a template such as `{{join "," .Config.Env}}`).
+ */
 export function splitList(s: string): string[] {
-  return s
-    .split(',')
-    .map((x) => x.trim())
-    .filter((x) => x !== '')
+  const items: string[] = []
+  let cur = ''
+  let depth = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!
+    if (c === '\\' && s[i + 1] === ',') {
+      cur += '\\,'
+      i++
+      continue
+    }
+    if (s.startsWith('{{', i)) depth++
+    else if (s.startsWith('}}', i) && depth > 0) depth--
+    if (c === ',' && depth === 0) {
+      items.push(cur)
+      cur = ''
+    } else {
+      cur += c
+    }
+  }
+  items.push(cur)
+  return items.map((x) => x.trim()).filter((x) => x !== '')
 }
 
 function portOf(s: string): number | null {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
 import type { DockerTls } from '../registrator/docker.js'
+import { compileTemplate, TemplateError } from '../registrator/template.js'
 import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import { type FieldSpec, fieldSchema, splitHostPort } from './fields.js'
 import { type ConfigSources, loadFields } from './load.js'
@@ -57,7 +58,26 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     default: false,
     help: 'register only containers with SERVICE_NAME or SERVICE_<port>_NAME',
   },
-  { key: 'tags', kind: 'list', default: [], arg: '<tag,...>', help: 'tags added to every registered service' },
+  {
+    key: 'tags',
+    kind: 'list',
+    default: [],
+    arg: '<tag,...>',
+    help: 'tags added to every registered service; `\\,` is a comma inside a tag, and Go templates over the container are evaluated as gliderlabs does (`{{.Config.Hostname}}`, `{{index .Config.Labels "team"}}`, its helpers strSlice, sIndex, mIndex, toUpper, toLower, replace, join, split, splitIndex, matchFirstElement, matchAllElements)',
+  },
+  {
+    key: 'useIpFromLabel',
+    kind: 'string',
+    default: null,
+    arg: '<label>',
+    help: 'register the address held in this container label (`10.0.0.5` or `10.0.0.5/24`) when a container has it (gliderlabs -useIpFromLabel)',
+  },
+  {
+    key: 'requireLabel',
+    kind: 'bool',
+    default: false,
+    help: 'register only containers that carry a SERVICE_REGISTER label (gliderlabs -require-label)',
+  },
   {
     key: 'resync',
     kind: 'int',
@@ -71,15 +91,15 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     key: 'cleanup',
     kind: 'bool',
     default: false,
-    help: 'on start, also deregister services this host owns whose containers are gone (resyncs always do)',
+    help: 'on start, also deregister services this host owns (or gliderlabs/registrator registered on it) whose containers are gone (resyncs always do)',
   },
   {
     key: 'deregister',
     kind: 'enum',
     default: 'always',
-    values: ['always', 'on-success'],
-    arg: '<always|on-success>',
-    help: 'when a container dies: always deregister, or only when it exited 0 (others stay, in maintenance, until removed or restarted)',
+    values: ['always', 'on-success', 'never'],
+    arg: '<always|on-success|never>',
+    help: 'when a container dies: always deregister; on-success: only when it exited 0 or by a signal (docker stop, docker kill: exit 128+n), as gliderlabs, others stay in maintenance until removed or restarted; never: every exited container stays, in maintenance, until removed',
   },
   {
     key: 'retryAttempts',
@@ -136,11 +156,14 @@ export interface RegistratorConfig {
   ip: string | null
   internal: boolean
   explicit: boolean
+  /** Raw items; each may be a Go template (compiled once here to fail at start-up, evaluated per container). */
   tags: string[]
+  useIpFromLabel: string | null
+  requireLabel: boolean
   /** 0: no periodic resync. */
   resyncMs: number
   cleanup: boolean
-  deregister: 'always' | 'on-success'
+  deregister: 'always' | 'on-success' | 'never'
   /** -1: never give up. */
   retryAttempts: number
   retryIntervalMs: number
@@ -166,7 +189,17 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
   if (ip !== null && ip !== undefined && !isIP(ip))
     throw new ConfigError('ip', `"${ip}": expected an IPv4 or IPv6 address`)
   const tags = v.tags as string[]
-  for (const t of tags) if (/\s/.test(t)) throw new ConfigError('tags', `"${t}": tags must not contain whitespace`)
+  for (const t of tags) {
+    // Spaces belong inside a template's actions only; outside them a tag with a space cannot be asked for.
+    if (/\s/.test(t.replace(/\{\{[\s\S]*?\}\}/g, '')))
+      throw new ConfigError('tags', `"${t}": tags must not contain whitespace`)
+    try {
+      compileTemplate(t)
+    } catch (err) {
+      if (err instanceof TemplateError) throw new ConfigError('tags', `"${t}": template: ${err.message}`)
+      throw err
+    }
+  }
   const hostId = (v.hostId as string | null) ?? hostname()
   // The host id is the first part of every service ID and the ownership mark: a colon would make IDs ambiguous.
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(hostId))
@@ -178,9 +211,11 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
     internal: v.internal as boolean,
     explicit: v.explicit as boolean,
     tags,
+    useIpFromLabel: (v.useIpFromLabel as string | null) ?? null,
+    requireLabel: v.requireLabel as boolean,
     resyncMs: (v.resync as number) * 1000,
     cleanup: v.cleanup as boolean,
-    deregister: v.deregister as 'always' | 'on-success',
+    deregister: v.deregister as RegistratorConfig['deregister'],
     retryAttempts: v.retryAttempts as number,
     retryIntervalMs: v.retryInterval as number,
     hostId,

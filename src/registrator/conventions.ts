@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import { isServiceName, NAME_RULE } from '../routes/names.js'
 import { type ConventionWarning, conventionWarning } from './errors.js'
+import { splitTags } from './tags.js'
 
 /**
  * gliderlabs/registrator's container conventions: `SERVICE_<KEY>` for every port and `SERVICE_<port>_<KEY>` for one
@@ -78,10 +79,14 @@ function addRaw(raw: Map<string, RawAttr>, field: string, value: string): void {
 
 /** What the check settings ask for; the address and port are filled in by desired.ts once they are known. */
 export interface CheckSpec {
-  readonly kind: 'http' | 'https' | 'tcp' | 'ttl'
+  readonly kind: 'http' | 'https' | 'tcp' | 'ttl' | 'grpc'
   /** URL path for http/https (starts with /). */
   readonly path?: string
   readonly method?: string
+  /** gRPC over TLS (SERVICE_CHECK_GRPC_USE_TLS). */
+  readonly grpcUseTls?: boolean
+  /** Accept any certificate (SERVICE_CHECK_TLS_SKIP_VERIFY) for HTTPS and gRPC-over-TLS checks. */
+  readonly tlsSkipVerify?: boolean
   readonly interval?: string
   readonly timeout?: string
   readonly ttl?: string
@@ -119,9 +124,15 @@ const KNOWN_KEYS = new Set([
   'check_https',
   'check_tcp',
   'check_ttl',
+  'check_grpc',
+  'check_grpc_use_tls',
+  'check_tls_skip_verify',
   'check_interval',
   'check_timeout',
   'check_http_method',
+  'check_https_method',
+  // The label --require-label looks for (gliderlabs' master); not Meta.
+  'register',
   'check_initial_status',
   'check_deregister_after',
 ])
@@ -166,15 +177,10 @@ export function serviceSettings(
       )
   }
 
-  const ignoreAttr = get('ignore')
-  let ignore = false
-  if (ignoreAttr) {
-    const v = ignoreAttr.value.trim().toLowerCase()
-    // registrator ignored on any non-empty value; an explicit "false" now means false.
-    ignore = !FALSE_WORDS.includes(v)
-    if (!TRUE_WORDS.includes(v) && !FALSE_WORDS.includes(v))
-      warn(ignoreAttr, 'expected true or false; treated as true (registrator ignored on any value)')
-  }
+  // gliderlabs ignores on any non-empty value (mapDefault(metadata, "ignore", "") != ""), `false` included. Reading
+  // `false` as false would register, on migration, containers that were never in Consul: the value keeps gliderlabs'
+  // meaning and the surprise is reported.
+  const ignore = isPresent(get('ignore'), warn)
 
   // The address is chosen per container (addressSettings): a per-port form would otherwise be dropped without a word.
   for (const key of CONTAINER_WIDE_KEYS) {
@@ -246,26 +252,44 @@ export function addressSettings(conv: ContainerConventions, warnings: Convention
   return { network: present('network')?.value.trim(), internal, ip }
 }
 
-/** Comma list; items with whitespace or control characters cannot be queried as tags and are dropped with a warning. */
+/** SERVICE_TAGS: gliderlabs' comma list (`\\,` is a comma inside a tag), checked by cleanTags. */
 export function parseTags(a: RawAttr | undefined, warnings: ConventionWarning[]): string[] {
-  if (!a) return []
+  return a ? cleanTags(splitTags(a.value), a.field, a.value, warnings) : []
+}
+
+/** Items with whitespace or control characters cannot be queried as tags and are dropped with a warning. */
+export function cleanTags(
+  items: readonly string[],
+  field: string,
+  value: string,
+  warnings: ConventionWarning[],
+): string[] {
   const out: string[] = []
-  for (const item of a.value.split(',')) {
+  for (const item of items) {
     const tag = item.trim()
-    if (tag === '') {
-      warnings.push(conventionWarning(a.field, a.value, 'empty tag in the list; dropped'))
-      continue
-    }
+    if (tag === '') continue
     // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses
     if (/[\s\x00-\x1f\x7f]/.test(tag)) {
-      warnings.push(
-        conventionWarning(a.field, a.value, `tag "${tag}" contains whitespace or control characters; dropped`),
-      )
+      warnings.push(conventionWarning(field, value, `tag "${tag}" contains whitespace or control characters; dropped`))
       continue
     }
     if (!out.includes(tag)) out.push(tag)
   }
   return out
+}
+
+/**
+ * gliderlabs' switches (SERVICE_IGNORE, SERVICE_CHECK_GRPC_USE_TLS, SERVICE_CHECK_TLS_SKIP_VERIFY) are on for any
+ * non-empty value. A value that reads as "off" keeps that meaning, and a warning says how to really turn it off.
+ */
+function isPresent(a: RawAttr | undefined, warn: (a: RawAttr, m: string) => void): boolean {
+  if (!a) return false
+  if (FALSE_WORDS.includes(a.value.trim().toLowerCase()))
+    warn(
+      a,
+      'any value turns this on, as in gliderlabs/registrator (false included); remove the variable to turn it off',
+    )
+  return true
 }
 
 function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, m: string) => void): CheckSpec | null {
@@ -280,7 +304,8 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
     )
     return undefined
   }
-  // Same precedence as registrator's consul adapter: http, https, ttl, tcp.
+  // Same precedence as gliderlabs' consul adapter (consul/consul.go buildCheck): http, https, [cmd, script], ttl, tcp,
+  // grpc.
   let kind: CheckSpec['kind'] | null = null
   let pathAttr: RawAttr | undefined
   const http = get('check_http')
@@ -293,6 +318,7 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
     pathAttr = https
   } else if (get('check_ttl')) kind = 'ttl'
   else if (get('check_tcp')) kind = 'tcp'
+  else if (get('check_grpc')) kind = 'grpc'
   if (!kind) return null
 
   if (kind === 'ttl') {
@@ -313,17 +339,33 @@ function parseCheck(get: (k: string) => RawAttr | undefined, warn: (a: RawAttr, 
       path = '/'
     }
   }
+  // gliderlabs reads SERVICE_CHECK_HTTP_METHOD for HTTP checks and SERVICE_CHECK_HTTPS_METHOD for HTTPS ones.
   let method: string | undefined
-  const methodAttr = get('check_http_method')
-  if (methodAttr && kind !== 'tcp') {
+  const methodKey = kind === 'https' ? 'check_https_method' : 'check_http_method'
+  const methodAttr = kind === 'http' || kind === 'https' ? get(methodKey) : undefined
+  if (methodAttr) {
     if (/^[A-Za-z]{1,20}$/.test(methodAttr.value.trim())) method = methodAttr.value.trim().toUpperCase()
     else warn(methodAttr, 'expected an HTTP method such as GET or HEAD; GET is used')
   }
+  const otherMethod = get(kind === 'https' ? 'check_http_method' : 'check_https_method')
+  if (otherMethod && (kind === 'http' || kind === 'https'))
+    warn(
+      otherMethod,
+      `applies to ${kind === 'https' ? 'SERVICE_CHECK_HTTP' : 'SERVICE_CHECK_HTTPS'} checks only; ignored`,
+    )
+  const grpcUseTls = kind === 'grpc' && isPresent(get('check_grpc_use_tls'), warn)
+  const skipAttr = get('check_tls_skip_verify')
+  // gliderlabs applies it to gRPC-over-TLS; an HTTPS check takes it too (Consul's TLSSkipVerify is the same switch).
+  const tlsSkipVerify = (kind === 'https' || grpcUseTls) && isPresent(skipAttr, warn)
+  if (skipAttr && !(kind === 'https' || grpcUseTls))
+    warn(skipAttr, 'applies to HTTPS checks and to gRPC checks with SERVICE_CHECK_GRPC_USE_TLS only; ignored')
   const timeout = duration('check_timeout')
   return {
     kind,
     ...(path !== undefined ? { path } : {}),
     ...(method !== undefined ? { method } : {}),
+    ...(grpcUseTls ? { grpcUseTls } : {}),
+    ...(tlsSkipVerify ? { tlsSkipVerify } : {}),
     interval: duration('check_interval') ?? '10s',
     ...(timeout !== undefined ? { timeout } : {}),
     ...optional(get, warn, duration),

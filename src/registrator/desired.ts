@@ -1,14 +1,18 @@
 import { createHash } from 'node:crypto'
+import { isIP } from 'node:net'
 import type { AgentServiceRegistration } from '../consul/client.js'
+import { isServiceName, NAME_RULE } from '../routes/names.js'
 import {
   addressSettings,
   type CheckSpec,
   type ContainerConventions,
+  cleanTags,
   readConventions,
   serviceSettings,
 } from './conventions.js'
 import type { ContainerInspect } from './docker.js'
 import { type ConventionWarning, conventionWarning } from './errors.js'
+import type { ForcedTags } from './tags.js'
 
 /**
  * Desired state: what one container should look like in Consul, computed from its inspect data alone (no I/O), so
@@ -28,7 +32,12 @@ export interface DesiredOptions {
   readonly ip: string | null
   readonly internal: boolean
   readonly explicit: boolean
-  readonly tags: readonly string[]
+  /** --tags: added to every service (Go templates evaluated per container). */
+  readonly forcedTags: ForcedTags
+  /** --use-ip-from-label: a label holding the address to register (`10.0.0.5` or `10.0.0.5/24`), as gliderlabs. */
+  readonly ipFromLabel: string | null
+  /** --require-label: only containers with a SERVICE_REGISTER label are registered (gliderlabs' -require-label). */
+  readonly requireLabel: boolean
   /** TTL of the check that mirrors a Docker HEALTHCHECK; refreshed well within it. */
   readonly healthTtl: string
 }
@@ -66,7 +75,15 @@ export function containerName(c: ContainerInspect): string {
   return c.Name.replace(/^\//, '')
 }
 
-export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): ContainerDesired {
+/**
+ * `peer`: for `NetworkMode container:<id>` (a pod's containers sharing one network namespace), the container whose
+ * network it uses (inspected by the caller); null when it could not be inspected.
+ */
+export function desiredForContainer(
+  c: ContainerInspect,
+  opts: DesiredOptions,
+  peer: ContainerInspect | null = null,
+): ContainerDesired {
   const name = containerName(c)
   const conv = readConventions(c.Config.Env, c.Config.Labels)
   const warnings = [...conv.warnings]
@@ -80,22 +97,37 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
     health,
   })
 
+  if (opts.requireLabel && c.Config.Labels?.SERVICE_REGISTER === undefined)
+    return result([], '--require-label and no SERVICE_REGISTER label')
   const addr = addressSettings(conv, warnings)
-  const hostNet = c.HostConfig.NetworkMode === 'host'
+  const labelIp = ipFromLabel(c, opts.ipFromLabel, warnings)
+  const networkMode = c.HostConfig.NetworkMode ?? ''
+  const hostNet = networkMode === 'host'
   const internal = addr.internal ?? opts.internal
   let candidates: PortCandidate[]
-  if (hostNet) {
+  if (networkMode.startsWith('container:')) {
+    // Docker keeps no port bindings for a container that shares another's network: gliderlabs registers its exposed
+    // ports at the address of the container that owns the network (bridge.go newService, "kubernetes pods").
+    const ip = labelIp ?? addr.ip ?? (peer ? containerIp(peer, undefined, conv, warnings) : undefined)
+    if (!ip) return result([], `network of container ${networkMode.slice(10, 22)}: it has no IP address (or is gone)`)
+    candidates = exposedPorts(c).map(([port, proto]) => ({ port, proto, hostPort: port, hostIp: ip }))
+  } else if (hostNet) {
     // Every EXPOSEd port of a host-networked image would be registered otherwise, listening or not (registrator's
     // bug): only the ports the user named are services.
     candidates = [...conv.ports.entries()]
       .filter(([, attrs]) => attrs.get('name')?.value.trim())
-      .map(([port]) => ({ port, proto: protoOf(c, port), hostPort: port, hostIp: addr.ip ?? opts.ip ?? undefined }))
+      .map(([port]) => ({
+        port,
+        proto: protoOf(c, port),
+        hostPort: port,
+        hostIp: labelIp ?? addr.ip ?? opts.ip ?? undefined,
+      }))
   } else if (internal) {
-    const ip = containerIp(c, addr.network, conv, warnings)
-    if (!ip && !addr.ip) return result([], 'internal mode: the container has no IP address on any network')
-    candidates = exposedPorts(c).map(([port, proto]) => ({ port, proto, hostPort: port, hostIp: addr.ip ?? ip }))
+    const ip = labelIp ?? addr.ip ?? containerIp(c, addr.network, conv, warnings)
+    if (!ip) return result([], 'internal mode: the container has no IP address on any network')
+    candidates = exposedPorts(c).map(([port, proto]) => ({ port, proto, hostPort: port, hostIp: ip }))
   } else {
-    candidates = publishedPorts(c).map((p) => ({ ...p, hostIp: addr.ip ?? opts.ip ?? p.hostIp }))
+    candidates = publishedPorts(c).map((p) => ({ ...p, hostIp: labelIp ?? addr.ip ?? opts.ip ?? p.hostIp }))
   }
   if (addr.network !== undefined && (hostNet || !internal)) {
     // Only a container IP belongs to a Docker network; a published port or the host's network has none to choose.
@@ -129,6 +161,8 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
   const isGroup = candidates.length > 1
   const services: DesiredService[] = []
   const baseIgnore = serviceSettings({ ...conv, ports: new Map() }, 0, []).ignore
+  const forced = cleanTags(opts.forcedTags.forContainer(c, warnings), '--tags', '', warnings)
+  const imageName = defaultName(c)
   for (const cand of candidates) {
     const s = serviceSettings(conv, cand.port, warnings)
     if (s.ignore) continue
@@ -153,10 +187,18 @@ export function desiredForContainer(c: ContainerInspect, opts: DesiredOptions): 
     // registrator's rule: with several ports, a name that is not the port's own (SERVICE_NAME, or the image's) gets
     // `-<port>`, so each port stays its own service (SERVICE_NAME=db on 6379 and 6380: db-6379, db-6380).
     const isPortName = !!conv.ports.get(cand.port)?.get('name')?.value.trim()
-    const baseName = s.name ?? defaultName(c)
+    const baseName = s.name ?? imageName
     const svcName = isGroup && !isPortName ? `${baseName}-${cand.port}` : baseName
+    if (!s.name && !isServiceName(svcName))
+      warnings.push(
+        conventionWarning(
+          'image',
+          c.Config.Image,
+          `default name "${svcName}" (gliderlabs' rule, kept for a drop-in) cannot be answered by Consul DNS nor routed (${NAME_RULE}); set SERVICE_NAME`,
+        ),
+      )
     const tags = [...s.tags]
-    for (const t of [...opts.tags, ...(udp ? ['udp'] : [])]) if (!tags.includes(t)) tags.push(t)
+    for (const t of [...forced, ...(udp ? ['udp'] : [])]) if (!tags.includes(t)) tags.push(t)
     const meta: Record<string, string> = {}
     for (const k of Object.keys(s.meta).sort()) meta[k] = s.meta[k]!
     meta[META_OWNER] = opts.hostId
@@ -226,9 +268,13 @@ function consulCheck(
     if (spec.method) check.Method = spec.method
   } else if (spec.kind === 'tcp') {
     check.TCP = hostPort
+  } else if (spec.kind === 'grpc') {
+    check.GRPC = hostPort
+    if (spec.grpcUseTls) check.GRPCUseTLS = true
   } else {
     check.TTL = spec.ttl
   }
+  if (spec.tlsSkipVerify) check.TLSSkipVerify = true
   if (spec.kind !== 'ttl') check.Interval = spec.interval
   if (spec.timeout && spec.kind !== 'ttl') check.Timeout = spec.timeout
   if (spec.initialStatus) check.Status = spec.initialStatus
@@ -247,22 +293,29 @@ export function healthFromDocker(status: string | undefined): HealthStatus {
   return status === 'healthy' ? 'passing' : 'critical'
 }
 
-/** registrator's default name: the image's last path element without tag or digest, made DNS-friendly. */
+/**
+ * gliderlabs' default name, as written (bridge.go: `strings.Split(path.Base(container.Config.Image), ":")[0]`): the
+ * image's last path element up to the first colon, case and `_` kept (`registry:5000/team/my_app:1.2` → `my_app`).
+ * Two cases where gliderlabs' rule gives no usable name differ: a digest (`app@sha256:…` → gliderlabs `app@sha256`,
+ * here `app`) and an image given by id (`sha256:…` → gliderlabs `sha256`, here the container name).
+ */
 export function defaultName(c: ContainerInspect): string {
   const image = c.Config.Image
-  const base = image.startsWith('sha256:') ? '' : (image.split('/').pop() ?? '').replace(/@.*$/, '').replace(/:.*$/, '')
-  const clean = base
-    .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, '-')
-    .replace(/^-+|-+$/g, '')
-  return (
-    clean ||
-    containerName(c)
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '') ||
-    'container'
-  )
+  if (/^sha256:[0-9a-f]+$/i.test(image)) return containerName(c) || 'container'
+  const base = (image.replace(/\/+$/, '').split('/').pop() ?? '').split(':')[0]!.replace(/@.*$/, '')
+  return base || containerName(c) || 'container'
+}
+
+/** --use-ip-from-label: gliderlabs takes the label's value up to a `/` (a CIDR suffix); a missing label is no error. */
+function ipFromLabel(c: ContainerInspect, label: string | null, warnings: ConventionWarning[]): string | undefined {
+  if (!label) return undefined
+  const raw = c.Config.Labels?.[label]?.trim()
+  if (!raw) return undefined
+  const slash = raw.lastIndexOf('/')
+  const ip = slash === -1 ? raw : raw.slice(0, slash)
+  if (isIP(ip)) return ip
+  warnings.push(conventionWarning(label, raw, 'not an IP address (or IP/prefix); the usual address is registered'))
+  return undefined
 }
 
 function parsePortKey(key: string): [number, string] | null {

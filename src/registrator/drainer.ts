@@ -1,5 +1,5 @@
 import { constants as osConstants } from 'node:os'
-import type { AgentService, ConsulClient } from '../consul/client.js'
+import type { ConsulClient } from '../consul/client.js'
 import type { ContainerDesired } from './desired.js'
 import type { ContainerInspect, ContainerSummary } from './docker.js'
 import { throwIfFailed } from './errors.js'
@@ -51,7 +51,18 @@ export function isStopSignal(signal: string, stopSignal: number | null): boolean
 
 export interface DrainerOptions {
   readonly hostId: string
-  readonly deregister: 'always' | 'on-success'
+  readonly deregister: 'always' | 'on-success' | 'never'
+}
+
+/**
+ * Whether a container that exited keeps its registrations (in maintenance). on-success is gliderlabs' rule
+ * (bridge.go shouldRemove): exit 0 and exits by a signal (128+n: `docker stop` gives 143, `docker kill` 137) are
+ * deregistered, any other code stays. never keeps every exited container until it is removed (asked for in
+ * gliderlabs' tracker: a crash-looping or briefly stopped container keeps its place in Consul).
+ */
+export function keepsRegistration(deregister: DrainerOptions['deregister'], exitCode: number): boolean {
+  if (deregister === 'never') return true
+  return deregister === 'on-success' && exitCode !== 0 && (exitCode & 128) === 0
 }
 
 /**
@@ -100,28 +111,32 @@ export class Drainer {
    */
   async keepsAfterExit(containerId: string, exitCode: number): Promise<boolean> {
     this.stopping.delete(containerId)
-    if (this.opts.deregister !== 'on-success' || exitCode === 0) return false
+    if (!keepsRegistration(this.opts.deregister, exitCode)) return false
     await this.setContainer(
       containerId,
       true,
-      `container exited with code ${exitCode} (--deregister=on-success keeps it)`,
+      `container exited with code ${exitCode} (--deregister=${this.opts.deregister} keeps it)`,
     )
     return true
   }
 
-  /** Under --deregister=on-success, containers of ours that exited non-zero (or are restarting) stay registered. */
+  /** Under --deregister on-success or never, containers of ours that exited and are kept (or restarting) stay. */
   async retainedContainers(
     all: readonly ContainerSummary[],
-    agent: Readonly<Record<string, AgentService>>,
+    registeredContainers: ReadonlySet<string>,
     inspect: (id: string) => Promise<ContainerInspect | null>,
   ): Promise<Set<string>> {
     const keep = new Set<string>()
-    if (this.opts.deregister !== 'on-success') return keep
-    const ownedContainers = new Set([...ownedServices(agent, this.opts.hostId).values()].map((o) => o.containerId))
+    if (this.opts.deregister === 'always') return keep
     for (const s of all) {
-      if (s.State === 'running' || s.State === 'paused' || !ownedContainers.has(s.Id)) continue
+      if (s.State === 'running' || s.State === 'paused' || !registeredContainers.has(s.Id)) continue
       const c = await inspect(s.Id)
-      if (c && !c.State.Running && (c.State.Status === 'restarting' || c.State.ExitCode !== 0)) keep.add(c.Id)
+      if (
+        c &&
+        !c.State.Running &&
+        (c.State.Status === 'restarting' || keepsRegistration(this.opts.deregister, c.State.ExitCode))
+      )
+        keep.add(c.Id)
     }
     return keep
   }
@@ -157,7 +172,7 @@ export class Drainer {
     }
     for (const [id, containerId] of owned) {
       if (retained.has(containerId) && !ours.has(id))
-        failures += (await this.set(id, true, 'container exited with an error (--deregister=on-success keeps it)'))
+        failures += (await this.set(id, true, `container exited (--deregister=${this.opts.deregister} keeps it)`))
           ? 0
           : 1
     }

@@ -13,6 +13,7 @@ import { HealthMirror } from './health.js'
 import { RegistratorMetrics } from './metrics.js'
 import { RetryTimer, WorkQueue } from './queue.js'
 import { Syncer, type SyncReason, type SyncSummary } from './syncer.js'
+import { ForcedTags } from './tags.js'
 import { ConsulWriter } from './writer.js'
 
 export type { RegistratorConfig } from '../config/registrator.js'
@@ -89,7 +90,9 @@ export class Registrator {
         ip: config.ip,
         internal: config.internal,
         explicit: config.explicit,
-        tags: config.tags,
+        forcedTags: new ForcedTags(config.tags),
+        ipFromLabel: config.useIpFromLabel,
+        requireLabel: config.requireLabel,
         cleanup: config.cleanup,
         // Three refresh periods: one missed tick (Consul briefly down) does not flip a healthy instance to critical,
         // while a dead registrator's instances do turn critical instead of looking healthy forever.

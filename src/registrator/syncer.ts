@@ -14,7 +14,7 @@ import { type Drainer, type DrainView, signalNumber } from './drainer.js'
 import { asRegistratorError, type RecentErrors, RegistratorError, throwIfFailed } from './errors.js'
 import type { HealthMirror } from './health.js'
 import type { RegistratorMetrics } from './metrics.js'
-import { ownedServices, planReconcile, type ReconcilePlan } from './reconcile.js'
+import { gliderlabsServices, ownedServices, planReconcile, type ReconcilePlan } from './reconcile.js'
 import type { ConsulWriter } from './writer.js'
 
 export type SyncReason = 'startup' | 'reconnect' | 'periodic' | 'retry' | 'manual'
@@ -26,6 +26,8 @@ export interface SyncSummary {
   readonly ok: boolean
   readonly containers: number
   readonly registered: number
+  /** Of `registered`: gliderlabs registrations taken over in place. */
+  readonly adopted: number
   readonly deregistered: number
   readonly unchanged: number
   readonly conflicts: number
@@ -110,15 +112,23 @@ export class Syncer {
       const all = await docker.listContainers(true)
       views = await this.describeRunning(all)
       const agent = await consul.agentServices()
-      const retained = await drainer.retainedContainers(all, agent, (id) => docker.inspectContainer(id))
+      const byName = new Map(all.flatMap((c) => c.Names.map((n) => [n.replace(/^\//, ''), c.Id] as const)))
+      // Containers with registrations here: ours (Meta) and gliderlabs' (container name in the ID).
+      const registered = new Set([...ownedServices(agent, this.opts.hostId).values()].map((o) => o.containerId))
+      for (const g of gliderlabsServices(agent, this.opts.hostId).values()) {
+        const id = byName.get(g.containerName)
+        if (id) registered.add(id)
+      }
+      const retained = await drainer.retainedContainers(all, registered, (id) => docker.inspectContainer(id))
       // The first sync after start removes leftovers only with --cleanup (gliderlabs' behaviour); every later one
       // does, because that is how a container that died while the event stream was down leaves Consul.
       const mayRemoveGone = reason === 'startup' || (reason === 'retry' && !this.everSynced) ? this.opts.cleanup : true
+      const running = new Set(views.map((v) => v.containerName))
       plan = planReconcile(
         views.flatMap((v) => v.services),
         agent,
         this.opts.hostId,
-        { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId) },
+        { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId), containers: { byName, running } },
       )
       this.ownedIds.clear()
       for (const o of ownedServices(agent, this.opts.hostId).values()) this.ownedIds.set(o.id, o.containerId)
@@ -128,7 +138,8 @@ export class Syncer {
       // Containers that went away while the event stream was down never send their die/destroy: forget them here.
       for (const id of this.warned.keys()) if (!this.containers.has(id)) this.warned.delete(id)
       drainer.retainOnly(new Set(this.containers.keys()))
-      for (const id of this.conflictsWarned) if (!plan.conflicts.includes(id)) this.conflictsWarned.delete(id)
+      const conflicting = new Set(plan.conflicts.map((c) => c.id))
+      for (const id of this.conflictsWarned) if (!conflicting.has(id)) this.conflictsWarned.delete(id)
       const wanted = new Set(views.flatMap((v) => v.services.map((s) => s.registration.Name)))
       for (const name of this.denied) if (!wanted.has(name)) this.denied.delete(name)
       failures += await drainer.settle(views, retained, this.ownedIds)
@@ -152,7 +163,7 @@ export class Syncer {
   async syncContainer(id: string, gone = false): Promise<void> {
     const { docker, consul, drainer, health, metrics } = this.deps
     const c = gone ? null : await docker.inspectContainer(id)
-    const view = c?.State.Running ? this.describe(c) : null
+    const view = c?.State.Running ? await this.describe(c) : null
     const agent = await consul.agentServices()
     const plan = planReconcile(view?.services ?? [], agent, this.opts.hostId, {
       mayRemove: (o) => o.containerId === id,
@@ -177,7 +188,7 @@ export class Syncer {
     for (const v of this.containers.values()) {
       if (v.health === null) continue
       const c = await this.deps.docker.inspectContainer(v.containerId)
-      if (c?.State.Running) views.push(this.describe(c))
+      if (c?.State.Running) views.push(await this.describe(c))
     }
     throwIfFailed(await this.deps.health.push(views, this.ownedIds), 'HEALTHCHECK TTL refresh(es) failed')
   }
@@ -196,6 +207,7 @@ export class Syncer {
       ok: err === null,
       containers,
       registered: plan?.register.length ?? 0,
+      adopted: plan?.adopted ?? 0,
       deregistered: plan?.deregister.length ?? 0,
       unchanged: plan?.unchanged ?? 0,
       conflicts: plan?.conflicts.length ?? 0,
@@ -216,14 +228,17 @@ export class Syncer {
       const batch = await Promise.all(
         live.slice(i, i + INSPECT_CONCURRENCY).map((c) => this.deps.docker.inspectContainer(c.Id)),
       )
-      for (const c of batch) if (c?.State.Running) out.push(this.describe(c))
+      for (const c of batch) if (c?.State.Running) out.push(await this.describe(c))
     }
     return out
   }
 
   /** Desired state of one container, logging each convention warning once per container. */
-  private describe(c: ContainerInspect): ContainerView {
-    const d: ContainerDesired = desiredForContainer(c, this.opts)
+  private async describe(c: ContainerInspect): Promise<ContainerView> {
+    const mode = c.HostConfig.NetworkMode ?? ''
+    // `container:<id>`: the address is the network owner's; a failed inspect leaves the container unregistered.
+    const peer = mode.startsWith('container:') ? await this.deps.docker.inspectContainer(mode.slice(10)) : null
+    const d: ContainerDesired = desiredForContainer(c, this.opts, peer)
     let seen = this.warned.get(c.Id)
     if (!seen) {
       seen = new Set()
@@ -275,6 +290,9 @@ export class Syncer {
         // this pass's registrations behind (what was registered before stays); the retry tries again.
         this.denied.add(reg.Name)
         for (const r of done) {
+          // A registration that existed before this pass (updated, or taken over from gliderlabs) is not undone:
+          // deregistering it would take a live instance out of Consul.
+          if (plan.inPlace.has(r.ID)) continue
           const undo = { service: r.Name, id: r.ID, reason: `rollback: ${reg.Name} was denied` }
           if (await writer.run('deregister', () => consul.deregisterService(r.ID, r.Name), undo))
             this.ownedIds.delete(r.ID)
@@ -289,20 +307,16 @@ export class Syncer {
       if (await writer.run('deregister', () => consul.deregisterService(o.id), fields)) this.ownedIds.delete(o.id)
       else failures++
     }
-    for (const id of plan.conflicts) {
+    for (const { id, reason } of plan.conflicts) {
       if (this.conflictsWarned.has(id)) continue
       this.conflictsWarned.add(id)
-      errors.record(
-        new RegistratorError(
-          'CLB_REG_CONFLICT',
-          `service ID ${id} exists in Consul without this registrator's mark; left alone`,
-        ),
-      )
+      errors.record(new RegistratorError('CLB_REG_CONFLICT', `service ID ${id}: ${reason}; left alone`))
       log.warn(
-        { code: 'CLB_REG_CONFLICT', id },
-        'a service with this ID exists but was not registered by this registrator (host id); not touching it',
+        { code: 'CLB_REG_CONFLICT', id, reason },
+        'a registration this registrator may not take over; left alone',
       )
     }
+    if (plan.adopted > 0) log.info({ adopted: plan.adopted }, 'took over gliderlabs/registrator registrations in place')
     return failures
   }
 }
