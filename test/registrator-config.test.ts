@@ -47,7 +47,9 @@ t.test('bad values fail at the edge with a ConfigError naming the field', async 
     }
   }
   bad({ flags: { resync: 'soon' } }, /--resync/)
-  bad({ flags: { deregister: 'never' } }, /--deregister/)
+  bad({ flags: { deregister: 'sometimes' } }, /--deregister/)
+  bad({ flags: { tags: ['env-{{.Config.Hostname'] } }, /tags/)
+  bad({ flags: { tags: ['{{httpGet "http://x"}}'] } }, /tags/)
   bad({ flags: { ip: '300.1.1.1' } }, /ip/)
   bad({ flags: { docker: 'ftp://x' } }, /docker/)
   bad({ flags: { consul: 'ftp://consul:8500' } }, /consul/)

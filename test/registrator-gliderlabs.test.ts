@@ -1,11 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import t, { type Test } from 'tap'
 
 import { META_OWNER } from '../src/registrator/desired.js'
-import { type ConsulAgent, POLICIES, startConsul, startSecureConsul } from './helpers/consul.js'
+import { type ConsulAgent, makeTlsMaterial, POLICIES, startConsul, startSecureConsul } from './helpers/consul.js'
 import { startDocker, waitFor } from './helpers/docker.js'
 import { http } from './helpers/http.js'
 import { stopChild } from './helpers/process.js'
@@ -276,3 +278,109 @@ t.test(
     await docker.docker(['rm', '-f', ...names])
   },
 )
+
+t.test(
+  "gliderlabs' conventions on real containers: escaped commas, HTTPS method, gRPC checks, SERVICE_IGNORE=false, container:<id> networks",
+  async (t) => {
+    const consul = await startConsul(t)
+    const hostId = 'conventions'
+    docker.removeOnTeardown(t, 'cv-https', 'cv-grpc', 'cv-ignored', 'cv-pod', 'cv-member', 'cv-tls')
+    await docker.run({
+      name: 'cv-https',
+      publish: ['80'],
+      env: {
+        SERVICE_NAME: 'cvhttps',
+        SERVICE_TAGS: 'urlprefix-/x\\,y,plain',
+        SERVICE_CHECK_HTTPS: '/health',
+        SERVICE_CHECK_HTTPS_METHOD: 'HEAD',
+        SERVICE_CHECK_TLS_SKIP_VERIFY: 'true',
+      },
+    })
+    await docker.run({
+      name: 'cv-grpc',
+      publish: ['80'],
+      env: {
+        SERVICE_NAME: 'cvgrpc',
+        SERVICE_CHECK_GRPC: 'true',
+        SERVICE_CHECK_GRPC_USE_TLS: 'true',
+        SERVICE_CHECK_INTERVAL: '1s',
+      },
+    })
+    await docker.run({
+      name: 'cv-ignored',
+      publish: ['80'],
+      env: { SERVICE_NAME: 'cvignored', SERVICE_IGNORE: 'false' },
+    })
+    await docker.run({ name: 'cv-pod', cmd: ['sleep', '3600'] })
+    // An HTTPS server with a certificate no system trusts, reached by a host-networked container's named port.
+    const tlsServer = await startTlsServer(t)
+    await docker.run({
+      name: 'cv-tls',
+      network: 'host',
+      cmd: ['sleep', '3600'],
+      env: {
+        [`SERVICE_${tlsServer.port}_NAME`]: 'cvtls',
+        SERVICE_CHECK_HTTPS: '/health',
+        SERVICE_CHECK_HTTPS_METHOD: 'HEAD',
+        SERVICE_CHECK_INTERVAL: '1s',
+        SERVICE_CHECK_TLS_SKIP_VERIFY: 'true',
+      },
+    })
+    await docker.run({
+      name: 'cv-member',
+      env: { SERVICE_NAME: 'cvmember' },
+      network: 'container:cv-pod',
+    })
+    await startRegistrator(t, docker, consul, { hostId, ip: '127.0.0.1' })
+    const svcs = await waitFor('four services', async () => {
+      const s = await agentServicesOf(consul, `${hostId}:`)
+      return Object.keys(s).length >= 4 ? s : null
+    })
+    t.same(svcs[`${hostId}:cv-https:80`]?.Tags, ['urlprefix-/x,y', 'plain'], '`\\,` is a comma inside one tag')
+    t.notOk(svcs[`${hostId}:cv-ignored:80`], 'SERVICE_IGNORE=false ignores, as gliderlabs did')
+    const podIp = Object.values(
+      (await docker.inspect('cv-pod')).NetworkSettings.Networks as Record<string, { IPAddress: string }>,
+    )[0]!.IPAddress
+    t.same(
+      [svcs[`${hostId}:cv-member:80`]?.Address, svcs[`${hostId}:cv-member:80`]?.Port],
+      [podIp, 80],
+      "a container in another's network: its exposed port at that container's address",
+    )
+    // Consul's APIs do not show a check's definition; what its checks did shows in their output (and, for HTTPS, in
+    // what the server below saw).
+    const checkOutput = (id: string, re: RegExp) =>
+      waitFor(`output of ${id} matching ${re}`, async () => {
+        const c = ((await consul.api('GET', '/v1/agent/checks')) as Record<string, { Output: string }>)[id]
+        return c && re.test(c.Output) ? c.Output : null
+      })
+    t.match(
+      await checkOutput(`service:${hostId}:cv-grpc:80`, /./),
+      /tls|handshake|first record/i,
+      'the gRPC check spoke TLS (SERVICE_CHECK_GRPC_USE_TLS) to a plain HTTP server',
+    )
+    t.match(
+      await checkOutput(`service:${hostId}:cv-tls:${tlsServer.port}`, /200/),
+      /HEAD https:\/\/127\.0\.0\.1:\d+\/health.*200/,
+      'the HTTPS check passed against a certificate no system trusts (SERVICE_CHECK_TLS_SKIP_VERIFY)',
+    )
+    t.equal(tlsServer.method(), 'HEAD', 'the HTTPS check used SERVICE_CHECK_HTTPS_METHOD')
+  },
+)
+
+/** An HTTPS server on 127.0.0.1 with a certificate of a private CA; remembers the method of the last request. */
+async function startTlsServer(t: Test): Promise<{ port: number; method: () => string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'clb-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const tls = makeTlsMaterial(dir)
+  let last = ''
+  const server = createHttpsServer(
+    { cert: readFileSync(tls.serverCert), key: readFileSync(tls.serverKey) },
+    (req, res) => {
+      last = req.method ?? ''
+      res.writeHead(200).end('ok')
+    },
+  )
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  return { port: (server.address() as AddressInfo).port, method: () => last }
+}

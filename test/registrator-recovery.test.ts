@@ -38,27 +38,73 @@ t.test('a container killed with SIGKILL is deregistered', async (t) => {
   await docker.docker(['rm', '-f', 'victim'])
 })
 
-t.test('--deregister=on-success keeps a crashed container in maintenance until it is removed', async (t) => {
-  const hostId = 'onsuccess'
-  docker.removeOnTeardown(t, 'crasher')
-  await docker.run({ name: 'crasher', publish: ['80'], env: { SERVICE_NAME: 'crasher' } })
-  const registrator = await startRegistrator(t, docker, consul, { hostId, deregister: 'on-success' })
-  await waitFor('crasher registered', async () => (await health('crasher')).length === 1)
-  await docker.docker(['kill', '-s', 'KILL', 'crasher'])
-  await waitFor(
-    'crasher in maintenance',
-    async () =>
-      (await health('crasher'))[0]?.Checks.some(
-        (c) => c.CheckID === `_service_maintenance:${hostId}:crasher:80` && c.Status === 'critical',
-      ),
-    5000,
-  )
-  const s = await registrator.syncNow()
-  t.ok(s.ok)
-  t.equal((await health('crasher')).length, 1, 'a resync keeps it (exit code 137)')
-  await docker.docker(['rm', 'crasher'])
-  await waitFor('crasher deregistered on destroy', async () => (await health('crasher')).length === 0, 5000)
-})
+t.test(
+  '--deregister=on-success: a crash (exit 3) stays in maintenance until removed; docker stop and docker kill deregister, as gliderlabs',
+  async (t) => {
+    const hostId = 'onsuccess'
+    docker.removeOnTeardown(t, 'crasher', 'stopped', 'killed')
+    // USR1 makes the shell exit 3: a crash with a code of its own (not 128+signal).
+    const crashCmd = ['sh', '-c', 'trap "exit 3" USR1; httpd -p 80 -h /www; while true; do sleep 1; done']
+    await docker.run({ name: 'crasher', publish: ['80'], env: { SERVICE_NAME: 'crasher' }, cmd: crashCmd })
+    await docker.run({ name: 'stopped', publish: ['80'], env: { SERVICE_NAME: 'stopped' } })
+    await docker.run({ name: 'killed', publish: ['80'], env: { SERVICE_NAME: 'killed' } })
+    const registrator = await startRegistrator(t, docker, consul, { hostId, deregister: 'on-success' })
+    for (const n of ['crasher', 'stopped', 'killed'])
+      await waitFor(`${n} registered`, async () => (await health(n)).length === 1)
+    await docker.docker(['kill', '-s', 'USR1', 'crasher'])
+    await waitFor(
+      'crasher in maintenance',
+      async () =>
+        (await health('crasher'))[0]?.Checks.some(
+          (c) => c.CheckID === `_service_maintenance:${hostId}:crasher:80` && c.Status === 'critical',
+        ),
+      10_000,
+    )
+    t.equal((await docker.inspect('crasher')).State.ExitCode, 3)
+    await docker.docker(['stop', '-t', '1', 'stopped'])
+    await docker.docker(['kill', '-s', 'KILL', 'killed'])
+    await waitFor(
+      'stopped deregistered (exit 137 after the grace period or 143)',
+      async () => (await health('stopped')).length === 0,
+      10_000,
+    )
+    await waitFor('killed deregistered (exit 137)', async () => (await health('killed')).length === 0, 10_000)
+    const s = await registrator.syncNow()
+    t.ok(s.ok)
+    t.equal((await health('crasher')).length, 1, 'a resync keeps the crashed one (exit code 3)')
+    t.equal((await health('stopped')).length + (await health('killed')).length, 0, 'and does not bring the others back')
+    await docker.docker(['rm', 'crasher'])
+    await waitFor('crasher deregistered on destroy', async () => (await health('crasher')).length === 0, 5000)
+    await docker.docker(['rm', '-f', 'stopped', 'killed'])
+  },
+)
+
+t.test(
+  '--deregister=never keeps a stopped container in maintenance until it is removed, and lifts it on start',
+  async (t) => {
+    const hostId = 'never'
+    docker.removeOnTeardown(t, 'keeper')
+    await docker.run({ name: 'keeper', publish: ['80'], env: { SERVICE_NAME: 'keeper' } })
+    const registrator = await startRegistrator(t, docker, consul, { hostId, deregister: 'never' })
+    await waitFor('keeper registered', async () => (await health('keeper')).length === 1)
+    await docker.docker(['stop', '-t', '1', 'keeper'])
+    const inMaintenance = async () =>
+      (await health('keeper'))[0]?.Checks.some(
+        (c) => c.CheckID.startsWith('_service_maintenance:') && c.Status === 'critical',
+      )
+    await waitFor('keeper in maintenance', inMaintenance, 10_000)
+    t.ok((await registrator.syncNow()).ok)
+    t.equal((await health('keeper')).length, 1, 'a resync keeps it')
+    await docker.docker(['start', 'keeper'])
+    await waitFor(
+      'maintenance lifted on start',
+      async () => (await health('keeper'))[0] && !(await inMaintenance()),
+      10_000,
+    )
+    await docker.docker(['rm', '-f', 'keeper'])
+    await waitFor('keeper deregistered on destroy', async () => (await health('keeper')).length === 0, 10_000)
+  },
+)
 
 // The shell traps the stop signal and takes ~2 s to exit, like a server finishing its in-flight requests. Docker's
 // `kill` event reports the signal by number: TERM (15) by default, the image's STOPSIGNAL otherwise (httpd: WINCH, 28).
@@ -269,6 +315,10 @@ t.test('invalid values are logged with the container name and field; the contain
     'the HTTP check is registered with the default interval',
   )
   const st = registrator.status() as { containers: { name: string; warnings: { field: string }[] }[] }
-  t.equal(st.containers.find((c) => c.name === 'sloppy')?.warnings.length, 4, '/status lists the warnings')
+  t.equal(
+    st.containers.find((c) => c.name === 'sloppy')?.warnings.length,
+    3,
+    '/status lists the warnings (the empty tag is skipped silently, as gliderlabs does)',
+  )
   await docker.docker(['rm', '-f', 'sloppy', 'tidy'])
 })

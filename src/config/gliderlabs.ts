@@ -19,6 +19,8 @@ const GLIDERLABS_NAMES: Record<string, string> = {
 /** gliderlabs' TTL flags: used by its etcd and skydns2 backends only; its Consul adapter ignores them (Refresh is a
  * no-op), and so does this registrator, after checking them as gliderlabs does. */
 const TTL_FLAGS = ['ttl', 'ttl-refresh'] as const
+/** The registry URI schemes of gliderlabs' Consul adapter (consul/consul.go). */
+const REGISTRY_SCHEMES = ['consul', 'consul-tls', 'consul-unix']
 /** Backends gliderlabs supports and this registrator does not, with what to do instead. */
 const OTHER_BACKENDS: Record<string, string> = {
   etcd: 'etcd',
@@ -43,13 +45,15 @@ export interface GliderlabsCommandLine {
 
 /**
  * True when `args` (after `consul-lb registrator`, or after `consul-lb` itself) use gliderlabs' syntax: a single-dash
- * long flag (`-ip`, `-resync`), or a registry URI as an argument. Our own syntax has only `--long` flags and `-c`.
+ * long flag (`-ip`, `-resync`), or a registry URI (consul://, consul-tls://, consul-unix://, or a backend gliderlabs
+ * had: etcd://…, for its error). Our own syntax has only `--long` flags and `-c`, whose values are http:// URLs.
  */
 export function isGliderlabsSyntax(args: readonly string[]): boolean {
   for (const a of args) {
     if (a === '--') return false
     if (/^-[A-Za-z][A-Za-z-]+(=|$)/.test(a)) return true
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(a)) return true
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(a)?.[1]?.toLowerCase()
+    if (scheme && (REGISTRY_SCHEMES.includes(scheme) || scheme in OTHER_BACKENDS)) return true
   }
   return false
 }

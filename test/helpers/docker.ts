@@ -34,8 +34,8 @@ export interface RunOptions {
   labels?: Record<string, string>
   /** Container ports published on 127.0.0.1 with an ephemeral host port ("80", "53/udp"). */
   publish?: string[]
-  /** `host` for host networking; default: the engine's private bridge network. */
-  network?: 'host' | 'bridge'
+  /** `host` for host networking, `container:<name>` to share another container's; default: the private bridge. */
+  network?: 'host' | 'bridge' | `container:${string}`
   /** Command replacing the image's (httpd on port 80). */
   cmd?: string[]
   restart?: string
@@ -214,7 +214,14 @@ export class DockerDaemon {
   }
 
   async run(o: RunOptions): Promise<string> {
-    const args = ['run', '-d', '--name', o.name, '--network', o.network === 'host' ? 'host' : this.network]
+    const args = [
+      'run',
+      '-d',
+      '--name',
+      o.name,
+      '--network',
+      !o.network || o.network === 'bridge' ? this.network : o.network,
+    ]
     for (const [k, v] of Object.entries(o.env ?? {})) args.push('-e', `${k}=${v}`)
     for (const [k, v] of Object.entries(o.labels ?? {})) args.push('--label', `${k}=${v}`)
     for (const p of o.publish ?? []) args.push('-p', `127.0.0.1::${p}`)
