@@ -133,3 +133,17 @@ function copyTo(path: string, text: string): void {
   writeFileSync(tmp, text)
   renameSync(tmp, path)
 }
+
+t.test('a CA folder (CONSUL_CAPATH) verifies the agent like a CA file', async (t) => {
+  const dir = tempDir(t, 'consul-lb-capath-')
+  const other = makeTlsMaterial(tempDir(t, 'consul-lb-other-ca-'))
+  copyFileSync(other.caFile, join(dir, 'a-unrelated-ca.pem'))
+  copyFileSync(consul.tls.caFile, join(dir, 'consul-agent-ca.pem'))
+  writeFileSync(join(dir, 'README'), 'not a certificate: ignored\n')
+  const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+  const client = new ConsulClient({
+    connection: secureConnection(consul, { token, tls: { caFile: null, caPath: dir } }),
+  })
+  t.teardown(() => client.close())
+  t.ok('shop' in (await client.catalogServices()).value)
+})

@@ -55,8 +55,8 @@ export async function checkNginxConfig(httpBody: string, nginxBin: string, timeo
  * Null when the agent does not report it (older agents, ACLs without agent:read).
  */
 export async function consulTruncateEnabled(client: ConsulClient): Promise<boolean | null> {
-  const self = (await client.call<{ DebugConfig?: { DNSEnableTruncate?: unknown } }>('GET', '/v1/agent/self')).value
-  const v = self?.DebugConfig?.DNSEnableTruncate
+  // agentSelf() names the operation and the agent:read it needs when ACLs refuse it.
+  const v: unknown = (await client.agentSelf())?.DebugConfig?.DNSEnableTruncate
   return typeof v === 'boolean' ? v : null
 }
 
