@@ -14,8 +14,9 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY config ./config
-# The image's own unprivileged user; 8080 needs no privilege.
-USER node
+COPY scripts/docker-entrypoint.sh /usr/local/bin/consul-lb-entrypoint
+# serve, nginx, doctor and dev drop to the image's unprivileged `node` user (8080 needs no privilege); the registrator
+# keeps root for the Docker socket, as gliderlabs/registrator's image (scripts/docker-entrypoint.sh).
 EXPOSE 8080 8081
-ENTRYPOINT ["node", "/app/dist/cli.js"]
+ENTRYPOINT ["/usr/local/bin/consul-lb-entrypoint"]
 CMD ["serve", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:8081"]
