@@ -113,3 +113,14 @@ t.test('connectionTokens: common values skip the split; tokens are lower-cased a
   t.same([...connectionTokens('close, X-Foo,,  x-bar ')!], ['x-foo', 'x-bar'])
   t.same([...connectionTokens('X-Baz', connectionTokens('x-foo'))!], ['x-foo', 'x-baz'])
 })
+
+t.test("request: a client's Forwarded field gets this hop's element appended (RFC 7239)", async (t) => {
+  const out = forwardRequestHeaders(['Host', 'h', 'Forwarded', 'for=1.2.3.4;host=evil', 'forwarded', 'for=5.6.7.8'], {
+    ...base,
+    clientAddress: '::1',
+  })
+  const i = out.indexOf('forwarded')
+  t.equal(out[i + 1], 'for=1.2.3.4;host=evil, for=5.6.7.8, for="[::1]";proto=http;host="app.example.com"')
+  t.equal(out.filter((h) => h.toLowerCase() === 'forwarded').length, 1, 'one field')
+  t.notOk(forwardRequestHeaders(['Host', 'h'], base).includes('forwarded'), 'not added when the client sent none')
+})

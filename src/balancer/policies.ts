@@ -35,7 +35,7 @@ export const roundRobin: Select = (members, ok) => {
   return best
 }
 
-/** Fewest in-flight requests per unit of weight; ties rotate so equal members share the load. */
+/** Fewest requests and tunnels per unit of weight; ties rotate so equal members share the load. */
 export function leastConnections(): Select {
   let offset = 0
   return (members, ok) => {
@@ -47,7 +47,7 @@ export function leastConnections(): Select {
     for (let k = 0; k < n; k++) {
       const m = members[(offset + k) % n]!
       if (!ok(m)) continue
-      const load = m.upstream.inflight / m.weight
+      const load = m.upstream.load / m.weight
       if (load < bestLoad) {
         best = m
         bestLoad = load
@@ -68,7 +68,7 @@ export const powerOfTwo: Select = (members, ok) => {
   const ia = members.indexOf(a)
   const b = n > 1 ? firstOk(members, ok, (ia + 1 + ((Math.random() * (n - 1)) | 0)) % n) : null
   if (b === null || b === a) return a
-  return b.upstream.inflight / b.weight < a.upstream.inflight / a.weight ? b : a
+  return b.upstream.load / b.weight < a.upstream.load / a.weight ? b : a
 }
 
 function firstOk(members: readonly Member[], ok: (m: Member) => boolean, start: number): Member | null {

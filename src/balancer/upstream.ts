@@ -7,7 +7,7 @@ export interface PassiveHealthOptions {
   failWindowMs: number
   /** How long an ejected instance gets no traffic (nginx fail_timeout). */
   ejectForMs: number
-  /** Requests and open upgrades at which an instance counts as full (nginx max_conns). */
+  /** Requests in flight at which an instance counts as full (nginx max_conns, but open tunnels do not count). */
   maxConnectionsPerInstance: number
 }
 
@@ -23,9 +23,10 @@ export interface FailureRecord {
  * instance that drops out of one answer and reappears in the next keeps its failure memory and its connections
  * (like Caddy's hosts.go).
  *
- * The counters are private: `begin()`/`end()` bracket each request or tunnel (whoever calls `begin()` owns exactly
- * one `end()`), `recordFailure()`/`recordSuccess()` feed passive health, and selection asks one question,
- * `isAvailable(now)`: not ejected and under the connection cap.
+ * The counters are private: `begin()`/`end()` bracket each request (whoever calls `begin()` owns exactly one `end()`);
+ * an upgrade that the instance switched becomes a tunnel (`promoteToTunnel()` … `endTunnel()`), counted apart: a
+ * WebSocket left open must not use up the slots plain requests need. `recordFailure()`/`recordSuccess()` feed passive
+ * health, and selection asks one question, `isAvailable(now)`: not ejected and under the connection cap.
  */
 export class Upstream {
   readonly key: string
@@ -35,6 +36,7 @@ export class Upstream {
   readonly pool: Pool
   private readonly health: PassiveHealthOptions
   private active = 0
+  private tunnelCount = 0
   private started = 0
   private failed = 0
   /** Failures counted in the current window. */
@@ -63,10 +65,21 @@ export class Upstream {
     this.started++
   }
 
-  /** The request or tunnel that called `begin()` is over, however it ended. */
+  /** The request that called `begin()` is over, however it ended. */
   end(): void {
     // Never below zero: an unbalanced end() would otherwise hide a leaked slot elsewhere behind a negative count.
     if (this.active > 0) this.active--
+  }
+
+  /** The request that called `begin()` became a tunnel (101): its slot leaves the request count for the tunnel count. */
+  promoteToTunnel(): void {
+    this.end()
+    this.tunnelCount++
+  }
+
+  /** A tunnel made by `promoteToTunnel()` closed. */
+  endTunnel(): void {
+    if (this.tunnelCount > 0) this.tunnelCount--
   }
 
   /** Not ejected and under the connection cap: the one question selection asks. */
@@ -110,11 +123,19 @@ export class Upstream {
     if (this.recentFails !== 0) this.recentFails = 0
   }
 
-  /** Requests and tunnels using the instance now. */
+  /** Requests in flight (pending upgrades included): what the connection cap counts. */
   get inflight(): number {
     return this.active
   }
-  /** Requests and tunnels started since the upstream was created. */
+  /** Open tunnels (switched upgrades). */
+  get tunnels(): number {
+    return this.tunnelCount
+  }
+  /** Everything using the instance now, for the load-aware policies (least-connections, p2c). */
+  get load(): number {
+    return this.active + this.tunnelCount
+  }
+  /** Requests (and upgrades) started since the upstream was created. */
   get requests(): number {
     return this.started
   }
@@ -150,7 +171,9 @@ export class Upstream {
 
   /** @internal UpstreamRegistry: unlisted, idle, and for longer than `graceMs`. */
   isUnusedFor(graceMs: number, now: number): boolean {
-    return this.references === 0 && this.active === 0 && now - this.unreferencedSince > graceMs
+    return (
+      this.references === 0 && this.active === 0 && this.tunnelCount === 0 && now - this.unreferencedSince > graceMs
+    )
   }
 }
 
@@ -200,7 +223,7 @@ export class UpstreamRegistry {
   /** Requests and tunnels in flight over every upstream: 0 whenever the proxy is idle (tests assert it). */
   slotsInUse(): number {
     let n = 0
-    for (const u of this.map.values()) n += u.inflight
+    for (const u of this.map.values()) n += u.load
     return n
   }
 

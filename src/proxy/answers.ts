@@ -39,6 +39,9 @@ export function errorAnswer(err: ConsulLbError, opts: AnswerOptions = {}): Answe
     String(Buffer.byteLength(body)),
     'cache-control',
     'no-store',
+    // The body echoes parts of the request (host, path): never let a browser sniff it into HTML.
+    'x-content-type-options',
+    'nosniff',
     'x-consul-lb-error',
     err.code,
   ]

@@ -9,11 +9,59 @@ export interface BodyReader {
   clientFailed(e: ConsulLbError): void
 }
 
-/** One client connection: the request whose body it is reading, and whether the proxy gave up on it. */
+/**
+ * Pipelined requests allowed to wait behind the one in flight on a connection; a connection that queues more is
+ * cut (Node parses ahead whatever arrives, so without a bound one connection could queue requests without end).
+ */
+const MAX_WAITING = 32
+
+/**
+ * One client connection: the request whose body it is reading, whether the proxy gave up on it, and the turn of its
+ * pipelined requests. Like nginx, the proxy forwards one request of a connection at a time: Node hands every
+ * pipelined request over as soon as it is parsed, and running them at once would let one connection take every
+ * instance slot (and let an Upgrade behind a pending request write its 101 before that request's answer).
+ */
 export class ClientConnection {
+  readonly socket: Socket
   /** The request whose body this connection is carrying (the parser reads one body at a time). */
   bodyReader: BodyReader | null = null
   closing = false
+  private busy = false
+  private waiting: (() => void)[] | null = null
+
+  constructor(socket: Socket) {
+    this.socket = socket
+  }
+
+  /** Takes the connection's turn for a request; false when another request of it is in flight (then `wait`). */
+  tryStart(): boolean {
+    if (this.busy) return false
+    this.busy = true
+    return true
+  }
+
+  /** Runs `start` (holding the turn) once the requests before it are done. */
+  wait(start: () => void): void {
+    if (this.waiting === null) this.waiting = []
+    if (this.waiting.length >= MAX_WAITING) {
+      this.socket.destroy()
+      return
+    }
+    this.waiting.push(start)
+  }
+
+  /** The request holding the turn is done: the next one waiting starts. */
+  done(): void {
+    const next = this.waiting?.shift()
+    if (next === undefined) this.busy = false
+    else next()
+  }
+
+  /** The connection closed: requests still waiting for their turn are dropped (nobody would read their answers). */
+  closed(): void {
+    this.waiting = null
+    this.busy = true
+  }
 }
 
 /**
@@ -35,8 +83,12 @@ export class ClientConnections {
 
   /** A new connection from the listener's 'connection' event. */
   add(s: Socket): void {
-    this.map.set(s, new ClientConnection())
-    s.once('close', () => this.map.delete(s))
+    const c = new ClientConnection(s)
+    this.map.set(s, c)
+    s.once('close', () => {
+      this.map.delete(s)
+      c.closed()
+    })
   }
 
   get(s: Socket): ClientConnection | undefined {

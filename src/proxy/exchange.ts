@@ -89,8 +89,8 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     this.buffering = buffer && body === req
     this.expectContinue = expectContinue
     this.opts = { path, method: req.method as Dispatcher.HttpMethod, headers, body }
-    this.conn = body !== null ? conn : null
-    if (this.conn !== null) this.conn.bodyReader = this
+    this.conn = conn
+    if (body !== null && conn !== null) conn.bodyReader = this
     ctx.budget.requestStarted()
     res.on('close', this.onClientClose)
   }
@@ -98,7 +98,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   /** After `target.ready()` settled: go on, answer 503, or count a client that left while it waited. */
   readonly proceed = (ready: boolean): void => {
     if (this.done) return
-    if (this.res.destroyed) this.finish(499, null)
+    if (this.isClientGone()) this.finish(499, null)
     else if (this.bodyError !== null) this.fail(this.bodyError)
     else if (ready) this.start()
     else this.fail(this.target.unavailable())
@@ -177,7 +177,15 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort
     if (this.bodyError !== null) abort(this.bodyError)
-    else if (this.res.destroyed || this.done) abort()
+    else if (this.done || this.isClientGone()) abort()
+  }
+
+  /**
+   * The client connection is gone. A response Node has not yet put on its socket (the one before it is still being
+   * written) hears nothing of the socket closing, so the socket is asked too.
+   */
+  private isClientGone(): boolean {
+    return this.res.destroyed || this.req.socket.destroyed
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
@@ -248,7 +256,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     // undici's parser errors (bad framing, bare LF, invalid header bytes from the instance) may come without a code.
     const code = (err as { code?: string }).code ?? err.name
     const now = Date.now()
-    const clientGone = this.res.destroyed || code === 'UND_ERR_ABORTED'
+    const clientGone = code === 'UND_ERR_ABORTED' || this.isClientGone()
     if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
     if (clientGone) {
       this.finish(499, this.sendTimedOut ? 'CLB_CLIENT_TIMEOUT' : null)
@@ -362,7 +370,10 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     )
   }
 
-  /** The only place the exchange ends: its instance slot, retry slot, request slot and counters, given back once. */
+  /**
+   * The only place the exchange ends: its instance slot, retry slot, request slot, counters and its connection's
+   * turn (the next pipelined request may start), given back once.
+   */
   private finish(status: number, code: string | null): void {
     if (this.done) return
     this.done = true
@@ -371,7 +382,11 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
       clearTimeout(this.sendTimer)
       this.sendTimer = null
     }
-    if (this.conn !== null && this.conn.bodyReader === this) this.conn.bodyReader = null
+    const conn = this.conn
+    if (conn !== null) {
+      if (conn.bodyReader === this) conn.bodyReader = null
+      conn.done()
+    }
     if (this.holdsRetry) {
       this.holdsRetry = false
       this.ctx.budget.retryEnded()

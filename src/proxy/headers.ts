@@ -44,6 +44,7 @@ export function connectionTokens(value: string | undefined, into: Set<string> | 
 }
 
 const XFF = 'x-forwarded-for'
+const FORWARDED = 'forwarded'
 const XFP = 'x-forwarded-proto'
 const XFH = 'x-forwarded-host'
 
@@ -63,11 +64,13 @@ export interface ForwardRequest {
 /**
  * Request headers for the instance: hop-by-hop ones dropped (an upgrade keeps `Upgrade` and sends
  * `Connection: upgrade`), Host kept (or set from an absolute-form target), X-Forwarded-For appended to,
- * X-Forwarded-Proto and X-Forwarded-Host set (this listener is the edge: a client's own values are not trusted).
+ * X-Forwarded-Proto and X-Forwarded-Host set (this listener is the edge: a client's own values are not trusted). A
+ * `Forwarded` field (RFC 7239) a client sent gets this hop's element appended, so its last element is always ours.
  */
 export function forwardRequestHeaders(raw: readonly string[], f: ForwardRequest): string[] {
   const out: string[] = []
   let xff: string | null = null
+  let forwarded: string | null = null
   let h2Settings = false
   const tokens = connectionTokens(f.connection)
   for (let i = 0; i < raw.length; i += 2) {
@@ -86,6 +89,10 @@ export function forwardRequestHeaders(raw: readonly string[], f: ForwardRequest)
       continue
     }
     if ((len === 17 && name.toLowerCase() === XFP) || (len === 16 && name.toLowerCase() === XFH)) continue
+    if (len === 9 && name.toLowerCase() === FORWARDED) {
+      forwarded = forwarded === null ? raw[i + 1]! : `${forwarded}, ${raw[i + 1]}`
+      continue
+    }
     if (len === 4 && f.replaceHost && name.toLowerCase() === 'host') continue
     if (tokens?.has(name.toLowerCase())) continue
     out.push(name, raw[i + 1]!)
@@ -95,7 +102,14 @@ export function forwardRequestHeaders(raw: readonly string[], f: ForwardRequest)
     out.push('connection', h2Settings ? 'upgrade, http2-settings' : 'upgrade', 'upgrade', f.upgrade)
   out.push(XFF, xff === null ? f.clientAddress : `${xff}, ${f.clientAddress}`, XFP, 'http')
   if (f.host !== undefined) out.push(XFH, f.host)
+  if (forwarded !== null) out.push(FORWARDED, `${forwarded}, ${forwardedElement(f.clientAddress, f.host)}`)
   return out
+}
+
+/** This hop's RFC 7239 element; values quoted (an IPv6 address goes in brackets, §6). */
+function forwardedElement(address: string, host: string | undefined): string {
+  const node = address.includes(':') ? `"[${address}]"` : `"${address}"`
+  return `for=${node};proto=http${host === undefined ? '' : `;host="${host}"`}`
 }
 
 /**

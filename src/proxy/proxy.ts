@@ -19,7 +19,7 @@ import type { Logger } from '../log.js'
 import { type ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import { answerBytes, errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import { LimitedBody } from './body.js'
-import { ClientConnections } from './connection.js'
+import { type ClientConnection, ClientConnections } from './connection.js'
 import { Exchange, type ExchangeContext } from './exchange.js'
 import { forwardRequestHeaders } from './headers.js'
 import { ProxyMetrics, type ServiceStats } from './metrics.js'
@@ -225,20 +225,32 @@ export class LoadBalancer {
   /** `Expect: 100-continue`: Node leaves the 100 to us; it goes out once the proxy has decided to forward. */
   private readonly onCheckContinue = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res, true)
 
-  /** One request: what HTTP requires → route → limits → the target's readiness → an Exchange to its end. */
+  /** A request's turn on its connection: pipelined requests go one at a time (ClientConnection says why). */
   private handle(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const conn = this.connections.get(req.socket) ?? null
+    if (conn !== null && !conn.tryStart()) conn.wait(() => this.forward(req, res, expectContinue, conn))
+    else this.forward(req, res, expectContinue, conn)
+  }
+
+  /** One request: what HTTP requires → route → limits → the target's readiness → an Exchange to its end. */
+  private forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    expectContinue: boolean,
+    conn: ClientConnection | null,
+  ): void {
     const head = readHead(req)
     const problem = requestProblem(req, head)
     const routed = problem ?? this.route(req.url ?? '/', head.host)
     if (routed instanceof ConsulLbError) {
-      this.refuse(req, res, routed, head, this.metrics.unrouted)
+      this.refuse(req, res, routed, head, this.metrics.unrouted, conn)
       return
     }
     const { target } = routed
     const cl = head.contentLength
     const limit = this.config.maxBodyBytes
     if (cl !== undefined && limit > 0 && Number(cl) > limit) {
-      this.refuse(req, res, new BodyTooLargeError(limit, cl), head, target.stats)
+      this.refuse(req, res, new BodyTooLargeError(limit, cl), head, target.stats, conn)
       return
     }
     const body =
@@ -258,7 +270,6 @@ export class LoadBalancer {
     })
     // A small body of known length is read before an instance is chosen: a slow client then holds no instance slot.
     const buffer = body === req && cl !== undefined && Number(cl) <= this.config.requestBufferBytes
-    const conn = body === null ? null : (this.connections.get(req.socket) ?? null)
     const ex = new Exchange(req, res, target, routed.path, headers, body, buffer, conn, expectContinue, this.exchanges)
     const ready = target.ready(Date.now())
     if (ready === true) ex.start()
@@ -312,6 +323,7 @@ export class LoadBalancer {
     e: ConsulLbError,
     head: RequestHead,
     stats: ServiceStats,
+    conn: ClientConnection | null,
   ): void {
     // A request whose framing or headers are suspect ends its connection; so does one whose body we would have to
     // read just to skip it.
@@ -326,13 +338,25 @@ export class LoadBalancer {
     if (close) this.connections.lingerAfter(res)
     stats.count(e.statusCode)
     this.metrics.proxyErrors.labels(e.code).inc()
+    conn?.done()
   }
 
-  /** An `Upgrade:` request: the same checks and route as any request, then a Tunnel (only after a 101). */
+  /**
+   * An `Upgrade:` request (or CONNECT): Node hands the socket over as soon as it parsed the request, even with an
+   * answer to an earlier pipelined request still to come; it waits for its turn so nothing of its own is written
+   * before that answer. The connection is the upgrade's from then on (its turn is never given back).
+   */
   private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     // Node removed its own error listener when it handed us the socket: without one, a client reset while we wait
     // for DNS or the instance would crash the process.
     socket.on('error', this.onClientSocketError)
+    const conn = this.connections.get(socket as Socket)
+    if (conn !== undefined && !conn.tryStart()) conn.wait(() => this.upgrade(req, socket, head))
+    else this.upgrade(req, socket, head)
+  }
+
+  /** The same checks and route as any request, then a Tunnel (a tunnel only after a 101). */
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const rh = readHead(req)
     const problem = requestProblem(req, rh) ?? upgradeProblem(rh)
     const routed = problem ?? this.route(req.url ?? '/', rh.host)
@@ -360,7 +384,11 @@ export class LoadBalancer {
   /** CONNECT asks for a tunnel to any host: not what a reverse proxy offers. */
   private readonly onConnect = (req: IncomingMessage, socket: Duplex): void => {
     socket.on('error', this.onClientSocketError)
-    this.refuseRaw(req, socket, new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported'))
+    const refuse = (): void =>
+      this.refuseRaw(req, socket, new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported'))
+    const conn = this.connections.get(socket as Socket)
+    if (conn !== undefined && !conn.tryStart()) conn.wait(refuse)
+    else refuse()
   }
 
   private refuseRaw(req: IncomingMessage, socket: Duplex, e: ConsulLbError): void {

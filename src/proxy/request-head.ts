@@ -67,6 +67,8 @@ export const MAX_HEADER_FIELDS = 2000
 export function requestProblem(req: IncomingMessage, head: RequestHead): ClientRequestError | null {
   if (req.httpVersionMajor !== 1)
     return new ClientRequestError('CLB_HTTP_VERSION', `HTTP/${req.httpVersion} is not supported; use HTTP/1.1`)
+  // nginx refuses TRACE too: a backend echoing the request would hand cookies and credentials back to a script.
+  if (req.method === 'TRACE') return new ClientRequestError('CLB_NOT_IMPLEMENTED', 'TRACE is not forwarded')
   if (req.rawHeaders.length >= 2 * MAX_HEADER_FIELDS)
     return new ClientRequestError('CLB_HEADERS_TOO_LARGE', `${MAX_HEADER_FIELDS} header fields or more`)
   if (head.hostCount > 1)

@@ -34,8 +34,9 @@ export interface TunnelContext {
  * protocols, so no second request can ride along unrouted.
  *
  * It owns the instance slot of the upgrade and gives it back in one place (`finish`, the only caller of
- * `Upstream.end()` for tunnels), however it ends: refused, relayed, tunnelled and closed by either side, timed out, or
- * cut by shutdown.
+ * `Upstream.end()`/`endTunnel()` for upgrades), however it ends: refused, relayed, tunnelled and closed by either side,
+ * timed out, or cut by shutdown. While pending it counts against the instance's cap like a request; once switched it
+ * counts as a tunnel.
  */
 export class Tunnel {
   private readonly req: IncomingMessage
@@ -153,6 +154,7 @@ export class Tunnel {
       return
     }
     this.upstream?.recordSuccess()
+    this.upstream?.promoteToTunnel()
     this.tunnelled = true
     const client = this.client
     client.write(head(101, 'Switching Protocols', forwardResponseHeaders(res.rawHeaders, 101)))
@@ -264,7 +266,8 @@ export class Tunnel {
     const u = this.upstream
     if (u !== null) {
       this.upstream = null
-      u.end()
+      if (this.tunnelled) u.endTunnel()
+      else u.end()
     }
     this.count(status, code)
     this.upReq?.destroy()

@@ -289,6 +289,86 @@ export function hostileSuite(t: Test, start: StartEdgeProxy): void {
     for (const c of clients) c.destroy()
   })
 
+  t.test(
+    'one connection forwards one request at a time: pipelining takes one slot, an upgrade waits its turn',
+    async (t) => {
+      await scriptedService(
+        t,
+        consul,
+        'hp',
+        answerEach((r, c) => {
+          if (r.headers.upgrade) {
+            c.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+            c.socket.on('data', (d) => c.write(`echo:${d.toString('latin1')}`))
+            return null
+          }
+          setTimeout(() => c.write(response('200 OK', `answer ${r.target}`)), r.target === '/slow' ? 600 : 20)
+          return null
+        }),
+      )
+      const p = await start(t, consul, { routes: ['/=hp'], maxConnectionsPerInstance: 4 })
+      const H = 'Host: hp.example\r\n'
+      const c = new RawClient(p.port)
+      await c.connected
+      c.write(Array.from({ length: 20 }, (_, i) => `GET /${i} HTTP/1.1\r\n${H}\r\n`).join(''))
+      let most = 0
+      const watch = setInterval(() => {
+        most = Math.max(most, p.slotsInUse())
+      }, 5)
+      t.ok(await c.waitFor(/answer \/19$/, 8000), 'all 20 pipelined requests answered')
+      clearInterval(watch)
+      t.equal(most, 1, 'never more than one instance slot for the connection')
+      const order = [...c.received.matchAll(/answer \/(\d+)/g)].map((m) => Number(m[1]))
+      t.same(
+        order,
+        Array.from({ length: 20 }, (_, i) => i),
+        'in order',
+      )
+      c.destroy()
+      // Others are served while one connection pipelines: it cannot fill the instance's cap.
+      const flood = new RawClient(p.port)
+      await flood.connected
+      flood.write(Array.from({ length: 10 }, () => `GET /slow HTTP/1.1\r\n${H}\r\n`).join(''))
+      await sleep(100)
+      const other = await http(p.port, '/other', { host: 'hp.example', keepAlive: false })
+      t.equal(other.status, 200, 'another client is served meanwhile')
+      flood.destroy()
+      // More than 32 requests waiting behind a slow one: the connection is cut.
+      const greedy = new RawClient(p.port)
+      await greedy.connected
+      greedy.write(Array.from({ length: 40 }, () => `GET /slow HTTP/1.1\r\n${H}\r\n`).join(''))
+      t.ok(await greedy.waitClosed(3000), 'a connection queueing more than 32 requests is closed')
+      // An upgrade pipelined behind a slow request: its 101 comes after that request's answer, never before.
+      const u = new RawClient(p.port)
+      await u.connected
+      u.write(`GET /slow HTTP/1.1\r\n${H}\r\n${WS_UPGRADE('/ws', 'hp.example')}`)
+      t.ok(await u.waitFor(/HTTP\/1\.1 101 /, 4000), 'the upgrade is answered')
+      t.ok(u.received.indexOf('answer /slow') < u.received.indexOf('HTTP/1.1 101'), 'after the answer before it')
+      u.write('ping')
+      t.ok(await u.waitFor(/echo:ping/), 'and the tunnel carries bytes')
+      // Open tunnels do not use up the slots plain requests need.
+      const sockets = [u]
+      for (let i = 0; i < 5; i++) {
+        const w = new RawClient(p.port)
+        await w.connected
+        w.write(WS_UPGRADE('/ws', 'hp.example'))
+        t.ok(await w.waitFor(/^HTTP\/1\.1 101 /), `tunnel ${i + 2} open`)
+        sockets.push(w)
+      }
+      t.equal(p.openTunnels(), 6, 'six tunnels open over a cap of four')
+      const plain = await http(p.port, '/plain', { host: 'hp.example', keepAlive: false })
+      t.equal(plain.status, 200, 'plain requests still have their slots')
+      for (const w of sockets) w.destroy()
+      await assertSettled(t, p)
+    },
+  )
+
+  t.test('TRACE is not forwarded (nginx refuses it too)', async (t) => {
+    const { b, p } = await echo(t, 'htr')
+    await refused(t, p, b, 'TRACE / HTTP/1.1\r\nHost: htr.example\r\n\r\n', 501, 'TRACE', 'CLB_NOT_IMPLEMENTED')
+    await assertSettled(t, p)
+  })
+
   t.test('slow and vanishing clients hold no instance slot for long', async (t) => {
     let served = 0
     const b = await scriptedService(
