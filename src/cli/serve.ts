@@ -34,8 +34,10 @@ Routes:   --route 'mydemo.example.com=mydemo'       Host → service, ports from
           --route 'mydemo.example.com=mydemo:5000'  fixed port, addresses from A/AAAA
           --route '/api=api,strip'                   path prefix, stripped before forwarding
           --route 'shop.example.com/cart=cart'       Host and path prefix
-Registrator settings (--docker, --consul, --ip, --internal, --resync …) apply with --registrator;
-see \`consul-lb registrator --help\`.
+Consul's HTTP API (--consul, --consul-ca-file, --consul-token-file … or CONSUL_HTTP_ADDR, CONSUL_CACERT,
+CONSUL_HTTP_TOKEN_FILE …): when known, a no-instance 503 says why (unknown service, all critical, the agent's DNS
+token); --registrator uses it too. Registrator settings (--docker, --ip, --internal, --resync …) apply with
+--registrator; see \`consul-lb registrator --help\`. Check a setup with \`consul-lb doctor\`.
 Host routing (on by default): Host <svc>.service.consul, <tag>.<svc>.service.consul, <svc>.service.<dc>.consul.
 Exit codes: 0 clean stop, 1 runtime failure, 2 invalid flags/env/config.`,
   )
