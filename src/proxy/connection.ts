@@ -157,6 +157,10 @@ export class ClientConnections {
   lingerAfter(res: ServerResponse): void {
     const socket = res.socket as (Socket & { destroySoon?: () => void }) | null
     if (socket === null || socket.destroyed) return
+    // This answer is the connection's last: a parse error Node reports next (it goes on parsing the body we refused)
+    // must not write a second one.
+    const conn = this.map.get(socket)
+    if (conn !== undefined) conn.closing = true
     // Node's server calls socket.destroySoon() once the last response is written (_http_server resOnFinish).
     socket.destroySoon = () => this.closeGently(socket)
   }

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js'
 import { errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import type { LimitedBody } from './body.js'
 import type { BodyReader, ClientConnection, ClientConnections } from './connection.js'
-import { forwardResponseHeaders } from './headers.js'
+import { forwardResponseHeaders, withClose } from './headers.js'
 import { INSTANCE_FAILURES, isRetryable, type RetryBudget, TIMEOUTS } from './retry.js'
 import type { ServiceTarget } from './target.js'
 
@@ -177,7 +177,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   onConnect(abort: (err?: Error) => void): void {
     this.abortFn = abort
     if (this.bodyError !== null) abort(this.bodyError)
-    else if (this.done || this.isClientGone()) abort()
+    else if (this.done || this.res.destroyed || this.req.socket.destroyed) abort()
   }
 
   /**
@@ -199,7 +199,10 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     const res = this.res
     if (res.destroyed) return false
     this.status = statusCode
-    res.writeHead(statusCode, statusText || undefined, forwardResponseHeaders(rawHeaders, statusCode))
+    const headers = forwardResponseHeaders(rawHeaders, statusCode)
+    // A 426 carries `Connection: upgrade`; Node would read any Connection value but close as keep-alive.
+    if (statusCode === 426 && !res.shouldKeepAlive) withClose(headers)
+    res.writeHead(statusCode, statusText || undefined, headers)
     if (statusCode === 204 || statusCode === 304) {
       // No body follows, whatever Content-Length says (RFC 9112 §6.3; RFC 9110 §8.6 lets a 304 carry one). undici
       // checks that length against the empty body and fails the attempt, which would cut this answer: it is

@@ -122,23 +122,22 @@ export function forwardResponseHeaders(raw: readonly (Buffer | string)[], status
   const out: string[] = []
   let tokens: Set<string> | null = null
   const keepUpgrade = status === 426 || status === 101
+  const noLength = status === 204
   let upgrade = false
   for (let i = 0; i < raw.length; i += 2) {
     const r = raw[i]!
     const name = typeof r === 'string' ? r : r.toString('latin1')
-    const v = raw[i + 1]!
-    const value = typeof v === 'string' ? v : v.toString('latin1')
     if (isHopByHop(name)) {
       const lower = name.toLowerCase()
-      if (lower === 'connection') tokens = connectionTokens(value, tokens)
+      if (lower === 'connection') tokens = connectionTokens(latin1(raw[i + 1]!), tokens)
       else if (keepUpgrade && lower === 'upgrade') {
-        out.push(name, value)
+        out.push(name, latin1(raw[i + 1]!))
         upgrade = true
       }
       continue
     }
-    if (status === 204 && name.length === 14 && name.toLowerCase() === 'content-length') continue
-    out.push(name, value)
+    if (noLength && name.length === 14 && name.toLowerCase() === 'content-length') continue
+    out.push(name, latin1(raw[i + 1]!))
   }
   if (tokens !== null) {
     for (let i = out.length - 2; i >= 0; i -= 2) {
@@ -148,4 +147,22 @@ export function forwardResponseHeaders(raw: readonly (Buffer | string)[], status
   }
   if (upgrade) out.push('connection', 'upgrade')
   return out
+}
+
+function latin1(v: Buffer | string): string {
+  return typeof v === 'string' ? v : v.toString('latin1')
+}
+
+/**
+ * Makes a response from forwardResponseHeaders end its connection: one Connection field saying so, keeping the
+ * `upgrade` option a 426 carries (`close, upgrade`).
+ */
+export function withClose(headers: string[]): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] === 'connection') {
+      headers[i + 1] = `close, ${headers[i + 1]}`
+      return
+    }
+  }
+  headers.push('connection', 'close')
 }

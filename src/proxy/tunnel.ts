@@ -7,7 +7,7 @@ import { type ConsulLbError, UpstreamError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { answerBytes, errorAnswer } from './answers.js'
 import type { ClientConnections } from './connection.js'
-import { forwardResponseHeaders } from './headers.js'
+import { forwardResponseHeaders, withClose } from './headers.js'
 import { INSTANCE_FAILURES } from './retry.js'
 import type { ServiceTarget } from './target.js'
 
@@ -182,7 +182,7 @@ export class Tunnel {
     }
     this.upstream?.recordSuccess()
     const headers = forwardResponseHeaders(res.rawHeaders, status)
-    closeAfter(headers)
+    withClose(headers)
     const client = this.client
     client.write(head(status, res.statusMessage || STATUS_CODES[status] || '', headers))
     res.on('data', (chunk: Buffer) => {
@@ -280,17 +280,6 @@ function head(status: number, reason: string, headers: string[]): string {
   let text = `HTTP/1.1 ${status} ${reason}\r\n`
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
   return `${text}\r\n`
-}
-
-/** The relayed answer ends the connection: one Connection field saying so (kept `upgrade` for a 426). */
-function closeAfter(headers: string[]): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i] === 'connection') {
-      headers[i + 1] = `close, ${headers[i + 1]}`
-      return
-    }
-  }
-  headers.push('connection', 'close')
 }
 
 function noop(): void {

@@ -286,6 +286,7 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
     t.equal(h.upgrade, 'TLS/1.3, HTTP/2', 'Upgrade relayed')
     t.match(h.connection ?? '', /upgrade/i, 'with Connection: upgrade (RFC 9110 §7.8)')
     t.match(r.text, /\r\n\r\nup!\n$/)
+    t.ok(r.closed, 'and the connection closes, as the client asked (Connection: upgrade must not turn it keep-alive)')
     await assertSettled(t, p)
   })
 
