@@ -42,6 +42,7 @@ export function proxyStatus(p: LoadBalancer): unknown {
           priority: m.priority,
           weight: m.weight,
           inflight: u.inflight,
+          tunnels: u.tunnels,
           maxConnections: u.maxConnections,
           full: !u.hasCapacity(),
           available: u.isAvailable(now),
