@@ -173,6 +173,8 @@ function nginxResolver(): ContenderSpec {
       readTimeoutS: 60,
       catalogPort: null,
       full: false,
+      clientBodyBufferSize: '64k',
+      defaultServer: false,
       nginxVersion: null,
     })
     const body = [...NGINX_KEEPALIVE, site].join('\n')

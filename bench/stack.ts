@@ -78,7 +78,12 @@ export async function startNginxDaemon(
   const user = process.getuid?.() === 0 ? { user: 'root' } : {}
   writeFileSync(
     join(dir, 'nginx.conf'),
-    wrapFullConfig(httpBody.replaceAll('@DIR@', dir), { prefixDir: dir, workerProcesses: workers, ...user }),
+    wrapFullConfig(httpBody.replaceAll('@DIR@', dir), {
+      prefixDir: dir,
+      accessLog: false,
+      workerProcesses: workers,
+      ...user,
+    }),
   )
   writeFileSync(join(dir, '64k.bin'), Buffer.alloc(BIG_BYTES, 97))
   const daemon = spawnTracked(bin, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])

@@ -49,8 +49,8 @@ t.test('the emitter gives service `a__tag_b` and service `a` with tag `b` differ
   const text = renderNginxConfig(
     renderOptions({ mode: 'upstream', routes: [parseRoute('/one=a__tag_b'), parseRoute('/two=a,tag=b')] }),
   )
-  t.match(text, 'upstream consul_a__tag_b {')
-  t.match(text, 'upstream consul_a.tag.b {')
+  t.match(text, 'upstream consul_a__tag_b.on.8080 {')
+  t.match(text, 'upstream consul_a.tag.b.on.8080 {')
   t.match(text, 'server service.consul service=b.a resolve;', 'tagged: the dotted <tag>.<svc> SRV form')
 })
 

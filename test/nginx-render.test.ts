@@ -52,9 +52,20 @@ t.test('every block names the route that made it', async (t) => {
   const text = renderNginxConfig(renderOptions({ routes: ROUTES }))
   for (const r of ROUTES) t.match(text, `# route: ${r.source}\n`, r.source)
   t.match(text, 'server_name api.example.com;')
-  t.match(text, 'listen 8080 default_server;', 'the host-less server catches other hosts')
-  t.match(text, 'resolver 127.0.0.1:8600 valid=5s ipv6=off;')
-  t.match(text, 'resolver_timeout 3s;')
+  t.match(
+    text,
+    /^[^]*?# Requests for any other host\.\nserver \{\n {4}listen 8080;\n/,
+    'the host-less server comes first',
+  )
+  t.notMatch(text, 'default_server', "no default_server unless asked: a distribution's default site claims it")
+  t.match(
+    renderNginxConfig(renderOptions({ routes: ROUTES, defaultServer: true })),
+    'listen 8080 default_server;\n    server_name _;',
+  )
+  t.match(text, '    resolver 127.0.0.1:8600 valid=5s ipv6=off;\n', 'the resolver is set per server block')
+  t.notMatch(text, /^resolver /m, 'and not at http level, where a second emitted file would repeat it')
+  t.match(text, '    resolver_timeout 3s;')
+  t.match(text, '    client_body_buffer_size 64k;')
   t.match(text, 'set $endpoint v2.api2.service.dc2.consul;')
   t.match(text, 'location ~ ^/v2\\.1(?:/|$) {', 'dots in a path are literal in the regex')
   t.match(text, 'rewrite ^/ws/?(.*)$ /$1 break;')
@@ -74,9 +85,10 @@ t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', as
   t.match(text, 'server service.consul service=web resolve;')
   t.match(text, 'server service.dc2.consul service=v2.web resolve;')
   t.match(text, 'server web.service.consul:81 resolve;')
-  t.match(text, 'zone consul_web 64k;')
+  t.match(text, 'zone consul_web.on.8080 64k;', 'the listen address ends the upstream name')
   t.match(text, 'keepalive 16;')
-  t.match(text, 'proxy_pass http://consul_web;')
+  t.match(text, 'proxy_pass http://consul_web.on.8080;')
+  t.match(text, /upstream consul_web\.on\.8080 \{\n {4}zone [^\n]+\n {4}resolver 127\.0\.0\.1:8600 valid=5s ipv6=off;/)
 })
 
 t.test('the resolver mode refuses a route without a fixed port and says what to do', async (t) => {
@@ -143,7 +155,9 @@ t.test('hostile names from routes never reach the text', async (t) => {
     { service: 'x; } server { listen 80' },
     { host: 'a.com; }' },
     { pathPrefix: '/a { return 200; }' },
-    { pathPrefix: '/a%3B' },
+    { pathPrefix: '/a%2F' },
+    { pathPrefix: '/a%5c' },
+    { pathPrefix: '/a%0A' },
     { tag: 'v1;' },
     { datacenter: 'dc1 }' },
     { port: 0 },
@@ -281,10 +295,10 @@ t.test('routes that all name a host: other hosts and uncovered paths get 404, as
   )
   t.match(
     text,
-    /# Requests for any other host\.\nserver \{\n {4}listen 8080 default_server;\n {4}server_name _;\n\n {4}# No route covers other paths\.\n {4}location \/ \{\n {8}return 404;\n {4}\}\n\}/,
-    'a default server that answers 404',
+    /^[^]*?# Requests for any other host\.\nserver \{\n {4}listen 8080;\n {4}server_name _;\n(?: {4}[a-z_]+ [^\n]+;\n)+\n {4}# No route covers other paths\.\n {4}location \/ \{\n {8}return 404;\n {4}\}\n\}/,
+    'the first server of the port (its default) answers 404',
   )
-  const shop = text.slice(text.indexOf('# Host shop.example.com.'), text.indexOf('# Requests for any other host.'))
+  const shop = text.slice(text.indexOf('# Host shop.example.com.'))
   t.match(shop, 'location / {\n        return 404;', 'the host without a / route answers 404 for other paths')
   t.equal(text.match(/return 404;/g)?.length, 2, 'api.example.com has its own / route')
   const catalog = renderNginxConfig(renderOptions({ mode: 'catalog', catalogPort: 80 }), ['web'])
@@ -313,5 +327,18 @@ t.test(
       async () => {},
     ).catch((e: unknown) => e)
     t.equal((err as NginxError).code, 'CLB_NGINX_VERSION_UNKNOWN', 'the upstream mode still needs it, and says so')
+  },
+)
+
+t.test(
+  'path prefixes with %XX escapes: written as the bytes nginx matches; slashes and control bytes refused',
+  async (t) => {
+    const text = renderNginxConfig(
+      renderOptions({ routes: [parseRoute('/caf%C3%A9=cafe:80,strip'), parseRoute('/a%3Bb%7e=semi:80')] }),
+    )
+    t.match(text, 'location ~ ^/caf\\xC3\\xA9(?:/|$) {')
+    t.match(text, 'rewrite ^/caf\\xC3\\xA9/?(.*)$ /$1 break;')
+    t.match(text, 'location ~ ^/a\\x3Bb~(?:/|$) {', 'an escaped `;` never reaches the text as `;`; `%7e` is `~`')
+    t.notMatch(text, /location[^\n]*;b/)
   },
 )

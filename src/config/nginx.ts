@@ -1,6 +1,6 @@
 import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
-import { isNginxListen } from '../nginx/validate.js'
+import { isNginxListen, NGINX_SIZE } from '../nginx/validate.js'
 import { parseNginxVersion } from '../nginx/version.js'
 import { isDomain } from '../routes/names.js'
 import type { Route } from '../routes/route.js'
@@ -51,7 +51,27 @@ export const NGINX_FIELDS: readonly FieldSpec[] = [
     key: 'full',
     kind: 'bool',
     default: false,
-    help: 'emit a whole nginx.conf instead of an http-context file for conf.d/',
+    help: 'emit a whole nginx.conf instead of an http-context file for conf.d/ (its pid, logs and temp files go to --full-prefix)',
+  },
+  {
+    key: 'fullPrefix',
+    kind: 'string',
+    default: '/var/lib/consul-lb/nginx',
+    arg: '<dir>',
+    help: "with --full: the folder of nginx's pid file (nginx.pid), error.log, access.log and temp folders, created when the file is written; never the system nginx's /run/nginx.pid",
+  },
+  {
+    key: 'defaultServer',
+    kind: 'bool',
+    default: false,
+    help: "mark the catch-all server default_server (it is written first, so nginx takes it as the port's default anyway unless another site claims default_server, as a distribution's default site does on port 80; two claims make nginx refuse the config)",
+  },
+  {
+    key: 'clientBodyBufferSize',
+    kind: 'string',
+    default: '64k',
+    arg: '<size>',
+    help: "client_body_buffer_size: request bodies up to this size stay in memory (nginx's 8k default writes a 16 KiB body to a temp file first)",
   },
   {
     key: 'nginxVersion',
@@ -143,6 +163,9 @@ export interface NginxConfig {
   out: string
   check: boolean
   full: boolean
+  fullPrefix: string
+  defaultServer: boolean
+  clientBodyBufferSize: string
   nginxVersion: string | null
   nginxBin: string
   /** Catalog mode and --check's enable_truncate probe. */
@@ -192,6 +215,13 @@ export function loadNginxConfig(sources: ConfigSources): NginxConfig {
       throw new ConfigError('nginxVersion', `"${v.nginxVersion}": expected a version such as 1.27.3`)
     }
   }
+  if (!NGINX_SIZE.test(String(v.clientBodyBufferSize)))
+    throw new ConfigError(
+      'clientBodyBufferSize',
+      `"${v.clientBodyBufferSize}": expected an nginx size such as 64k or 1m`,
+    )
+  if (!String(v.fullPrefix).startsWith('/') || !/^[A-Za-z0-9._/-]+$/.test(String(v.fullPrefix)))
+    throw new ConfigError('fullPrefix', `"${v.fullPrefix}": expected an absolute path of letters, digits and . _ / -`)
   const routes = parseRoutes(v.routes as unknown[], routesField)
   if (mode !== 'catalog' && routes.length === 0)
     throw new ConfigError(

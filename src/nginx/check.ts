@@ -21,7 +21,7 @@ export async function checkNginxConfig(httpBody: string, nginxBin: string, timeo
   const dir = await mkdtemp(join(tmpdir(), 'consul-lb-nginx-check-'))
   try {
     const conf = join(dir, 'nginx.conf')
-    await writeFile(conf, wrapFullConfig(httpBody, { prefixDir: dir }))
+    await writeFile(conf, wrapFullConfig(httpBody, { prefixDir: dir, accessLog: false }))
     return await new Promise<CheckResult>((resolve, reject) => {
       execFile(
         nginxBin,

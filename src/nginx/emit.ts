@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises'
 import type { NginxConfig } from '../config/nginx.js'
 import { ConsulClient } from '../consul/client.js'
 import type { Logger } from '../log.js'
@@ -21,10 +22,15 @@ import { CatalogWatcher } from './watch.js'
  * read (a fork, a wrapper) must not stop it.
  */
 export async function resolveNginxVersion(
-  cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin' | 'mode' | 'catalogPort'>,
+  cfg: Pick<NginxConfig, 'nginxVersion' | 'nginxBin' | 'mode' | 'catalogPort' | 'check'>,
 ): Promise<NginxVersion | null> {
   if (cfg.nginxVersion !== null) return parseNginxVersion(cfg.nginxVersion)
-  if (!needsUpstreamResolve(cfg)) return null
+  // --check runs nginx anyway: its version is worth reporting (and gating) in every mode.
+  if (!needsUpstreamResolve(cfg)) {
+    if (!cfg.check) return null
+    // The resolver style runs on every nginx: an -v we cannot read (a fork, a wrapper) is reported as unknown.
+    return await detectNginxVersion(cfg.nginxBin).catch(() => null)
+  }
   return await detectNginxVersion(cfg.nginxBin)
 }
 
@@ -42,6 +48,9 @@ export function renderOptionsFrom(cfg: NginxConfig, nginxVersion: NginxVersion |
     readTimeoutS: cfg.proxyReadTimeoutS,
     catalogPort: cfg.catalogPort,
     full: cfg.full,
+    fullPrefix: cfg.fullPrefix,
+    clientBodyBufferSize: cfg.clientBodyBufferSize,
+    defaultServer: cfg.defaultServer,
     nginxVersion,
   }
 }
@@ -89,7 +98,7 @@ export async function emitNginxConfig(
       services = sel.services
     }
     const body = renderNginxHttp(opts, services ?? undefined)
-    const text = cfg.full ? wrapFullConfig(body) : body
+    const text = cfg.full ? wrapFullConfig(body, { prefixDir: cfg.fullPrefix }) : body
     const warnings: string[] = []
     if (cfg.check) {
       const res = await checkNginxConfig(body, cfg.nginxBin)
@@ -126,7 +135,11 @@ function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
   if (cfg.out === '-')
     return (text) =>
       new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
-  return (text) => writeFileAtomically(cfg.out, text)
+  return async (text) => {
+    // A whole nginx.conf names its pid file and logs under --full-prefix; nginx creates neither folder.
+    if (cfg.full) await mkdir(cfg.fullPrefix, { recursive: true })
+    await writeFileAtomically(cfg.out, text)
+  }
 }
 
 /**
@@ -139,13 +152,14 @@ export async function createCatalogWatcher(
   extra: { waitS?: number } = {},
 ): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
   const opts = await supportedRenderOptions(cfg)
+  if (cfg.full) await mkdir(cfg.fullPrefix, { recursive: true })
   const client = consulClientFor(cfg)
   const reloadCommand = cfg.reloadCommand
   const watcher = new CatalogWatcher({
     client,
     render: (services) => {
       const body = renderNginxHttp(opts, services)
-      return cfg.full ? wrapFullConfig(body) : body
+      return cfg.full ? wrapFullConfig(body, { prefixDir: cfg.fullPrefix }) : body
     },
     ...(cfg.check
       ? { check: (services: readonly string[]) => checkNginxConfig(renderNginxHttp(opts, services), cfg.nginxBin) }

@@ -27,13 +27,20 @@ export interface RenderOptions extends EmittedSettings {
   catalogPort: number | null
   /** A whole nginx.conf instead of an http-context file for conf.d/. */
   full: boolean
+  /** With `full`: the folder of the pid file, logs and temp files (an nginx beside the system's shares none). */
+  fullPrefix?: string
   /** When known, upstream style is refused for nginx older than 1.27.3. */
   nginxVersion?: NginxVersion | null
 }
 
 export interface FullConfigExtras {
-  /** Keep pid, temp files and logs inside this folder (nginx -t with a temporary prefix, tests). */
+  /**
+   * The folder of the pid file, error and access logs and temp files. Without it nginx uses its compiled-in paths
+   * (/run/nginx.pid, /var/log/nginx): a second nginx started as root beside a system one would take over its pid file.
+   */
   prefixDir?: string
+  /** Write an access log in prefixDir (default); false for nginx -t and the tests' and bench's servers. */
+  accessLog?: boolean
   /** `user` directive: as root nginx would switch workers to `nobody`, which cannot read a private prefix. */
   user?: string
   /** Default `auto`. Each worker has its own resolver cache, so tests that count what one answer holds use 1. */
@@ -47,7 +54,7 @@ const CONNECTION_MAP_VAR = '$consul_lb_connection_upgrade'
 /** The http-context text (or a whole nginx.conf with `full`) for the given options; catalog mode needs `services`. */
 export function renderNginxConfig(opts: RenderOptions, services?: readonly string[]): string {
   const body = renderNginxHttp(opts, services)
-  return opts.full ? wrapFullConfig(body) : body
+  return opts.full ? wrapFullConfig(body, opts.fullPrefix !== undefined ? { prefixDir: opts.fullPrefix } : {}) : body
 }
 
 /** The http-context part only (what `nginx -t` checks inside a harness, and what --full wraps). */
@@ -88,11 +95,14 @@ export function wrapFullConfig(httpBody: string, extras: FullConfigExtras = {}):
   const lines = ['# Whole nginx.conf written by consul-lb nginx --full.']
   if (extras.user !== undefined) lines.push(`user ${extras.user};`)
   lines.push(`worker_processes ${extras.workerProcesses ?? 'auto'};`)
-  if (extras.prefixDir !== undefined) lines.push(`pid ${extras.prefixDir}/nginx.pid;`, 'error_log stderr;')
+  const d = extras.prefixDir
+  if (d !== undefined) {
+    lines.push(`# pid, logs and temp files under ${d} (--full-prefix), never nginx's compiled-in /run/nginx.pid.`)
+    lines.push(`pid ${d}/nginx.pid;`, `error_log ${d}/error.log notice;`)
+  }
   lines.push('', 'events {', `${INDENT}worker_connections 1024;`, '}', '', 'http {')
-  if (extras.prefixDir !== undefined) {
-    const d = extras.prefixDir
-    lines.push(`${INDENT}access_log off;`)
+  if (d !== undefined) {
+    lines.push(extras.accessLog === false ? `${INDENT}access_log off;` : `${INDENT}access_log ${d}/access.log;`)
     for (const kind of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'])
       lines.push(`${INDENT}${kind}_temp_path ${d}/${kind}_temp;`)
     lines.push('')
@@ -163,15 +173,24 @@ function header(opts: RenderOptions, style: Style): string[] {
   return lines
 }
 
-function httpLevel(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
-  const lines = [
-    `# Answers are cached ${opts.resolverValidS}s (Consul's TTL is 0: nginx would otherwise ask again every second).`,
+/**
+ * The resolver lines, written into each server (resolver style) or upstream (upstream style) block rather than at http
+ * level: a second emitted file in the same nginx (another port) would otherwise repeat an http-level `resolver`, which
+ * nginx refuses as duplicate. Answers are cached resolverValidS (Consul's TTL is 0: nginx would ask every second); the
+ * timeout replaces nginx's 30 s, which would make a request hang that long before its 502 while Consul is down.
+ */
+function resolverLines(opts: RenderOptions): string[] {
+  return [
     `resolver ${opts.dns.map(dnsServerText).join(' ')} valid=${opts.resolverValidS}s ipv6=off;`,
-    `# nginx's default of 30s would make a request hang that long before its 502 while Consul is down.`,
     `resolver_timeout ${opts.resolverTimeoutS}s;`,
-    '',
   ]
+}
+
+function httpLevel(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
+  const lines: string[] = []
   if (routes.some((r) => r.websocket)) {
+    // Two emitted files may both define this map: nginx accepts a map variable defined twice (checked with 1.22 and
+    // 1.30), and the definitions are identical.
     lines.push(
       '# WebSocket routes: pass Upgrade through; plain requests get an empty Connection so upstream keep-alive works.',
       `map $http_upgrade ${CONNECTION_MAP_VAR} {`,
@@ -193,16 +212,24 @@ function dnsServerText(d: DnsServer): string {
   return d.host.includes(':') ? `[${d.host}]:${d.port}` : `${d.host}:${d.port}`
 }
 
-function upstreamName(r: Route): string {
-  // Names, tags and datacenters may hold `_` and `-` but never a dot (routes/names.ts), so dot-separated qualifiers
-  // cannot collide: service `a__tag_b` and service `a` with tag `b` get different upstreams.
-  return `consul_${r.service}${r.tag === null ? '' : `.tag.${r.tag}`}${r.datacenter === null ? '' : `.dc.${r.datacenter}`}${r.port === null ? '' : `.port.${r.port}`}`
+/**
+ * Names, tags and datacenters may hold `_` and `-` but never a dot (routes/names.ts), so dot-separated qualifiers
+ * cannot collide: service `a__tag_b` and service `a` with tag `b` get different upstreams. The listen address ends
+ * the name, so two emitted files on two ports, both routing to `web`, do not define the same upstream twice.
+ */
+function upstreamName(r: Route, listen: string): string {
+  return `consul_${r.service}${r.tag === null ? '' : `.tag.${r.tag}`}${r.datacenter === null ? '' : `.dc.${r.datacenter}`}${r.port === null ? '' : `.port.${r.port}`}.on.${listenTag(listen)}`
+}
+
+/** `8080` → `8080`, `127.0.0.1:8080` → `127-0-0-1-8080`, `[::1]:8080` → `1-8080`. */
+function listenTag(listen: string): string {
+  return listen.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-+|-+$/g, '')
 }
 
 function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
   const byName = new Map<string, Route[]>()
   for (const r of routes) {
-    const name = upstreamName(r)
+    const name = upstreamName(r, opts.listen)
     byName.set(name, [...(byName.get(name) ?? []), r])
   }
   const lines: string[] = []
@@ -211,6 +238,7 @@ function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
     const r = rs[0]!
     lines.push(`# Upstream for ${rs.map((x) => commentText(x.source)).join('; ')}`)
     lines.push(`upstream ${name} {`, `${INDENT}zone ${name} ${UPSTREAM_ZONE};`)
+    for (const l of resolverLines(opts)) lines.push(`${INDENT}${l}`)
     if (r.port === null) {
       // nginx asks SRV `_<service>._tcp.<name>` unless the service= value has a dot, then `<service>.<name>`. A tagged
       // route uses the dotted form, Consul's standard `<tag>.<svc>.service.<domain>`: its RFC 2782 form
@@ -262,19 +290,24 @@ function dedupePaths(routes: Route[]): Route[] {
 }
 
 function servers(opts: RenderOptions, routes: readonly Route[], style: Style): string[] {
-  const groups = groupByHost(routes)
-  const hasHostServers = groups.some((g) => g.host !== null)
-  // Without a host-less route nginx would make the first host's server the default for the port, and send every
-  // other Host to that host's service; consul-lb serve answers 404 there, so the emitted config does too.
-  if (!groups.some((g) => g.host === null)) groups.push({ host: null, routes: [] })
+  const hostGroups = groupByHost(routes)
+  // The catch-all server comes first: nginx takes the first server of a port as its default, so a Host no route names
+  // gets the host-less routes (or 404, as consul-lb serve answers) rather than the first host's service. It is not
+  // marked default_server unless asked (--default-server): a distribution's default site claims that for port 80,
+  // and two claims make nginx refuse the whole config.
+  const catchAll = hostGroups.find((g) => g.host === null) ?? { host: null, routes: [] }
+  const groups = [catchAll, ...hostGroups.filter((g) => g.host !== null)]
   const lines: string[] = []
   for (const g of groups) {
     const isCatchAll = g.host === null
     lines.push(isCatchAll ? '# Requests for any other host.' : `# Host ${g.host}.`)
     lines.push(
       'server {',
-      `${INDENT}listen ${opts.listen}${isCatchAll && hasHostServers ? ' default_server' : ''};`,
+      `${INDENT}listen ${opts.listen}${isCatchAll && opts.defaultServer ? ' default_server' : ''};`,
       `${INDENT}server_name ${g.host ?? '_'};`,
+      // nginx's default (8k on x86-64) writes a 16 KiB request body to a temp file before proxying it.
+      `${INDENT}client_body_buffer_size ${opts.clientBodyBufferSize};`,
+      ...(style === 'resolver' ? resolverLines(opts).map((l) => `${INDENT}${l}`) : []),
       '',
     )
     for (const r of g.routes) lines.push(...locations(opts, r, style))
@@ -324,9 +357,18 @@ function locations(opts: RenderOptions, r: Route, style: Style): string[] {
   ]
 }
 
-/** Path prefixes hold only [A-Za-z0-9._~/-] here (validate.ts refuses %XX), of which only `.` means something in PCRE. */
+/**
+ * A path prefix as a PCRE literal for nginx, which matches locations against the decoded path: `.` escaped, a `%XX`
+ * escape written as the byte `\xHH` (unreserved characters as themselves), so `/caf%C3%A9` matches `/café` however
+ * the client encoded it. Prefixes hold only [A-Za-z0-9._~/-] and checked escapes (validate.ts).
+ */
 function regexLiteral(path: string): string {
-  return path.replace(/\./g, '\\.')
+  return path.replace(/%([0-9A-Fa-f]{2})|\./g, (_m, hex: string | undefined) => {
+    if (hex === undefined) return '\\.'
+    const c = String.fromCharCode(Number.parseInt(hex, 16))
+    if (/[A-Za-z0-9_~-]/.test(c)) return c
+    return c === '.' ? '\\.' : `\\x${hex.toUpperCase()}`
+  })
 }
 
 function proxyBlock(opts: RenderOptions, r: Route, style: Style): string[] {
@@ -341,7 +383,7 @@ function proxyBlock(opts: RenderOptions, r: Route, style: Style): string[] {
       r.stripPrefix ? `proxy_pass http://$endpoint:${r.port};` : `proxy_pass http://$endpoint:${r.port}$request_uri;`,
     )
   } else {
-    lines.push(`proxy_pass http://${upstreamName(r)};`)
+    lines.push(`proxy_pass http://${upstreamName(r, opts.listen)};`)
   }
   lines.push(
     'proxy_http_version 1.1;',

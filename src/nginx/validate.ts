@@ -40,9 +40,18 @@ export function assertRouteSafe(route: Route): void {
   const origin = `route ${commentText(route.source)}`
   if (route.host !== null && !isHostName(route.host)) unsafe('host', route.host, origin)
   if (!isPathPrefix(route.pathPrefix)) unsafe('path', route.pathPrefix, origin)
-  // nginx matches locations against the decoded path, and a decoded %XX could be any byte, `;` and `{` included.
-  if (route.pathPrefix.includes('%'))
-    unsafe('path (percent-escapes are not supported by the emitter)', route.pathPrefix, origin)
+  // nginx matches locations against the decoded path: an escape is written as the byte it stands for (\xHH in the
+  // regex, never the raw byte, so `;` and `{` stay out of the text). A decoded `/` or `\` would match other paths
+  // in nginx than in serve (which keeps %2F encoded), and a control byte is no path: both refused.
+  for (const m of route.pathPrefix.matchAll(/%([0-9A-Fa-f]{2})/g)) {
+    const byte = Number.parseInt(m[1]!, 16)
+    if (byte < 0x20 || byte === 0x7f || byte === 0x2f || byte === 0x5c)
+      unsafe(
+        `path (%${m[1]} decodes to ${byte === 0x2f ? 'a slash' : byte === 0x5c ? 'a backslash' : 'a control byte'})`,
+        route.pathPrefix,
+        origin,
+      )
+  }
   if (!isServiceName(route.service)) unsafe('service', route.service, origin)
   if (route.tag !== null && !isDnsTag(route.tag)) unsafe('tag', route.tag, origin)
   if (route.datacenter !== null && !isDatacenterName(route.datacenter)) unsafe('datacenter', route.datacenter, origin)
@@ -63,7 +72,14 @@ export interface EmittedSettings {
   keepalive: number
   connectTimeoutS: number
   readTimeoutS: number
+  /** nginx size syntax (`64k`, `1m`): request bodies up to this stay in memory. */
+  clientBodyBufferSize: string
+  /** Mark the catch-all server `default_server` (it is written first either way). */
+  defaultServer: boolean
 }
+
+/** nginx sizes: a number with an optional k or m suffix. */
+export const NGINX_SIZE = /^[1-9]\d{0,8}[kKmM]?$/
 
 /** Throws CLB_NGINX_UNSAFE_NAME unless every setting written into the text is safe (the numbers too: an embedding
  * caller without TypeScript could hand over a string such as `16; evil`). */
@@ -74,6 +90,8 @@ export function assertSettingsSafe(s: EmittedSettings): void {
       unsafe('DNS server', `${d.host}:${d.port}`, 'settings')
   }
   if (!isNginxListen(s.listen)) unsafe('listen address', s.listen, 'settings')
+  if (typeof s.clientBodyBufferSize !== 'string' || !NGINX_SIZE.test(s.clientBodyBufferSize))
+    unsafe('client body buffer size', s.clientBodyBufferSize, 'settings')
   for (const key of ['resolverValidS', 'resolverTimeoutS', 'keepalive', 'connectTimeoutS', 'readTimeoutS'] as const) {
     const n = s[key]
     if (!Number.isInteger(n) || n < 1) unsafe(`${key} (a whole number >= 1)`, n, 'settings')

@@ -71,7 +71,12 @@ export class NginxProcess {
     const user = process.getuid?.() === 0 ? { user: 'root' } : {}
     writeFileSync(
       join(this.dir, 'nginx.conf'),
-      wrapFullConfig(`include ${this.sitePath};\n`, { prefixDir: this.dir, workerProcesses: 1, ...user }),
+      wrapFullConfig(`include ${this.sitePath};\n`, {
+        prefixDir: this.dir,
+        accessLog: false,
+        workerProcesses: 1,
+        ...user,
+      }),
     )
     const { proc, output } = spawnLogged(this.bin, [
       '-p',
@@ -226,6 +231,8 @@ export function renderOptions(over: Partial<RenderOptions> = {}): RenderOptions 
     readTimeoutS: 60,
     catalogPort: null,
     full: false,
+    clientBodyBufferSize: '64k',
+    defaultServer: false,
     nginxVersion: null,
     ...over,
   }
