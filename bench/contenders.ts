@@ -73,16 +73,27 @@ export interface Runtime {
   launcher: string
 }
 
-function consulLb(workers: number, variant?: { id: string; cli: string }, runtime?: Runtime): ContenderSpec {
+/**
+ * consul-lb on a data plane (`classic`: the ids `consul-lb`, `consul-lb-w2`; `passthrough`: `consul-lb-passthrough`,
+ * `consul-lb-passthrough-w2`), optionally another build (`variant`) or another Node.js (`runtime`).
+ */
+function consulLb(
+  workers: number,
+  variant?: { id: string; cli: string },
+  runtime?: Runtime,
+  dataPlane: 'classic' | 'passthrough' = 'classic',
+): ContenderSpec {
   const suffix = runtime ? ` on ${runtime.label}` : ''
+  const plane = dataPlane === 'passthrough' ? '-passthrough' : ''
+  const planeLabel = dataPlane === 'passthrough' ? ' --data-plane passthrough' : ''
   const id = variant
     ? `consul-lb-${variant.id}`
-    : `consul-lb${workers === 1 ? '' : `-w${workers}`}${runtime ? `-${runtime.id}` : ''}`
+    : `consul-lb${plane}${workers === 1 ? '' : `-w${workers}`}${runtime ? `-${runtime.id}` : ''}`
   const label = variant
     ? `consul-lb ${variant.id} (1 worker)`
     : workers === 1
-      ? `consul-lb (1 worker)${suffix}`
-      : `consul-lb (--workers ${workers})${suffix}`
+      ? `consul-lb${planeLabel} (1 worker)${suffix}`
+      : `consul-lb${planeLabel} (--workers ${workers})${suffix}`
   return onFreePort(id, label, async (s, port) => {
     const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
     if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
@@ -105,6 +116,8 @@ function consulLb(workers: number, variant?: { id: string; cli: string }, runtim
       String(workers),
       '--log-level',
       'warn',
+      '--data-plane',
+      dataPlane,
     ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)
@@ -121,6 +134,26 @@ function nodeMinimal(): ContenderSpec {
       '--import',
       'tsx',
       join(ROOT, 'bench', 'minimal-proxy.ts'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstreams',
+      s.backends.map((b) => `${b.host}:${b.port}`).join(','),
+    ])
+    const url = `http://127.0.0.1:${port}`
+    await waitServing(url, d, label)
+    return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
+  })
+}
+
+/** bench/tcp-relay.ts: net.Socket relaying bytes without parsing them, the ceiling of a Node data plane. */
+function tcpRelay(): ContenderSpec {
+  const id = 'node-tcp-relay'
+  const label = 'Node TCP relay, no HTTP parsing (reference)'
+  return onFreePort(id, label, async (s, port) => {
+    const d = spawnTracked(process.execPath, [
+      '--import',
+      'tsx',
+      join(ROOT, 'bench', 'tcp-relay.ts'),
       '--listen',
       `127.0.0.1:${port}`,
       '--upstreams',
@@ -315,14 +348,33 @@ export function contenderSpecs(
   // With one core the multi-worker contenders would duplicate the single-worker ones.
   const specs =
     cores > 1
-      ? [direct(), consulLb(1), consulLb(cores), nodeMinimal(), nginxUpstream(1), nginxUpstream(cores), nginxResolver()]
-      : [direct(), consulLb(1), nodeMinimal(), nginxUpstream(1), nginxResolver()]
+      ? [
+          direct(),
+          consulLb(1, undefined, undefined, 'passthrough'),
+          consulLb(cores, undefined, undefined, 'passthrough'),
+          consulLb(1),
+          consulLb(cores),
+          nodeMinimal(),
+          tcpRelay(),
+          nginxUpstream(1),
+          nginxUpstream(cores),
+          nginxResolver(),
+        ]
+      : [
+          direct(),
+          consulLb(1, undefined, undefined, 'passthrough'),
+          consulLb(1),
+          nodeMinimal(),
+          tcpRelay(),
+          nginxUpstream(1),
+          nginxResolver(),
+        ]
   // Experiments: another build of the CLI (a patched copy of dist/) measured beside the real one.
   for (const v of variants) specs.push(consulLb(1, v))
   // The same build on another Node.js (--node 24): what the newer runtime gives.
   for (const r of runtimes) {
-    specs.push(consulLb(1, undefined, r))
-    if (cores > 1) specs.push(consulLb(cores, undefined, r))
+    specs.push(consulLb(1, undefined, r, 'passthrough'), consulLb(1, undefined, r))
+    if (cores > 1) specs.push(consulLb(cores, undefined, r, 'passthrough'), consulLb(cores, undefined, r))
   }
   const skipped: string[] = []
   const bin = haproxyBinary()

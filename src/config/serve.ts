@@ -43,6 +43,14 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     help: 'address the proxy listens on',
   },
   {
+    key: 'dataPlane',
+    kind: 'enum',
+    default: 'classic',
+    values: ['classic', 'passthrough'],
+    arg: '<classic|passthrough>',
+    help: 'classic: node:http in front, undici behind; passthrough: raw sockets parsed by llhttp, heads rewritten in one pass, bodies relayed as they come',
+  },
+  {
     key: 'admin',
     kind: 'string',
     default: '127.0.0.1:8081',
@@ -363,6 +371,7 @@ export interface DnsServer {
 /** The validated settings of `consul-lb serve`: everything past config/ receives these typed, trusted values. */
 export interface ServeConfig {
   listen: { host: string; port: number }
+  dataPlane: 'classic' | 'passthrough'
   admin: { host: string; port: number } | null
   dns: DnsServer[]
   domain: string

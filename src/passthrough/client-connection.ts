@@ -1,0 +1,372 @@
+import type { Socket } from 'node:net'
+import { errorAnswer } from './answer.js'
+import type { Exchange } from './exchange.js'
+import { RequestFacts } from './head.js'
+import { Framing, HttpParser, ParseError } from './llhttp.js'
+
+/** The client-side limits (validated config values). */
+export interface ClientLimits {
+  maxHeaderBytes: number
+  maxBodyBytes: number
+  clientHeadersTimeoutMs: number
+  clientRequestTimeoutMs: number
+  clientKeepAliveMs: number
+}
+
+/** What a client connection asks of the data plane that accepted it. */
+export interface ClientHost {
+  readonly limits: ClientLimits
+  /**
+   * A request head was read: `head[headStart, headEnd)`, parsed by `parser`, its headers classified in `facts`.
+   * Returns the exchange that takes it, or null when the request was answered at once (no route, body too large).
+   */
+  request(client: ClientConnection, head: Buffer, headStart: number, headEnd: number, framing: Framing): Exchange | null
+  /** The connection is gone. */
+  closed(client: ClientConnection): void
+}
+
+enum Read {
+  /** Reading a request head. */
+  Head = 0,
+  /** Forwarding the request body. */
+  Body = 1,
+  /** The request is read; the answer is not out yet. Bytes that arrive now wait (pipelining). */
+  Answer = 2,
+  /** After an upgrade, or once the connection is closing: nothing more is parsed. */
+  Done = 3,
+}
+
+/** Bytes of a head parsed per step: the rest of a large read (a body) is not copied into the parser. */
+const HEAD_WINDOW = 4096
+
+/**
+ * One client connection: its bytes are read as they come, each request head parsed once by llhttp, the body
+ * forwarded with the framing llhttp decided (a Content-Length counted down, chunked bytes passed through the parser
+ * to find their end), requests taken one at a time (pipelined ones wait, reading pauses), answers written as the
+ * exchange relays them. Timeouts are deadlines the data plane's sweep checks: no timer per request.
+ */
+export class ClientConnection {
+  readonly socket: Socket
+  private readonly host: ClientHost
+  readonly parser = new HttpParser('request')
+  readonly facts = new RequestFacts()
+  readonly remoteAddress: string
+  private state = Read.Head
+  private headParts: Buffer[] | null = null
+  private bodyLeft = 0
+  private bodyFraming = Framing.None
+  private bodySeen = 0
+  private pending: Buffer | null = null
+  private exchange: Exchange | null = null
+  /** Whether the connection stays open after the current answer (llhttp's verdict on the request, and ours). */
+  private persist = true
+  isHttp10 = false
+  private readingPaused = false
+  private ended = false
+  private closed = false
+  /** Sweep deadline (ms since epoch) and what it is for. */
+  deadline = 0
+  private deadlineIsIdle = true
+  private requestStartedAt = 0
+  requests = 0
+
+  constructor(socket: Socket, host: ClientHost, now: number) {
+    this.socket = socket
+    this.host = host
+    this.remoteAddress = socket.remoteAddress ?? ''
+    socket.setNoDelay(true)
+    socket.on('data', this.onData)
+    socket.on('end', this.onEnd)
+    socket.on('error', this.onError)
+    socket.on('close', this.onClose)
+    socket.on('drain', this.onDrain)
+    this.deadline = now + host.limits.clientHeadersTimeoutMs
+  }
+
+  get keepAlive(): boolean {
+    return this.persist
+  }
+
+  /** The exchange in progress, if any. */
+  get current(): Exchange | null {
+    return this.exchange
+  }
+
+  get isIdle(): boolean {
+    return this.state === Read.Head && this.headParts === null && this.exchange === null
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.drive(chunk, 0)
+  }
+
+  private drive(chunk: Buffer, from: number): void {
+    let at = from
+    const len = chunk.length
+    while (at < len) {
+      switch (this.state) {
+        case Read.Head:
+          at = this.readHead(chunk, at)
+          break
+        case Read.Body:
+          at = this.readBody(chunk, at)
+          break
+        case Read.Answer:
+          // The next request (pipelined) waits for this answer; so does the rest of the socket.
+          this.pending = at === 0 ? chunk : chunk.subarray(at)
+          this.pauseReading()
+          return
+        default:
+          return
+      }
+    }
+  }
+
+  private readHead(chunk: Buffer, at: number): number {
+    const p = this.parser
+    if (p.headBytes === 0 && this.headParts === null) {
+      this.requestStartedAt = Date.now()
+      this.deadline = this.requestStartedAt + this.host.limits.clientHeadersTimeoutMs
+      this.deadlineIsIdle = false
+    }
+    const limit = this.host.limits.maxHeaderBytes
+    let pos = at
+    const len = chunk.length
+    try {
+      while (!p.headComplete && pos < len) {
+        const room = limit - p.headBytes
+        if (room <= 0) {
+          this.reject(431, 'request head larger than the limit')
+          return len
+        }
+        const end = Math.min(len, pos + HEAD_WINDOW, pos + room)
+        const n = p.execute(chunk, pos, end, p.headBytes)
+        p.headBytes += n
+        pos += n
+      }
+      if (!p.headComplete) {
+        if (this.headParts === null) this.headParts = []
+        this.headParts.push(at === 0 ? chunk : chunk.subarray(at))
+        return len
+      }
+      let head = chunk
+      let headStart = at
+      let headEnd = pos
+      if (this.headParts !== null) {
+        this.headParts.push(chunk.subarray(at, pos))
+        head = Buffer.concat(this.headParts)
+        this.headParts = null
+        headStart = 0
+        headEnd = head.length
+      }
+      const framing = p.framing()
+      this.startRequest(head, headStart, headEnd, framing)
+      return pos
+    } catch (err) {
+      if (err instanceof ParseError) this.reject(400, `malformed request (${err.code})`)
+      else throw err
+      return len
+    }
+  }
+
+  private startRequest(head: Buffer, headStart: number, headEnd: number, framing: Framing): void {
+    const p = this.parser
+    this.requests++
+    this.isHttp10 = p.httpMinor === 0
+    this.persist = p.shouldKeepAlive
+    this.facts.read(head, headStart, p)
+    this.bodyFraming = framing
+    this.bodySeen = 0
+    this.bodyLeft = framing === Framing.Length ? p.contentLength : 0
+    const limits = this.host.limits
+    this.deadline = limits.clientRequestTimeoutMs > 0 ? this.requestStartedAt + limits.clientRequestTimeoutMs : 0
+    this.state = framing === Framing.None || p.upgrade ? Read.Answer : Read.Body
+    this.exchange = this.host.request(this, head, headStart, headEnd, framing)
+    if (this.exchange === null) {
+      // Answered at once. A body not read leaves the connection closing (writeAnswer saw to it); else next request.
+      if (this.persist && !this.ended) {
+        this.state = Read.Head
+        this.parser.next()
+      } else {
+        this.state = Read.Done
+        this.socket.end()
+      }
+      return
+    }
+    if (framing === Framing.Length && this.bodyLeft === 0) this.endOfBody()
+  }
+
+  private readBody(chunk: Buffer, at: number): number {
+    const ex = this.exchange
+    const len = chunk.length
+    if (this.bodyFraming === Framing.Length) {
+      const take = Math.min(this.bodyLeft, len - at)
+      this.bodyLeft -= take
+      ex?.onBody(at === 0 && take === len ? chunk : chunk.subarray(at, at + take))
+      if (this.bodyLeft === 0) {
+        this.parser.skipLengthBody()
+        this.endOfBody()
+      }
+      return at + take
+    }
+    // Chunked: llhttp finds the end (chunk sizes, extensions, trailers); the bytes go on as they came.
+    let n: number
+    try {
+      n = this.parser.execute(chunk, at, len, 0)
+    } catch (err) {
+      if (!(err instanceof ParseError)) throw err
+      // The head went out already: the instance saw a request whose body broke off; both connections end.
+      this.exchange?.abort()
+      this.destroy()
+      return len
+    }
+    this.bodySeen += n
+    const max = this.host.limits.maxBodyBytes
+    if (max > 0 && this.bodySeen > max) {
+      this.exchange?.abort()
+      this.destroy()
+      return len
+    }
+    ex?.onBody(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
+    if (this.parser.messageComplete) this.endOfBody()
+    return at + n
+  }
+
+  private endOfBody(): void {
+    if (this.state === Read.Body) this.state = Read.Answer
+    this.deadline = 0
+    this.exchange?.onBodyEnd()
+  }
+
+  /** Called by the exchange once its answer is out (or failed): the next request, or the end of the connection. */
+  exchangeDone(ex: Exchange): void {
+    if (this.exchange !== ex) return
+    this.exchange = null
+    if (this.state === Read.Done) return
+    if (!this.persist || this.ended || this.state === Read.Body) {
+      this.state = Read.Done
+      this.socket.end()
+      return
+    }
+    this.state = Read.Head
+    this.parser.next()
+    this.deadline = Date.now() + this.host.limits.clientKeepAliveMs
+    this.deadlineIsIdle = true
+    const pending = this.pending
+    this.resumeReading()
+    if (pending !== null) {
+      this.pending = null
+      this.drive(pending, 0)
+    }
+  }
+
+  /** The connection ends after the current answer. */
+  closeAfterAnswer(): void {
+    this.persist = false
+  }
+
+  write(b: Uint8Array): boolean {
+    return this.socket.write(b)
+  }
+
+  /** An answer of our own; `close`: the connection ends after it. */
+  writeAnswer(b: Buffer, close: boolean): void {
+    if (close) this.persist = false
+    if (!this.socket.destroyed) this.socket.write(b)
+  }
+
+  pauseReading(): void {
+    if (!this.readingPaused) {
+      this.readingPaused = true
+      this.socket.pause()
+    }
+  }
+
+  resumeReading(): void {
+    if (this.readingPaused) {
+      this.readingPaused = false
+      this.socket.resume()
+    }
+  }
+
+  /** Answers a request this connection cannot read (malformed, head too large, too slow) and closes. */
+  private reject(status: number, message: string): void {
+    this.state = Read.Done
+    this.headParts = null
+    if (!this.socket.destroyed && this.socket.writable)
+      this.socket.end(errorAnswer(status, null, message, { accept: null, isHead: false, close: true }))
+    else this.socket.destroy()
+  }
+
+  /** The sweep found the deadline passed. */
+  expire(): void {
+    if (this.exchange !== null) {
+      // The request (body) did not arrive within clientRequestTimeoutMs.
+      this.exchange.abort()
+      this.destroy()
+      return
+    }
+    if (this.deadlineIsIdle) this.destroy()
+    else this.reject(408, 'request not received in time')
+  }
+
+  /**
+   * After a 101: the client's bytes go to `up` and back, untouched, until either side closes. `onClose` runs once
+   * when the tunnel is gone.
+   */
+  splice(up: Socket, onClose: () => void): void {
+    this.state = Read.Done
+    this.deadline = 0
+    const s = this.socket
+    s.off('data', this.onData)
+    s.off('drain', this.onDrain)
+    const pending = this.pending
+    this.pending = null
+    if (pending !== null) up.write(pending)
+    let open = true
+    const end = (): void => {
+      if (!open) return
+      open = false
+      s.destroy()
+      up.destroy()
+      onClose()
+    }
+    up.on('error', end)
+    up.on('close', end)
+    s.on('close', end)
+    s.pipe(up)
+    up.pipe(s)
+    this.resumeReading()
+  }
+
+  private readonly onEnd = (): void => {
+    this.ended = true
+    // Half-closed by the client: an answer in progress still goes out; otherwise we are done.
+    if (this.exchange === null || this.state === Read.Body || this.state === Read.Head) {
+      this.exchange?.abort()
+      this.socket.end()
+    }
+  }
+
+  private readonly onError = (): void => {
+    this.destroy()
+  }
+
+  private readonly onDrain = (): void => {
+    this.exchange?.onClientDrain()
+  }
+
+  private readonly onClose = (): void => {
+    if (this.closed) return
+    this.closed = true
+    this.state = Read.Done
+    this.exchange?.abort()
+    this.exchange = null
+    this.parser.free()
+    this.host.closed(this)
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+}
