@@ -69,6 +69,8 @@ export class ClientConnection {
   private deadlineIsIdle = true
   private requestStartedAt = 0
   requests = 0
+  /** Spliced to an instance after a 101: no HTTP left to wait for when the data plane closes. */
+  tunnel = false
 
   constructor(socket: Socket, host: ClientHost, now: number) {
     this.socket = socket
@@ -194,6 +196,7 @@ export class ClientConnection {
       return
     }
     if (framing === Framing.Length && this.bodyLeft === 0) this.endOfBody()
+    this.exchange.begin()
   }
 
   private readBody(chunk: Buffer, at: number): number {
@@ -249,7 +252,9 @@ export class ClientConnection {
       return
     }
     this.state = Read.Head
-    this.parser.next()
+    // After an upgrade the instance declined, llhttp waits in its upgraded state: start it afresh.
+    if (this.parser.upgrade) this.parser.reset()
+    else this.parser.next()
     this.deadline = Date.now() + this.host.limits.clientKeepAliveMs
     this.deadlineIsIdle = true
     const pending = this.pending
@@ -316,6 +321,7 @@ export class ClientConnection {
    */
   splice(up: Socket, onClose: () => void): void {
     this.state = Read.Done
+    this.tunnel = true
     this.deadline = 0
     const s = this.socket
     s.off('data', this.onData)

@@ -6,6 +6,14 @@ import { rewriteResponseHead } from './head.js'
 import { Framing, ParseError } from './llhttp.js'
 import type { ConnectionPool, ConnectionUser, UpstreamConnection } from './upstream-pool.js'
 
+/** An answer the load balancer gives instead of forwarding (no route, no instance, …). */
+export interface Refusal {
+  status: number
+  code: string
+  message: string
+  retryAfterS?: number
+}
+
 /** What an exchange needs from the load balancer that runs it (one object shared by every request). */
 export interface ExchangeHost {
   readonly maxInflightPerInstance: number
@@ -17,6 +25,8 @@ export interface ExchangeHost {
   /** Shutting down: nothing is retried. */
   readonly isClosing: boolean
   poolFor(u: Upstream): ConnectionPool
+  /** Runs `go` once the target can take the request (see PassthroughBalancer.whenReady). */
+  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void
   recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void
   recordSuccess(u: Upstream): void
   mayRetry(): boolean
@@ -108,8 +118,27 @@ export class Exchange implements ConnectionUser {
     this.bodyEnded = !opts.hasBody
   }
 
-  /** Sends the first attempt. */
-  start(): void {
+  /**
+   * Sends the first attempt once the service has instances (at once, the usual case; or after the bounded wait
+   * for a cold name, a revalidation or an empty pool). The client connection holds this exchange before it begins,
+   * so an answer given at once finds it.
+   */
+  begin(): void {
+    const e = this.target.entry
+    if (e.instances.length > 0 && !e.revalidating) {
+      this.start()
+      return
+    }
+    this.host.whenReady(this.target, this.onReady)
+  }
+
+  private readonly onReady = (refusal: Refusal | null): void => {
+    if (this.done) return
+    if (refusal === null) this.start()
+    else this.answerError(refusal.status, refusal.code, refusal.message, refusal.retryAfterS)
+  }
+
+  private start(): void {
     const u = this.target.pool.pick(Date.now(), this.host.maxInflightPerInstance, null)
     if (u === null) {
       this.answerError(

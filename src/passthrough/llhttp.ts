@@ -115,23 +115,30 @@ const instance = new WebAssembly.Instance(loadModule(), {
 })
 const L = instance.exports as unknown as LlhttpExports
 
+/** Views of wasm memory, made again only when the memory grew (which detaches the old ArrayBuffer). */
+let memBytes = Buffer.from(L.memory.buffer)
+let memView = new DataView(L.memory.buffer)
+function memory(): Buffer {
+  if (memBytes.buffer !== L.memory.buffer) {
+    memBytes = Buffer.from(L.memory.buffer)
+    memView = new DataView(L.memory.buffer)
+  }
+  return memBytes
+}
+
 /** Copies `chunk[start, start+len)` into the shared input area of wasm memory, growing it when needed. */
-function stage(chunk: Uint8Array, start: number, len: number): void {
+function stage(chunk: Buffer, start: number, len: number): void {
   if (len > inputSize) {
     if (inputPtr !== 0) L.free(inputPtr)
     inputSize = Math.max(16384, Math.ceil(len / 16384) * 16384)
     inputPtr = L.malloc(inputSize)
   }
-  new Uint8Array(L.memory.buffer, inputPtr, len).set(
-    start === 0 && len === chunk.length ? chunk : chunk.subarray(start, start + len),
-  )
+  chunk.copy(memory(), inputPtr, start, start + len)
 }
 
 function cString(ptr: number): string {
-  const mem = new Uint8Array(L.memory.buffer)
-  let end = ptr
-  while (mem[end] !== 0) end++
-  return Buffer.from(mem.buffer, ptr, end - ptr).toString('latin1')
+  const mem = memory()
+  return mem.toString('latin1', ptr, mem.indexOf(0, ptr))
 }
 
 /** How the body of a parsed message is framed, as llhttp decided it. */
@@ -239,7 +246,7 @@ export class HttpParser {
    * parsing stops at the end of a head (headComplete) and at the end of a message (messageComplete). Throws
    * ParseError on malformed input.
    */
-  execute(chunk: Uint8Array, start: number, end: number, base: number): number {
+  execute(chunk: Buffer, start: number, end: number, base: number): number {
     const len = end - start
     stage(chunk, start, len)
     current = this
@@ -269,7 +276,8 @@ export class HttpParser {
       else if (ret !== HPE_OK) throw this.error(ret)
     }
     if (this.messageComplete) return Framing.None
-    const flags = new DataView(L.memory.buffer).getUint16(this.ptr + OFF_FLAGS, true)
+    memory()
+    const flags = memView.getUint16(this.ptr + OFF_FLAGS, true)
     if ((flags & F_CHUNKED) !== 0) return Framing.Chunked
     if ((flags & F_CONTENT_LENGTH) !== 0) return Framing.Length
     return Framing.UntilClose
@@ -277,7 +285,8 @@ export class HttpParser {
 
   /** Content-Length of the message (valid when framing() said Length; llhttp checked it is one plain number). */
   get contentLength(): number {
-    return Number(new DataView(L.memory.buffer).getBigUint64(this.ptr + OFF_CONTENT_LENGTH, true))
+    memory()
+    return Number(memView.getBigUint64(this.ptr + OFF_CONTENT_LENGTH, true))
   }
 
   /** A Length body was forwarded in full by the caller: ready the parser for the next message. */

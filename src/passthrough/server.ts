@@ -4,15 +4,13 @@ import { hostOf } from '../proxy/router.js'
 import type { ServiceTarget } from '../proxy/target.js'
 import { errorAnswer } from './answer.js'
 import { ClientConnection, type ClientHost, type ClientLimits } from './client-connection.js'
-import { Exchange, type ExchangeHost } from './exchange.js'
+import { Exchange, type ExchangeHost, type Refusal } from './exchange.js'
 import { rewriteRequestHead } from './head.js'
 import { type Framing, METHOD_CONNECT, METHOD_HEAD } from './llhttp.js'
 import { ConnectionPool } from './upstream-pool.js'
 
 /** Where a request goes, or the answer that says why nowhere. */
-export type RouteResult =
-  | { target: ServiceTarget; path: string | null }
-  | { status: number; code: string; message: string; retryAfterS?: number }
+export type RouteResult = { target: ServiceTarget; path: string | null } | Refusal
 
 /** What the pass-through data plane needs from the load balancer around it (routing, readiness, accounting). */
 export interface PassthroughBalancer extends Omit<ExchangeHost, 'poolFor'> {
@@ -22,7 +20,7 @@ export interface PassthroughBalancer extends Omit<ExchangeHost, 'poolFor'> {
    * Runs `go` once the target can take the request: at once when it has instances, else after the bounded wait
    * for a cold name's first answer, a revalidation or an empty pool; `go(null)` to go on, or the answer to give.
    */
-  whenReady(target: ServiceTarget, go: (refusal: RouteResult | null) => void): void
+  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void
   /** A request was read (counted in flight until `finished`). */
   began(): void
   /** A request answered before it reached a service (no route, forbidden, malformed). */
@@ -217,21 +215,16 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
       isUpgrade: p.upgrade,
     })
     if (f.hasExpect && !p.upgrade) client.write(CONTINUE)
-    const ex = new Exchange(this, client, target, out, {
+    return new Exchange(this, client, target, out, {
       isHead,
       isUpgrade: p.upgrade,
       idempotent: IDEMPOTENT_METHODS.has(method),
       hasBody: framing !== 0,
     })
-    const e = target.entry
-    if (e.instances.length > 0 && !e.revalidating) ex.start()
-    else
-      this.lb.whenReady(target, (refusal) => {
-        if (refusal === null) ex.start()
-        else if (!('target' in refusal))
-          ex.answerError(refusal.status, refusal.code, refusal.message, refusal.retryAfterS)
-      })
-    return ex
+  }
+
+  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void {
+    this.lb.whenReady(target, go)
   }
 
   private sweep(now: number): void {
@@ -253,7 +246,8 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
   async close(deadlineMs: number): Promise<void> {
     this.closing = true
     this.server?.close()
-    for (const c of this.clients) if (c.isIdle) c.destroy()
+    // Idle keep-alive connections and upgraded ones (WebSockets have no end to wait for) close now.
+    for (const c of this.clients) if (c.isIdle || c.tunnel) c.destroy()
     for (const c of this.clients) c.closeAfterAnswer()
     if (this.clients.size > 0) {
       await new Promise<void>((resolve) => {

@@ -14,10 +14,19 @@ export async function startTestProxy(
       admin: '127.0.0.1:0',
       dns: [consul.dnsAddr],
       ttlFloorMs: 1000,
+      dataPlane: testDataPlane(),
       ...settings,
     },
     { log: process.env.TEST_LOG ? createLogger('debug') : silentLogger() },
   )
   t.teardown(() => p.close())
   return p
+}
+
+/**
+ * The data plane proxy tests run on: CONSUL_LB_TEST_DATA_PLANE, set by the `*.passthrough.test.ts` files that run a
+ * proxy test file again on the pass-through data plane; the configured default otherwise.
+ */
+export function testDataPlane(): string {
+  return process.env.CONSUL_LB_TEST_DATA_PLANE ?? 'classic'
 }
