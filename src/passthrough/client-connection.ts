@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
-import { errorAnswer } from './answer.js'
+import { BodyTooLargeError, ClientRequestError, type ConsulLbError } from '../errors.js'
+import { answerBytes, errorAnswer } from '../proxy/answers.js'
 import type { Exchange } from './exchange.js'
 import { RequestFacts } from './head.js'
 import { Framing, HttpParser, ParseError } from './llhttp.js'
@@ -23,7 +24,16 @@ export interface ClientHost {
   request(client: ClientConnection, head: Buffer, headStart: number, headEnd: number, framing: Framing): Exchange | null
   /** The connection is gone. */
   closed(client: ClientConnection): void
+  /** A request this connection could not read was answered (malformed, head too large, too slow). */
+  refused(e: ClientRequestError): void
 }
+
+/**
+ * How long a connection the data plane gives up on keeps being read (and what arrives discarded) after its last
+ * answer: closing a socket with unread input makes the kernel send RST, and the client may then lose the answer
+ * (nginx's lingering_close). As proxy/connection.ts does for the classic data plane.
+ */
+const LINGER_MS = 1000
 
 enum Read {
   /** Reading a request head. */
@@ -62,6 +72,9 @@ export class ClientConnection {
   private persist = true
   isHttp10 = false
   private readingPaused = false
+  private driving = false
+  private lingering = false
+  private corked: Socket | null = null
   private ended = false
   private closed = false
   /** Sweep deadline (ms since epoch) and what it is for. */
@@ -102,7 +115,35 @@ export class ClientConnection {
     this.drive(chunk, 0)
   }
 
+  /**
+   * Parses and forwards what one read brought. Writes to an instance made meanwhile are corked until the read is
+   * done, so a request head and the body bytes that came with it leave in one write.
+   */
   private drive(chunk: Buffer, from: number): void {
+    this.driving = true
+    try {
+      this.driveRead(chunk, from)
+    } finally {
+      this.driving = false
+      const corked = this.corked
+      if (corked !== null) {
+        this.corked = null
+        corked.uncork()
+      }
+    }
+  }
+
+  /** Writes to an instance's socket (corked while a read is being parsed). */
+  writeUpstream(s: Socket, b: Uint8Array): boolean {
+    if (this.driving && this.corked !== s) {
+      if (this.corked !== null) this.corked.uncork()
+      s.cork()
+      this.corked = s
+    }
+    return s.write(b)
+  }
+
+  private driveRead(chunk: Buffer, from: number): void {
     let at = from
     const len = chunk.length
     while (at < len) {
@@ -138,7 +179,9 @@ export class ClientConnection {
       while (!p.headComplete && pos < len) {
         const room = limit - p.headBytes
         if (room <= 0) {
-          this.reject(431, 'request head larger than the limit')
+          this.reject(
+            new ClientRequestError('CLB_HEADERS_TOO_LARGE', 'request header block over the limit (maxHeaderBytes)'),
+          )
           return len
         }
         const end = Math.min(len, pos + HEAD_WINDOW, pos + room)
@@ -165,7 +208,8 @@ export class ClientConnection {
       this.startRequest(head, headStart, headEnd, framing)
       return pos
     } catch (err) {
-      if (err instanceof ParseError) this.reject(400, `malformed request (${err.code})`)
+      if (err instanceof ParseError)
+        this.reject(new ClientRequestError('CLB_BAD_REQUEST', `malformed request (${err.code})`))
       else throw err
       return len
     }
@@ -186,16 +230,16 @@ export class ClientConnection {
     this.exchange = this.host.request(this, head, headStart, headEnd, framing)
     if (this.exchange === null) {
       // Answered at once. A body not read leaves the connection closing (writeAnswer saw to it); else next request.
-      if (this.persist && !this.ended) {
+      if (this.persist && !this.ended && this.state === Read.Answer && !p.upgrade) {
         this.state = Read.Head
         this.parser.next()
       } else {
-        this.state = Read.Done
-        this.socket.end()
+        this.closeGently()
       }
       return
     }
     if (framing === Framing.Length && this.bodyLeft === 0) this.endOfBody()
+    if (this.state === Read.Answer) this.exchange.onBodyEnd()
     this.exchange.begin()
   }
 
@@ -218,21 +262,27 @@ export class ClientConnection {
       n = this.parser.execute(chunk, at, len, 0)
     } catch (err) {
       if (!(err instanceof ParseError)) throw err
-      // The head went out already: the instance saw a request whose body broke off; both connections end.
-      this.exchange?.abort()
-      this.destroy()
+      // The head may have gone out already: the instance saw a request whose body broke off.
+      this.bodyFailed(new ClientRequestError('CLB_BAD_REQUEST', `malformed request body (${err.code})`))
       return len
     }
     this.bodySeen += n
     const max = this.host.limits.maxBodyBytes
     if (max > 0 && this.bodySeen > max) {
-      this.exchange?.abort()
-      this.destroy()
+      this.bodyFailed(new BodyTooLargeError(max))
       return len
     }
     ex?.onBody(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
     if (this.parser.messageComplete) this.endOfBody()
     return at + n
+  }
+
+  /** A chunked body broke its framing or went over the limit: answer it if nothing was answered yet, and close. */
+  private bodyFailed(e: ConsulLbError): void {
+    this.state = Read.Done
+    const ex = this.exchange
+    if (ex !== null) ex.clientFailed(e)
+    else this.closeGently()
   }
 
   private endOfBody(): void {
@@ -245,10 +295,9 @@ export class ClientConnection {
   exchangeDone(ex: Exchange): void {
     if (this.exchange !== ex) return
     this.exchange = null
-    if (this.state === Read.Done) return
-    if (!this.persist || this.ended || this.state === Read.Body) {
-      this.state = Read.Done
-      this.socket.end()
+    if (this.tunnel) return
+    if (this.state === Read.Done || !this.persist || this.ended || this.state === Read.Body) {
+      this.closeGently()
       return
     }
     this.state = Read.Head
@@ -275,9 +324,27 @@ export class ClientConnection {
   }
 
   /** An answer of our own; `close`: the connection ends after it. */
-  writeAnswer(b: Buffer, close: boolean): void {
+  writeAnswer(text: string, close: boolean): void {
     if (close) this.persist = false
-    if (!this.socket.destroyed) this.socket.write(b)
+    if (!this.socket.destroyed) this.socket.write(text)
+  }
+
+  /**
+   * Ends the connection after what was written, then reads and discards what the client still sends for LINGER_MS
+   * (or until it closes its side) before destroying the socket.
+   */
+  private closeGently(): void {
+    this.state = Read.Done
+    this.deadline = 0
+    const s = this.socket
+    if (s.destroyed || this.lingering) return
+    this.lingering = true
+    this.pending = null
+    this.resumeReading()
+    if (s.writable) s.end()
+    const timer = setTimeout(() => s.destroy(), LINGER_MS)
+    timer.unref()
+    s.once('close', () => clearTimeout(timer))
   }
 
   pauseReading(): void {
@@ -295,12 +362,17 @@ export class ClientConnection {
   }
 
   /** Answers a request this connection cannot read (malformed, head too large, too slow) and closes. */
-  private reject(status: number, message: string): void {
-    this.state = Read.Done
+  private reject(e: ClientRequestError): void {
     this.headParts = null
-    if (!this.socket.destroyed && this.socket.writable)
-      this.socket.end(errorAnswer(status, null, message, { accept: null, isHead: false, close: true }))
-    else this.socket.destroy()
+    this.host.refused(e)
+    if (this.exchange !== null) {
+      // The request being forwarded is broken off: the instance saw part of it; both connections end.
+      this.exchange.abort()
+      this.destroy()
+      return
+    }
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(answerBytes(errorAnswer(e, { close: true })))
+    this.closeGently()
   }
 
   /** The sweep found the deadline passed. */
@@ -312,7 +384,7 @@ export class ClientConnection {
       return
     }
     if (this.deadlineIsIdle) this.destroy()
-    else this.reject(408, 'request not received in time')
+    else this.reject(new ClientRequestError('CLB_CLIENT_TIMEOUT', 'the request did not arrive in time'))
   }
 
   /**

@@ -1,56 +1,43 @@
+import type { Counter } from 'prom-client'
 import type { Upstream } from '../balancer/upstream.js'
+import { type ConsulLbError, UpstreamError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { answerBytes, errorAnswer } from '../proxy/answers.js'
+import { INSTANCE_FAILURES, isRetryable, type RetryBudget, TIMEOUTS } from '../proxy/retry.js'
 import type { ServiceTarget } from '../proxy/target.js'
-import { errorAnswer } from './answer.js'
 import type { ClientConnection } from './client-connection.js'
 import { rewriteResponseHead } from './head.js'
 import { Framing, ParseError } from './llhttp.js'
 import type { ConnectionPool, ConnectionUser, UpstreamConnection } from './upstream-pool.js'
 
-/** An answer the load balancer gives instead of forwarding (no route, no instance, …). */
-export interface Refusal {
-  status: number
-  code: string
-  message: string
-  retryAfterS?: number
-}
-
-/** What an exchange needs from the load balancer that runs it (one object shared by every request). */
-export interface ExchangeHost {
-  readonly maxInflightPerInstance: number
-  readonly retries: number
+/** What every exchange of one pass-through data plane shares: small owners and settings, never the proxy itself. */
+export interface PassthroughContext {
+  readonly budget: RetryBudget
+  /** 1 + --retries. */
+  readonly maxAttempts: number
   readonly retryAfterS: number
+  /** consul_lb_errors_total{code}. */
+  readonly errors: Counter<'code'>
+  readonly log: Logger
+  readonly ejectForMs: number
   readonly upstreamHeadersTimeoutMs: number
   readonly upstreamBodyTimeoutMs: number
-  readonly maxResponseHeaderBytes: number
-  /** Shutting down: nothing is retried. */
-  readonly isClosing: boolean
+  /** Largest answer head accepted from an instance (a longer one fails the attempt). */
+  readonly maxResponseHeadBytes: number
+  /** The keep-alive connections of an instance. */
   poolFor(u: Upstream): ConnectionPool
-  /** Runs `go` once the target can take the request (see PassthroughBalancer.whenReady). */
-  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void
-  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void
-  recordSuccess(u: Upstream): void
-  mayRetry(): boolean
-  retryStarted(): void
-  retryEnded(): void
-  logAttemptFailure(target: ServiceTarget, u: Upstream, code: string, final: boolean, attempts: number): void
-  finished(target: ServiceTarget, status: number, code: string | null): void
 }
 
-/** Errors that mean "this instance did not take the request (well)": counted against it. */
-const INSTANCE_FAILURES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ETIMEDOUT',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_SOCKET',
-  'UND_ERR_HEADERS_TIMEOUT',
-])
-/** Failures before a connection existed: the request cannot have reached the instance, whatever its method. */
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'])
-const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+/** What the exchange knows of its request. */
+export interface RequestInfo {
+  method: string
+  isHead: boolean
+  hasBody: boolean
+  /** The protocols an upgrade asked for (lower case); null for a plain request. */
+  upgrade: readonly string[] | null
+  json: boolean
+}
+
 /** Request body bytes held while no connection is ready, before reading from the client pauses. */
 const HOLD_LIMIT = 64 * 1024
 
@@ -61,31 +48,34 @@ enum Resp {
 }
 
 /**
- * One request on its way through the pass-through data plane: pick an instance, write the rewritten head and the
- * body bytes as the client sends them, parse the answer's head for its framing, rewrite its hop-by-hop lines in
- * place, and relay the rest as it arrives, with backpressure both ways. An attempt that failed before any byte of
- * an answer is retried on another instance under the classic data plane's rules (idempotent or never sent, no body
- * byte sent, within the retry budget). Every end of the exchange goes through `finish()`, once.
+ * One request on its way through the pass-through data plane, from the moment it is routed to its last byte: pick an
+ * instance, write the rewritten head and the body bytes as the client sends them, parse the answer's head for its
+ * framing, rewrite its hop-by-hop lines in place, and relay the rest as it arrives, with backpressure both ways. An
+ * attempt that failed before any byte of an answer is retried on another instance under the classic data plane's
+ * rules (proxy/retry.ts) and budget. An upgrade goes on a connection of its own and becomes a tunnel only after a 101
+ * naming a protocol the client asked for (as proxy/tunnel.ts does on node:http).
+ *
+ * It owns what the request holds and gives each back in one place: the instance slot of the attempt in flight
+ * (`endAttempt`, the only caller of `Upstream.end()` here; a tunnel gives its slot back when it closes), and its
+ * request slot, retry slot and counters (`finish`, reached exactly once however the request ends).
  */
 export class Exchange implements ConnectionUser {
-  private readonly host: ExchangeHost
+  private readonly ctx: PassthroughContext
   private readonly client: ClientConnection
   readonly target: ServiceTarget
   private readonly head: Buffer
-  private readonly isHead: boolean
-  readonly isUpgrade: boolean
-  private readonly idempotent: boolean
-  private readonly hasBody: boolean
+  private readonly req: RequestInfo
   private held: Buffer[] | null = null
   private heldBytes = 0
   private bodyEnded: boolean
   private bodySent = false
   private sent = false
   private upstream: Upstream | null = null
+  private lastUpstream: Upstream | null = null
   private conn: UpstreamConnection | null = null
   private tried: Upstream[] | null = null
-  private retrying = false
-  attempts = 0
+  private holdsRetry = false
+  private attempts = 0
   private resp = Resp.Head
   private respFraming = Framing.None
   private respLeft = 0
@@ -94,59 +84,50 @@ export class Exchange implements ConnectionUser {
   /** Bytes of the answer have gone to the client: no retry, and a failure can only cut the connection. */
   private answered = false
   private upstreamPaused = false
-  status = 0
+  private status = 0
   private startedAt = 0
   /** Sweep deadline (ms since epoch) for the instance's answer, 0 when none runs. */
   deadline = 0
   private done = false
 
   constructor(
-    host: ExchangeHost,
+    ctx: PassthroughContext,
     client: ClientConnection,
     target: ServiceTarget,
     head: Buffer,
-    opts: { isHead: boolean; isUpgrade: boolean; idempotent: boolean; hasBody: boolean },
+    req: RequestInfo,
   ) {
-    this.host = host
+    this.ctx = ctx
     this.client = client
     this.target = target
     this.head = head
-    this.isHead = opts.isHead
-    this.isUpgrade = opts.isUpgrade
-    this.idempotent = opts.idempotent
-    this.hasBody = opts.hasBody
-    this.bodyEnded = !opts.hasBody
+    this.req = req
+    this.bodyEnded = !req.hasBody
+    ctx.budget.requestStarted()
   }
 
   /**
-   * Sends the first attempt once the service has instances (at once, the usual case; or after the bounded wait
-   * for a cold name, a revalidation or an empty pool). The client connection holds this exchange before it begins,
-   * so an answer given at once finds it.
+   * Sends the first attempt once the service can take it: at once when the cached answer lists instances (the usual
+   * case), else after the wait `target.ready()` calls for. The client connection holds this exchange before it
+   * begins, so an answer given at once finds it.
    */
   begin(): void {
-    const e = this.target.entry
-    if (e.instances.length > 0 && !e.revalidating) {
-      this.start()
-      return
-    }
-    this.host.whenReady(this.target, this.onReady)
+    const ready = this.target.ready(Date.now())
+    if (ready === true) this.start()
+    else if (ready === false) this.proceed(false)
+    else void ready.then(this.proceed)
   }
 
-  private readonly onReady = (refusal: Refusal | null): void => {
+  private readonly proceed = (ready: boolean): void => {
     if (this.done) return
-    if (refusal === null) this.start()
-    else this.answerError(refusal.status, refusal.code, refusal.message, refusal.retryAfterS)
+    if (ready) this.start()
+    else this.fail(this.target.unavailable())
   }
 
   private start(): void {
-    const u = this.target.pool.pick(Date.now(), this.host.maxInflightPerInstance, null)
+    const u = this.target.pool.pick(Date.now(), null)
     if (u === null) {
-      this.answerError(
-        503,
-        'CLB_NO_HEALTHY_INSTANCE',
-        `no healthy instance of ${this.target.service} (every instance is at its connection cap)`,
-        this.host.retryAfterS,
-      )
+      this.fail(this.target.unavailable(true))
       return
     }
     this.dispatch(u)
@@ -154,14 +135,26 @@ export class Exchange implements ConnectionUser {
 
   private dispatch(u: Upstream): void {
     this.upstream = u
+    this.lastUpstream = u
     this.attempts++
-    u.inflight++
-    u.requests++
+    u.begin()
     this.startedAt = Date.now()
     this.sent = false
-    const c = this.host.poolFor(u).acquire(this)
+    const pool = this.ctx.poolFor(u)
+    // An upgrade's connection is never reused: after a 101 it carries another protocol.
+    const c = this.req.upgrade === null ? pool.acquire(this) : pool.open(this)
     this.conn = c
     if (c.connected) this.send(c)
+  }
+
+  /** The only place a request gives its instance slot back: each attempt ends here once. */
+  private endAttempt(): Upstream | null {
+    const u = this.upstream
+    if (u !== null) {
+      this.upstream = null
+      u.end()
+    }
+    return u
   }
 
   onUpstreamConnected(c: UpstreamConnection): void {
@@ -171,11 +164,11 @@ export class Exchange implements ConnectionUser {
   /** Head, then whatever body bytes arrived meanwhile: corked, so a small request leaves in one write. */
   private send(c: UpstreamConnection): void {
     this.sent = true
-    c.parser.skipBody = this.isHead
-    this.deadline = Date.now() + this.host.upstreamHeadersTimeoutMs
+    c.parser.skipBody = this.req.isHead
+    this.deadline = Date.now() + this.ctx.upstreamHeadersTimeoutMs
     const held = this.held
     if (held === null) {
-      c.write(this.head)
+      this.client.writeUpstream(c.socket, this.head)
       return
     }
     this.held = null
@@ -193,10 +186,11 @@ export class Exchange implements ConnectionUser {
 
   /** Request body bytes from the client, exactly those of this request. */
   onBody(chunk: Buffer): void {
+    if (this.done) return
     const c = this.conn
     if (c !== null && this.sent) {
       this.bodySent = true
-      if (!c.write(chunk)) this.client.pauseReading()
+      if (!this.client.writeUpstream(c.socket, chunk)) this.client.pauseReading()
       return
     }
     if (this.held === null) this.held = []
@@ -263,7 +257,7 @@ export class Exchange implements ConnectionUser {
           at = len
         }
       }
-      this.deadline = Date.now() + this.host.upstreamBodyTimeoutMs
+      this.deadline = Date.now() + this.ctx.upstreamBodyTimeoutMs
     } catch (err) {
       this.protocolError(c, err)
     }
@@ -273,7 +267,7 @@ export class Exchange implements ConnectionUser {
   private readHead(c: UpstreamConnection, chunk: Buffer, at: number): number {
     const p = c.parser
     const len = chunk.length
-    const limit = this.host.maxResponseHeaderBytes - this.respHeadBytes
+    const limit = this.ctx.maxResponseHeadBytes - this.respHeadBytes
     const end = Math.min(len, at + limit)
     const n = p.execute(chunk, at, end, this.respHeadBytes)
     if (!p.headComplete) {
@@ -297,60 +291,68 @@ export class Exchange implements ConnectionUser {
     const status = p.statusCode
     const framing = p.framing()
     if (status < 200 && status !== 101) {
-      // 1xx interim answers (100 Continue, 103 Early Hints) are not relayed, as in the classic data plane; the
-      // final answer follows on the same connection.
+      // Interim answers: 103 Early Hints is relayed (a proxy forwards 1xx, RFC 9110 §15.2; never to HTTP/1.0),
+      // 100 Continue is not (this listener sent its own). The final answer follows on the same connection.
+      if (status === 103 && !this.client.isHttp10 && !this.answered) {
+        const r = rewriteResponseHead(buf, headStart, headEnd, p, { status, close: false, keepAlive10: false })
+        this.toClient(typeof r === 'number' ? buf.subarray(r, headEnd) : r)
+      }
       p.next()
-      p.skipBody = this.isHead
+      p.skipBody = this.req.isHead
       return at + n
     }
     const u = this.upstream!
-    this.host.recordSuccess(u)
+    u.recordSuccess()
     this.target.stats.observe((Date.now() - this.startedAt) / 1000)
     this.status = status
-    this.answered = true
-    if (status === 101) {
-      if (!this.isUpgrade) throw new ParseError('HPE_UNEXPECTED_101', 'a 101 answer to a request that asked no upgrade')
-      this.tunnel(c, buf, headStart, headEnd, chunk, at + n)
-      return len
+    if (this.req.upgrade !== null) {
+      if (status === 101) {
+        this.tunnel(c, buf, headStart, headEnd, chunk, at + n)
+        return len
+      }
+      // Not a 101: relayed as a plain answer, and the client connection closes after it (it may hold bytes meant
+      // for a tunnel); the instance's connection is not reused either.
+      this.client.closeAfterAnswer()
+    } else if (status === 101) {
+      throw new ParseError('HPE_UNEXPECTED_101', 'a 101 answer to a request that asked no upgrade')
     }
+    this.answered = true
     this.respFraming = framing
     if (framing === Framing.Length) this.respLeft = p.contentLength
     // The client connection ends after this answer when its request said so, when the answer ends with the
     // instance's connection, or when the request body is still arriving (its end cannot be waited for).
-    const close = !this.client.keepAlive || framing === Framing.UntilClose || !this.bodyEnded
-    if (close) this.client.closeAfterAnswer()
+    if (framing === Framing.UntilClose || !this.bodyEnded) this.client.closeAfterAnswer()
+    const close = !this.client.keepAlive
     const rewritten = rewriteResponseHead(buf, headStart, headEnd, p, {
-      connection: close ? 'close' : this.client.isHttp10 ? 'keep-alive' : null,
-      isUpgrade: false,
+      status,
+      close,
+      keepAlive10: !close && this.client.isHttp10,
     })
     this.resp = framing === Framing.None ? Resp.Done : Resp.Body
-    if (typeof rewritten !== 'number') {
-      this.toClient(rewritten)
+    if (typeof rewritten !== 'number' || buf !== chunk) {
+      this.toClient(typeof rewritten === 'number' ? buf.subarray(rewritten, headEnd) : rewritten)
       if (this.resp === Resp.Done) this.responseEnd(c, at + n === len)
       return at + n
     }
     // In place: the head and the body bytes that follow it in this read leave in one write.
     let bodyEnd = headEnd
-    if (buf === chunk) {
-      if (framing === Framing.Length) {
-        const take = Math.min(this.respLeft, len - headEnd)
-        bodyEnd += take
-        this.respLeft -= take
-      } else if (framing === Framing.Chunked) {
-        bodyEnd += p.execute(chunk, headEnd, len, 0)
-      } else if (framing === Framing.UntilClose) {
-        bodyEnd = len
-      }
+    if (framing === Framing.Length) {
+      const take = Math.min(this.respLeft, len - headEnd)
+      bodyEnd += take
+      this.respLeft -= take
+    } else if (framing === Framing.Chunked) {
+      bodyEnd += p.execute(chunk, headEnd, len, 0)
+    } else if (framing === Framing.UntilClose) {
+      bodyEnd = len
     }
     this.toClient(buf.subarray(rewritten, bodyEnd))
-    const next = buf === chunk ? bodyEnd : at + n
     if (framing === Framing.None || (framing === Framing.Length && this.respLeft === 0)) {
       if (framing === Framing.Length) p.skipLengthBody()
-      this.responseEnd(c, next === len)
+      this.responseEnd(c, bodyEnd === len)
     } else if (framing === Framing.Chunked && p.messageComplete) {
-      this.responseEnd(c, next === len)
+      this.responseEnd(c, bodyEnd === len)
     }
-    return next
+    return bodyEnd
   }
 
   /**
@@ -361,163 +363,211 @@ export class Exchange implements ConnectionUser {
   private responseEnd(c: UpstreamConnection, clean: boolean): void {
     this.resp = Resp.Done
     this.deadline = 0
-    // An answer that came before the whole request body (an early 413, a redirect) leaves a connection that cannot
-    // be reused; the client connection closes after the answer (closeAfterAnswer was decided with the head).
-    if (!clean || !this.bodyEnded) {
-      this.conn = null
-      c.destroy()
-    }
-    this.complete()
-  }
-
-  private complete(): void {
-    if (this.done) return
-    const c = this.conn
-    const u = this.upstream
     this.conn = null
-    if (c !== null) {
-      if (c.parser.shouldKeepAlive && this.bodyEnded && !this.upstreamPaused) c.pool.release(c, Date.now())
-      else c.destroy()
-    }
-    this.finish(u, this.status, null)
+    // An answer that came before the whole request body (an early 413, a redirect) leaves a connection that cannot
+    // be reused; the client connection closes after the answer (decided with the head).
+    if (clean && this.bodyEnded && this.req.upgrade === null && c.parser.keepAlive && !this.upstreamPaused)
+      c.pool.release(c, Date.now())
+    else c.destroy()
+    this.finish(this.status, null)
   }
 
   onUpstreamEnd(c: UpstreamConnection): void {
-    if (this.resp === Resp.Body && this.respFraming === Framing.UntilClose) {
+    if (this.resp === Resp.Body && this.respFraming === Framing.UntilClose && c === this.conn) {
       this.conn = null
       c.destroy()
       this.resp = Resp.Done
-      this.finish(this.upstream, this.status, null)
+      this.finish(this.status, null)
       return
     }
     this.onUpstreamError(c, 'UND_ERR_SOCKET', null)
   }
 
-  onUpstreamError(c: UpstreamConnection, code: string, _err: Error | null): void {
+  onUpstreamError(c: UpstreamConnection, code: string, err: Error | null): void {
     if (this.done || c !== this.conn) return
     this.conn = null
     c.destroy()
-    this.attemptFailed(code)
+    this.attemptFailed(code, err)
   }
 
   private protocolError(c: UpstreamConnection, err: unknown): void {
-    this.conn = null
+    if (c === this.conn) this.conn = null
     c.destroy()
-    // A malformed answer is the instance's failure; counted like a reset connection.
-    this.attemptFailed(err instanceof ParseError ? 'UND_ERR_SOCKET' : 'ECONNRESET')
+    if (this.done) return
+    // A malformed answer is the instance's failure; counted like a broken connection.
+    if (!(err instanceof ParseError)) throw err
+    this.attemptFailed('UND_ERR_SOCKET', err)
   }
 
-  /** The instance's answer did not come in time (the sweep calls this). */
+  /** The instance's answer did not come in time (the data plane's sweep calls this). */
   timedOut(): void {
     const c = this.conn
     if (c === null || this.done) return
     this.conn = null
     c.destroy()
-    this.attemptFailed(this.resp === Resp.Head ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_BODY_TIMEOUT')
+    this.attemptFailed(this.resp === Resp.Head ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_BODY_TIMEOUT', null)
   }
 
-  /** The client went away: stop the instance's work too (long answers, event streams). */
+  /**
+   * The request's body broke off (bad chunk framing, over maxBodyBytes): the instance's connection goes (it holds a
+   * partial request), and the client hears why unless part of an answer is already out.
+   */
+  clientFailed(e: ConsulLbError): void {
+    if (this.done) return
+    const c = this.conn
+    this.conn = null
+    c?.destroy()
+    this.endAttempt()
+    this.bodyEnded = false
+    if (this.answered) {
+      this.client.destroy()
+      this.finish(this.status, null)
+      return
+    }
+    this.fail(e)
+  }
+
+  /** The client went away (or broke its request off): stop the instance's work too. */
   abort(): void {
     if (this.done) return
     const c = this.conn
     this.conn = null
     c?.destroy()
-    this.finish(this.upstream, 499, null)
+    this.finish(499, null)
   }
 
-  private attemptFailed(code: string): void {
-    const u = this.upstream!
+  private attemptFailed(code: string, err: Error | null): void {
+    const u = this.endAttempt()
+    if (u === null) return
     const now = Date.now()
     this.deadline = 0
-    if (INSTANCE_FAILURES.has(code)) this.host.recordFailure(u, code, this.target, now)
-    if (!this.answered && this.isRetryable(code)) {
+    if (INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
+    if (!this.answered && this.mayRetry(code)) {
       if (this.tried === null) this.tried = []
       this.tried.push(u)
-      const next = this.target.pool.pick(now, this.host.maxInflightPerInstance, this.tried)
-      if (next !== null) {
-        this.host.logAttemptFailure(this.target, u, code, false, this.attempts)
+      const next = this.target.pool.pick(now, this.tried)
+      if (next !== null && (this.holdsRetry || this.ctx.budget.tryRetry())) {
+        this.holdsRetry = true
+        if (this.ctx.log.isLevelEnabled('info'))
+          this.ctx.log.info(
+            { service: this.target.service, instance: u.key, code, attempt: this.attempts },
+            'attempt failed; retrying on another instance',
+          )
         this.target.stats.retries++
-        if (!this.retrying) {
-          this.retrying = true
-          this.host.retryStarted()
-        }
-        u.inflight--
+        this.resp = Resp.Head
+        this.respHeadParts = null
+        this.respHeadBytes = 0
         this.dispatch(next)
         return
       }
     }
-    this.host.logAttemptFailure(this.target, u, code, true, this.attempts)
+    const where = `${this.target.service} instance ${u.key}`
+    this.ctx.log.warn(
+      { service: this.target.service, instance: u.key, code, attempts: this.attempts, method: this.req.method },
+      `upstream request failed: ${err?.message ?? code}`,
+    )
     if (this.answered) {
       // Part of the answer is out: the only honest signal left is to cut the connection.
       this.client.destroy()
-      this.finish(u, this.status, null)
+      this.finish(this.status, null)
       return
     }
-    const where = `${this.target.service} instance ${u.key}`
     const tries = this.attempts > 1 ? ` after ${this.attempts} attempts` : ''
-    this.upstream = null
-    u.inflight--
-    if (TIMEOUTS.has(code)) this.answerError(504, 'CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`)
-    else this.answerError(502, 'CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`)
-  }
-
-  /**
-   * As in the classic data plane: safe when no body byte was sent (a body we started sending cannot be replayed)
-   * and the request either is idempotent or provably never reached the instance. Bounded by the attempt count and
-   * the retry budget.
-   */
-  private isRetryable(code: string): boolean {
-    if (!INSTANCE_FAILURES.has(code) || this.attempts > this.host.retries || this.host.isClosing) return false
-    if (this.bodySent) return false
-    if (!CONNECT_FAILURES.has(code) && !this.idempotent && (this.hasBody || code === 'UND_ERR_HEADERS_TIMEOUT'))
-      return false
-    return this.retrying || this.host.mayRetry()
-  }
-
-  answerError(status: number, code: string, message: string, retryAfterS?: number): void {
-    // A request body not read to its end would be parsed as the next request: such connections close.
-    const close = !this.bodyEnded || !this.client.keepAlive
-    this.client.writeAnswer(
-      errorAnswer(status, code, message, {
-        accept: this.client.facts.accept,
-        isHead: this.isHead,
-        close,
-        ...(retryAfterS === undefined ? {} : { retryAfterS }),
-      }),
-      close,
+    this.fail(
+      TIMEOUTS.has(code)
+        ? new UpstreamError('CLB_UPSTREAM_TIMEOUT', `${where} did not answer in time${tries}`)
+        : new UpstreamError('CLB_UPSTREAM_FAILED', `${where} failed (${code})${tries}`),
     )
-    this.status = status
-    this.finish(this.upstream, status, code)
   }
 
-  /** After a 101: the head goes to the client, then the two connections are spliced until either closes. */
+  private mayRetry(code: string): boolean {
+    // An upgrade is never retried (as on the classic data plane): its connection is its own.
+    if (this.req.upgrade !== null) return false
+    return isRetryable({
+      code,
+      method: this.req.method,
+      hasBody: this.req.hasBody,
+      bodyStarted: this.bodySent,
+      attempts: this.attempts,
+      maxAttempts: this.ctx.maxAttempts,
+    })
+  }
+
+  /** Answers with the error (the client connection closes if the request body was not read to its end). */
+  fail(e: ConsulLbError): void {
+    if (this.done) return
+    const close = !this.bodyEnded || this.req.upgrade !== null || !this.client.keepAlive
+    const a = errorAnswer(e, { json: this.req.json, retryAfterS: this.ctx.retryAfterS, close })
+    this.client.writeAnswer(answerBytes(a, this.req.isHead), close)
+    this.finish(e.statusCode, e.code)
+  }
+
+  /** After a 101 naming a protocol the client asked for: the head goes to the client, then the sockets are spliced. */
   private tunnel(c: UpstreamConnection, buf: Buffer, headStart: number, headEnd: number, chunk: Buffer, rest: number) {
-    const rewritten = rewriteResponseHead(buf, headStart, headEnd, c.parser, { connection: null, isUpgrade: true })
-    this.client.write(typeof rewritten === 'number' ? buf.subarray(rewritten, headEnd) : rewritten)
+    const got = upgradeOf(buf, headStart, c)
+    const asked = this.req.upgrade!
+    if (!got.split(',').some((p) => asked.includes(p.trim().toLowerCase()))) {
+      this.conn = null
+      c.destroy()
+      this.endAttempt()
+      this.fail(
+        new UpstreamError(
+          'CLB_UPSTREAM_FAILED',
+          `${this.target.service} instance ${this.lastUpstream!.key} switched to "${got}", which the client did not ask for (RFC 9110 §7.8)`,
+        ),
+      )
+      return
+    }
+    const r = rewriteResponseHead(buf, headStart, headEnd, c.parser, { status: 101, close: false, keepAlive10: false })
+    this.client.write(typeof r === 'number' ? buf.subarray(r, headEnd) : r)
     if (rest < chunk.length) this.client.write(chunk.subarray(rest))
     this.conn = null
     this.resp = Resp.Done
     this.deadline = 0
+    this.answered = true
     const up = c.detach()
+    // The tunnel holds the instance slot until it closes (the slot leaves the exchange here, not through endAttempt).
     const u = this.upstream!
     this.upstream = null
-    this.finish(null, 101, null)
-    this.client.splice(up, () => {
-      u.inflight--
-    })
+    this.finish(101, null)
+    this.client.splice(up, () => u.end())
   }
 
-  private finish(u: Upstream | null, status: number, code: string | null): void {
+  private ejected(u: Upstream, code: string): void {
+    this.target.stats.ejections++
+    this.ctx.log.warn(
+      { service: this.target.service, instance: u.key, code, ejectForMs: this.ctx.ejectForMs, reason: u.ejectReason },
+      'instance ejected',
+    )
+  }
+
+  /** The only place the exchange ends: its instance slot, retry slot, request slot and counters, given back once. */
+  private finish(status: number, code: string | null): void {
     if (this.done) return
     this.done = true
     this.deadline = 0
-    if (u !== null) u.inflight--
-    this.upstream = null
-    if (this.retrying) {
-      this.retrying = false
-      this.host.retryEnded()
+    this.endAttempt()
+    if (this.holdsRetry) {
+      this.holdsRetry = false
+      this.ctx.budget.retryEnded()
     }
-    this.host.finished(this.target, status, code)
+    this.target.stats.count(status)
+    if (code !== null) this.ctx.errors.labels(code).inc()
+    this.ctx.budget.requestEnded()
     this.client.exchangeDone(this)
   }
+}
+
+/** The Upgrade value(s) of a 101 answer, lower case ("" when none). */
+function upgradeOf(buf: Buffer, headStart: number, c: UpstreamConnection): string {
+  const p = c.parser
+  const s = p.spans
+  let out = ''
+  for (let i = 2; i < p.spanCount; i += 4) {
+    if (s[i + 1] !== 7 || buf.toString('latin1', headStart + s[i]!, headStart + s[i]! + 7).toLowerCase() !== 'upgrade')
+      continue
+    const v = buf.toString('latin1', headStart + s[i + 2]!, headStart + s[i + 2]! + s[i + 3]!)
+    out = out === '' ? v : `${out}, ${v}`
+  }
+  return out.toLowerCase()
 }

@@ -23,6 +23,8 @@ export enum Name {
   XForwardedProto,
   XForwardedHost,
   Accept,
+  TransferEncoding,
+  ContentLength,
 }
 
 /** True for the names a proxy never forwards (as a header of its own, before Connection-listed names). */
@@ -64,7 +66,11 @@ export function classifyName(buf: Uint8Array, start: number, len: number): Name 
           ? Name.KeepAlive
           : Name.Other
     case 14:
-      return bytesEqual(buf, start, 'http2-settings') ? Name.Http2Settings : Name.Other
+      return bytesEqual(buf, start, 'http2-settings')
+        ? Name.Http2Settings
+        : bytesEqual(buf, start, 'content-length')
+          ? Name.ContentLength
+          : Name.Other
     case 15:
       return bytesEqual(buf, start, 'x-forwarded-for') ? Name.XForwardedFor : Name.Other
     case 16:
@@ -74,7 +80,11 @@ export function classifyName(buf: Uint8Array, start: number, len: number): Name 
           ? Name.XForwardedHost
           : Name.Other
     case 17:
-      return bytesEqual(buf, start, 'x-forwarded-proto') ? Name.XForwardedProto : Name.Other
+      return bytesEqual(buf, start, 'x-forwarded-proto')
+        ? Name.XForwardedProto
+        : bytesEqual(buf, start, 'transfer-encoding')
+          ? Name.TransferEncoding
+          : Name.Other
     case 18:
       return bytesEqual(buf, start, 'proxy-authenticate') ? Name.ProxyAuthenticate : Name.Other
     case 19:
@@ -113,38 +123,43 @@ export interface RequestRewrite {
   path: string | null
   /** The client's address, for X-Forwarded-For. */
   clientAddress: string
-  /** The original Host value, for X-Forwarded-Host (null: none sent). */
-  host: string | null
-  /** Keep Connection/Upgrade (a WebSocket or other upgrade handshake, which the instance must see). */
-  isUpgrade: boolean
+  /** The Host the request is for (the header, or an absolute-form target's authority), for X-Forwarded-Host. */
+  host: string | undefined
+  /** Replace the Host header with `host` (an absolute-form target: RFC 9112 §3.2.2 says its authority wins). */
+  replaceHost: boolean
+  /** For an upgrade: the Upgrade value to forward (with `Connection: upgrade`); null for a plain request. */
+  upgrade: string | null
 }
 
-/** Facts about a request head the data plane reads once, while classifying its headers. */
+/** Facts about a request head the data plane reads once, while classifying its headers (values joined by ", "). */
 export class RequestFacts {
-  host: string | null = null
+  host: string | undefined = undefined
+  /** Host field lines seen (RFC 9112 §3.2: more than one is a 400). */
+  hostCount = 0
   hasExpect = false
-  /** Connection values joined (null: none), for Connection-listed names. */
-  connection: string | null = null
+  connection: string | undefined = undefined
+  transferEncoding: string | undefined = undefined
+  upgrade: string | undefined = undefined
   xff: string | null = null
-  accept: string | null = null
-  duplicateHost = false
+  accept: string | undefined = undefined
   /** Header classes, one per header, reused by the rewrite. */
   names = new Uint8Array(32)
   count = 0
 
   /** The head starts at `head[at]` (spans are relative to it). */
   read(head: Buffer, at: number, p: HttpParser): void {
-    this.duplicateHost = false
-    this.host = null
+    this.host = undefined
+    this.hostCount = 0
     this.hasExpect = false
-    this.connection = null
+    this.connection = undefined
+    this.transferEncoding = undefined
+    this.upgrade = undefined
     this.xff = null
-    this.accept = null
+    this.accept = undefined
     const s = p.spans
     const n = (p.spanCount - 2) >> 2
     if (n > this.names.length) this.names = new Uint8Array(n * 2)
     this.count = n
-    const buf = head
     for (let h = 0, i = 2; h < n; h++, i += 4) {
       const name = classifyName(head, at + s[i]!, s[i + 1]!)
       this.names[h] = name
@@ -153,36 +168,43 @@ export class RequestFacts {
       const ve = vs + s[i + 3]!
       switch (name) {
         case Name.Host:
-          // RFC 9112 §3.2: more than one Host is a 400; the caller checks `duplicateHost`.
-          if (this.host === null) this.host = buf.toString('latin1', vs, ve)
-          else this.duplicateHost = true
+          if (this.hostCount++ === 0) this.host = head.toString('latin1', vs, ve)
           break
         case Name.Connection:
-          this.connection =
-            this.connection === null
-              ? buf.toString('latin1', vs, ve)
-              : `${this.connection}, ${buf.toString('latin1', vs, ve)}`
+          this.connection = join(this.connection, head.toString('latin1', vs, ve))
+          break
+        case Name.TransferEncoding:
+          this.transferEncoding = join(this.transferEncoding, head.toString('latin1', vs, ve))
+          break
+        case Name.Upgrade:
+          this.upgrade = head.toString('latin1', vs, ve)
           break
         case Name.XForwardedFor:
           this.xff =
-            this.xff === null ? buf.toString('latin1', vs, ve) : `${this.xff}, ${buf.toString('latin1', vs, ve)}`
+            this.xff === null ? head.toString('latin1', vs, ve) : `${this.xff}, ${head.toString('latin1', vs, ve)}`
           break
         case Name.Expect:
           this.hasExpect = true
           break
         case Name.Accept:
-          if (this.accept === null) this.accept = buf.toString('latin1', vs, ve)
+          if (this.accept === undefined) this.accept = head.toString('latin1', vs, ve)
           break
       }
     }
   }
 }
 
+function join(a: string | undefined, b: string): string {
+  return a === undefined ? b : `${a}, ${b}`
+}
+
 /**
  * The request head for the instance, in one buffer, from one pass over the client's bytes: request line (with the
  * routed path when it differs), every end-to-end header copied as sent (runs of kept lines in one copy), hop-by-hop
  * and Connection-listed ones left out, X-Forwarded-For appended to, X-Forwarded-Proto and -Host set (this listener
- * is the edge). `headEnd` is the offset just past the blank line.
+ * is the edge). The same rules as proxy/headers.ts forwardRequestHeaders, but for Transfer-Encoding, which stays:
+ * a chunked body passes through as it came. An upgrade keeps `Upgrade` (and an h2c HTTP2-Settings) and sends
+ * `Connection: upgrade`. `headEnd` is the offset just past the blank line.
  */
 export function rewriteRequestHead(
   head: Buffer,
@@ -193,10 +215,17 @@ export function rewriteRequestHead(
   rw: RequestRewrite,
 ): Buffer {
   const s = p.spans
-  const tokens = connectionTokens(facts.connection)
-  const xff = facts.xff === null ? rw.clientAddress : `${facts.xff}, ${rw.clientAddress}`
-  let extra = `x-forwarded-for: ${xff}\r\nx-forwarded-proto: http\r\n`
-  if (rw.host !== null) extra += `x-forwarded-host: ${rw.host}\r\n`
+  const tokens = connectionTokens(facts.connection ?? null)
+  const n = facts.count
+  let h2Settings = false
+  if (rw.upgrade !== null) for (let h = 0; h < n; h++) if (facts.names[h] === Name.Http2Settings) h2Settings = true
+  let extra = ''
+  if (rw.replaceHost && rw.host !== undefined) extra += `host: ${rw.host}\r\n`
+  if (rw.upgrade !== null)
+    extra += `connection: ${h2Settings ? 'upgrade, http2-settings' : 'upgrade'}\r\nupgrade: ${rw.upgrade}\r\n`
+  extra += `x-forwarded-for: ${facts.xff === null ? rw.clientAddress : `${facts.xff}, ${rw.clientAddress}`}\r\n`
+  extra += 'x-forwarded-proto: http\r\n'
+  if (rw.host !== undefined) extra += `x-forwarded-host: ${rw.host}\r\n`
   const urlStart = at + s[0]!
   const urlEnd = urlStart + s[1]!
   // Upper bound: the head itself, a longer path, the added lines (latin1: one byte per character).
@@ -209,16 +238,31 @@ export function rewriteRequestHead(
   }
   // `runStart`: start of the run of input bytes to copy as they are (request line tail, kept headers).
   let runStart = rw.path === null ? at : urlEnd
-  const n = facts.count
   for (let h = 0, i = 2; h < n; h++, i += 4) {
     const name = facts.names[h]! as Name
-    let drop =
-      name === Name.XForwardedFor ||
-      name === Name.XForwardedProto ||
-      name === Name.XForwardedHost ||
-      (isHopByHopName(name) && !(rw.isUpgrade && (name === Name.Connection || name === Name.Upgrade)))
-    if (!drop && tokens !== null && name !== Name.Host) {
-      drop = tokens.has(head.toString('latin1', at + s[i]!, at + s[i]! + s[i + 1]!).toLowerCase())
+    let drop: boolean
+    switch (name) {
+      case Name.Other:
+        drop = tokens?.has(head.toString('latin1', at + s[i]!, at + s[i]! + s[i + 1]!).toLowerCase()) === true
+        break
+      case Name.XForwardedFor:
+      case Name.XForwardedProto:
+      case Name.XForwardedHost:
+        drop = true
+        break
+      case Name.Host:
+        drop = rw.replaceHost
+        break
+      case Name.Http2Settings:
+        drop = rw.upgrade === null
+        break
+      case Name.Accept:
+      case Name.TransferEncoding:
+      case Name.ContentLength:
+        drop = false
+        break
+      default:
+        drop = true // hop-by-hop
     }
     if (!drop) continue
     const lineStart = at + s[i]!
@@ -234,23 +278,23 @@ export function rewriteRequestHead(
   return out.subarray(0, w)
 }
 
-/** Hop-by-hop lines of a response head, and whether the caller must add a Connection line of its own. */
+/** What the response rewrite needs to know. */
 export interface ResponseRewrite {
-  /** `connection: close` (the client connection ends after this answer) or `connection: keep-alive` (HTTP/1.0). */
-  connection: 'close' | 'keep-alive' | null
-  /** A 101: Connection and Upgrade stay (the client must see the switch). */
-  isUpgrade: boolean
+  status: number
+  /** The client connection ends after this answer: say `connection: close`. */
+  close: boolean
+  /** An HTTP/1.0 client kept alive must be told so (`connection: keep-alive`). */
+  keepAlive10: boolean
 }
 
-const CONNECTION_CLOSE = Buffer.from('connection: close\r\n', 'latin1')
-const CONNECTION_KEEP_ALIVE = Buffer.from('connection: keep-alive\r\n', 'latin1')
-
 /**
- * Rewrites a response head in place: hop-by-hop and Connection-listed lines are removed by moving the lines before
- * them forward over the gap, so the head ends where it ended and the body bytes after it never move. Returns the
- * new start of the head in `buf` (the answer to write is `buf[start, …)`). A Connection line of ours goes into the
- * room the removed lines left, or, when there is none, into a copy of the head (rare: a close we decide on an
- * answer that had no hop-by-hop line): a Buffer is returned then, and the body still starts at `headEnd` in `buf`.
+ * Rewrites a response head in place, with the rules of proxy/headers.ts forwardResponseHeaders: hop-by-hop and
+ * Connection-listed lines go (but Transfer-Encoding, which frames the body that passes through as it came); a 101 or
+ * 426 keeps `Upgrade` and says `connection: upgrade` (RFC 9110 §7.8, §15.5.22); a 204 loses any Content-Length
+ * (RFC 9110 §8.6). Removed lines are closed up by moving the bytes before them forward over the gap, so the head
+ * ends where it ended and the body bytes after it never move. Returns the new start of the head in `buf` (the answer
+ * to write is `buf[start, …)`). A Connection line of ours goes into the room the removed lines left, or, when there
+ * is none, into a copy of the head (rare): a Buffer is returned then, and the body still starts at `headEnd` in `buf`.
  */
 export function rewriteResponseHead(
   buf: Buffer,
@@ -261,31 +305,36 @@ export function rewriteResponseHead(
 ): number | Buffer {
   const s = p.spans
   const n = (p.spanCount - 2) >> 2
+  const keepUpgrade = rw.status === 101 || rw.status === 426
   let tokens: Set<string> | null = null
-  // Pass 1 (cheap, usually finds nothing but Connection/Keep-Alive): Connection-listed names.
+  let upgradeKept = false
+  // Pass 1 (cheap): Connection-listed names, and whether an Upgrade line stays.
   for (let h = 0, i = 2; h < n; h++, i += 4) {
-    if (s[i + 1] === 10 && classifyName(buf, headStart + s[i]!, 10) === Name.Connection) {
-      const v = buf.toString('latin1', headStart + s[i + 2]!, headStart + s[i + 2]! + s[i + 3]!)
-      const t = connectionTokens(v)
+    const len = s[i + 1]!
+    if (len !== 10 && len !== 7) continue
+    const name = classifyName(buf, headStart + s[i]!, len)
+    if (name === Name.Connection) {
+      const t = connectionTokens(buf.toString('latin1', headStart + s[i + 2]!, headStart + s[i + 2]! + s[i + 3]!))
       if (t !== null) {
         if (tokens === null) tokens = t
         else for (const x of t) tokens.add(x)
       }
-    }
+    } else if (name === Name.Upgrade && keepUpgrade) upgradeKept = true
   }
-  // Pass 2: remove lines from the last to the first, moving the bytes before each removed line forward.
+  // Pass 2: remove lines from the last to the first. Walking backwards, `end` is where the text not yet placed ends
+  // and `tail` where placed text begins (the blank line and everything after it never move).
   let start = headStart
-  // Walking backwards: `end` is where the not-yet-placed text ends, `tail` where placed text begins (the blank line
-  // and everything after it never move).
   let end = headEnd - 2
-  let removedAny = false
   let tail = headEnd - 2
+  let removedAny = false
   for (let h = n - 1, i = 2 + h * 4; h >= 0; h--, i -= 4) {
     const ns = headStart + s[i]!
     const name = classifyName(buf, ns, s[i + 1]!)
-    let drop = isHopByHopName(name) && !(rw.isUpgrade && (name === Name.Connection || name === Name.Upgrade))
-    if (!drop && tokens !== null && name === Name.Other)
-      drop = tokens.has(buf.toString('latin1', ns, ns + s[i + 1]!).toLowerCase())
+    let drop: boolean
+    if (name === Name.Other) drop = tokens?.has(buf.toString('latin1', ns, ns + s[i + 1]!).toLowerCase()) === true
+    else if (name === Name.Upgrade) drop = !keepUpgrade
+    else if (name === Name.ContentLength) drop = rw.status === 204
+    else drop = isHopByHopName(name)
     if (!drop) continue
     removedAny = true
     const le = lineEnd(buf, headStart + s[i + 2]! + s[i + 3]!)
@@ -301,20 +350,35 @@ export function rewriteResponseHead(
     if (keep > 0) buf.copyWithin(tail - keep, start, end)
     start = tail - keep
   }
-  if (rw.connection === null) return start
-  const line = rw.connection === 'close' ? CONNECTION_CLOSE : CONNECTION_KEEP_ALIVE
-  const room = start - headStart
-  if (room >= line.length) {
-    // Status line moves back over the gap; our line goes right after it.
-    const statusEnd = lineEnd(buf, start) - start
-    buf.copyWithin(start - line.length, start, start + statusEnd)
-    line.copy(buf, start - line.length + statusEnd)
+  const value = upgradeKept
+    ? rw.close
+      ? 'upgrade, close'
+      : 'upgrade'
+    : rw.close
+      ? 'close'
+      : rw.keepAlive10
+        ? 'keep-alive'
+        : null
+  if (value === null) return start
+  const line = connectionLine(value)
+  const statusLen = lineEnd(buf, start) - start
+  if (start - headStart >= line.length) {
+    // The status line moves back over the gap; our line goes right after it.
+    buf.copyWithin(start - line.length, start, start + statusLen)
+    line.copy(buf, start - line.length + statusLen)
     return start - line.length
   }
-  const statusLen = lineEnd(buf, start) - start
   const out = Buffer.allocUnsafe(headEnd - start + line.length)
   buf.copy(out, 0, start, start + statusLen)
   line.copy(out, statusLen)
   buf.copy(out, statusLen + line.length, start + statusLen, headEnd)
   return out
+}
+
+const CONNECTION_LINES = new Map(
+  ['close', 'keep-alive', 'upgrade', 'upgrade, close'].map((v) => [v, Buffer.from(`connection: ${v}\r\n`, 'latin1')]),
+)
+
+function connectionLine(value: string): Buffer {
+  return CONNECTION_LINES.get(value)!
 }

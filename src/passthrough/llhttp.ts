@@ -158,6 +158,7 @@ export class ParseError extends Error {
   readonly code: string
   constructor(code: string, reason: string) {
     super(reason)
+    this.name = 'ParseError'
     this.code = code
   }
 }
@@ -339,6 +340,13 @@ export class HttpParser {
   }
 }
 
-/** The method numbers llhttp reports (llhttp.h `llhttp_method`) that the data plane treats specially. */
-export const METHOD_HEAD = 2
-export const METHOD_CONNECT = 5
+/** llhttp's method numbers (llhttp.h `llhttp_method`) → names, from the constants undici ships with the parser. */
+const METHOD_NAMES: string[] = []
+for (const [name, n] of Object.entries(
+  (require('undici/lib/llhttp/constants.js') as { METHODS: Record<string, number> }).METHODS,
+))
+  METHOD_NAMES[n] = name
+
+export function methodName(n: number): string {
+  return METHOD_NAMES[n] ?? 'UNKNOWN'
+}

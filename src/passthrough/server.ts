@@ -1,112 +1,68 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Upstream } from '../balancer/upstream.js'
-import { hostOf } from '../proxy/router.js'
+import { BodyTooLargeError, ClientRequestError, ConsulLbError } from '../errors.js'
+import { answerBytes, errorAnswer, wantsJson } from '../proxy/answers.js'
+import type { ServiceStats } from '../proxy/metrics.js'
+import { isHostValue } from '../proxy/path.js'
 import type { ServiceTarget } from '../proxy/target.js'
-import { errorAnswer } from './answer.js'
 import { ClientConnection, type ClientHost, type ClientLimits } from './client-connection.js'
-import { Exchange, type ExchangeHost, type Refusal } from './exchange.js'
+import { Exchange, type PassthroughContext } from './exchange.js'
 import { rewriteRequestHead } from './head.js'
-import { type Framing, METHOD_CONNECT, METHOD_HEAD } from './llhttp.js'
+import { Framing, methodName } from './llhttp.js'
 import { ConnectionPool } from './upstream-pool.js'
 
-/** Where a request goes, or the answer that says why nowhere. */
-export type RouteResult = { target: ServiceTarget; path: string | null } | Refusal
-
-/** What the pass-through data plane needs from the load balancer around it (routing, readiness, accounting). */
-export interface PassthroughBalancer extends Omit<ExchangeHost, 'poolFor'> {
-  /** `path`: the request target to forward when it differs from the client's (a stripped prefix), else null. */
-  route(host: string, url: string): RouteResult
-  /**
-   * Runs `go` once the target can take the request: at once when it has instances, else after the bounded wait
-   * for a cold name's first answer, a revalidation or an empty pool; `go(null)` to go on, or the answer to give.
-   */
-  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void
-  /** A request was read (counted in flight until `finished`). */
-  began(): void
-  /** A request answered before it reached a service (no route, forbidden, malformed). */
-  unrouted(status: number, code: string | null): void
-  readonly connectTimeoutMs: number
-  readonly upstreamKeepAliveMs: number
-  readonly maxBodyBytes: number
+/** Where a routed request goes, and with which path and Host (the load balancer's routing, shared by both planes). */
+export interface Routed {
+  target: ServiceTarget
+  /** Normalised path (and query), prefix stripped when the route says so. */
+  path: string
+  /** The Host the request is for (the header, or an absolute-form target's authority). */
+  host: string | undefined
+  /** The request used absolute form: its authority replaces the Host header upstream (RFC 9112 §3.2.2). */
+  replaceHost: boolean
 }
 
-/** RFC 9110 §9.2.2: methods whose repetition has the effect of one request (llhttp method numbers). */
-const IDEMPOTENT_METHODS = new Set([
-  0 /* DELETE */, 1 /* GET */, 2 /* HEAD */, 4 /* PUT */, 6 /* OPTIONS */, 7 /* TRACE */,
-])
+/** What the pass-through data plane needs from the load balancer around it, besides what its exchanges share. */
+export interface PassthroughOptions extends Omit<PassthroughContext, 'poolFor'> {
+  readonly limits: ClientLimits
+  readonly connectTimeoutMs: number
+  readonly upstreamKeepAliveMs: number
+  /** The load balancer's routing: normalised path, configured routes, Host routing; or the error that answers. */
+  route(url: string, host: string | undefined): Routed | ConsulLbError
+  /** Where requests answered before a service was known are counted. */
+  readonly unrouted: ServiceStats
+}
 
 /**
- * The pass-through data plane: a TCP listener whose connections are read as bytes (ClientConnection), requests
- * forwarded over per-instance pools of raw keep-alive connections (ConnectionPool) by one Exchange each. The load
- * balancer around it (routes, resolver, balancer, metrics) is the classic data plane's; only the wire differs.
- * One interval sweeps every deadline (client head, body and keep-alive; the instance's head and body) and every
- * pool's idle connections.
+ * The pass-through data plane: a TCP listener whose connections are read as bytes (ClientConnection), each request
+ * head parsed once by llhttp and rewritten in one pass, and forwarded over per-instance pools of raw keep-alive
+ * connections (ConnectionPool) by one Exchange each. Routing, the resolver, the balancer, retries, answers and
+ * metrics are the load balancer's, shared with the classic data plane; only the wire differs. One interval sweeps
+ * every deadline (client head, body and keep-alive; the instance's head and body) and the pools' idle connections.
  */
-export class PassthroughServer implements ClientHost, ExchangeHost {
+export class PassthroughServer implements ClientHost {
   readonly limits: ClientLimits
-  private readonly lb: PassthroughBalancer
+  private readonly opts: PassthroughOptions
+  private readonly ctx: PassthroughContext
   private server: Server | null = null
   private readonly clients = new Set<ClientConnection>()
   private readonly pools = new Map<string, ConnectionPool>()
   private sweepTimer: NodeJS.Timeout | null = null
   private closing = false
 
-  constructor(lb: PassthroughBalancer, limits: ClientLimits) {
-    this.lb = lb
-    this.limits = limits
-  }
-
-  // ExchangeHost, delegated (the balancer owns this state; the data plane owns the pools).
-  get maxInflightPerInstance(): number {
-    return this.lb.maxInflightPerInstance
-  }
-  get retries(): number {
-    return this.lb.retries
-  }
-  get retryAfterS(): number {
-    return this.lb.retryAfterS
-  }
-  get upstreamHeadersTimeoutMs(): number {
-    return this.lb.upstreamHeadersTimeoutMs
-  }
-  get upstreamBodyTimeoutMs(): number {
-    return this.lb.upstreamBodyTimeoutMs
-  }
-  get maxResponseHeaderBytes(): number {
-    return this.lb.maxResponseHeaderBytes
-  }
-  get isClosing(): boolean {
-    return this.lb.isClosing
-  }
-  recordFailure(u: Upstream, code: string, target: ServiceTarget, now: number): void {
-    this.lb.recordFailure(u, code, target, now)
-  }
-  recordSuccess(u: Upstream): void {
-    this.lb.recordSuccess(u)
-  }
-  mayRetry(): boolean {
-    return this.lb.mayRetry()
-  }
-  retryStarted(): void {
-    this.lb.retryStarted()
-  }
-  retryEnded(): void {
-    this.lb.retryEnded()
-  }
-  logAttemptFailure(target: ServiceTarget, u: Upstream, code: string, final: boolean, attempts: number): void {
-    this.lb.logAttemptFailure(target, u, code, final, attempts)
-  }
-  finished(target: ServiceTarget, status: number, code: string | null): void {
-    this.lb.finished(target, status, code)
+  constructor(opts: PassthroughOptions) {
+    this.opts = opts
+    this.limits = opts.limits
+    this.ctx = { ...opts, poolFor: (u) => this.poolFor(u) }
   }
 
   /** The keep-alive connections of an instance, made on first use. */
-  poolFor(u: Upstream): ConnectionPool {
+  private poolFor(u: Upstream): ConnectionPool {
     let p = this.pools.get(u.key)
     if (p === undefined) {
       p = new ConnectionPool(u.address, u.port, {
-        connectTimeoutMs: this.lb.connectTimeoutMs,
-        keepAliveMs: this.lb.upstreamKeepAliveMs,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        keepAliveMs: this.opts.upstreamKeepAliveMs,
       })
       this.pools.set(u.key, p)
     }
@@ -125,13 +81,14 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
     })
     this.server = server
     const l = this.limits
+    const o = this.opts
     const shortest = Math.min(
       l.clientHeadersTimeoutMs,
       l.clientKeepAliveMs,
-      l.clientRequestTimeoutMs || Infinity,
-      this.lb.upstreamHeadersTimeoutMs,
-      this.lb.upstreamBodyTimeoutMs,
-      this.lb.upstreamKeepAliveMs,
+      l.clientRequestTimeoutMs || Number.POSITIVE_INFINITY,
+      o.upstreamHeadersTimeoutMs,
+      o.upstreamBodyTimeoutMs,
+      o.upstreamKeepAliveMs,
     )
     // Deadlines are checked to a tenth of the shortest timeout (10 ms … 1 s), like node:http's connection checks.
     this.sweepTimer = setInterval(() => this.sweep(Date.now()), Math.max(10, Math.min(1000, shortest / 10)))
@@ -153,9 +110,17 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
 
   closed(client: ClientConnection): void {
     this.clients.delete(client)
-    if (this.closing && this.clients.size === 0) this.onIdle?.()
   }
 
+  refused(e: ClientRequestError): void {
+    this.opts.unrouted.count(e.statusCode)
+    this.opts.errors.labels(e.code).inc()
+  }
+
+  /**
+   * One request head, read top to bottom: what HTTP requires that llhttp lets through, the route, the body limit,
+   * then the rewritten head and an Exchange that owns the request to its end. Null: answered here.
+   */
   request(
     client: ClientConnection,
     head: Buffer,
@@ -165,66 +130,63 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
   ): Exchange | null {
     const p = client.parser
     const f = client.facts
-    const method = p.method
-    const isHead = method === METHOD_HEAD
-    this.lb.began()
-    // An unread body would be parsed as the next request: answers given before one is read close the connection.
-    const close = framing !== 0 || !client.keepAlive || p.upgrade
-    const refuse = (status: number, code: string | null, message: string, retryAfterS?: number): null => {
-      client.writeAnswer(
-        errorAnswer(status, code, message, {
-          accept: f.accept,
-          isHead,
-          close,
-          ...(retryAfterS === undefined ? {} : { retryAfterS }),
-        }),
-        close,
+    const method = methodName(p.method)
+    const isHead = method === 'HEAD'
+    const json = wantsJson(f.accept)
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored; it goes on as a plain one.
+    const upgrade = p.upgrade && p.httpMinor === 1 && method !== 'CONNECT' ? (f.upgrade ?? null) : null
+    const problem = requestProblem(client, method, framing, upgrade !== null)
+    const routed =
+      problem ??
+      this.opts.route(head.toString('latin1', headStart + p.spans[0]!, headStart + p.spans[0]! + p.spans[1]!), f.host)
+    if (routed instanceof ConsulLbError) return this.refuse(client, routed, this.opts.unrouted, isHead, json, framing)
+    const target = routed.target
+    const max = this.limits.maxBodyBytes
+    if (max > 0 && framing === Framing.Length && p.contentLength > max)
+      return this.refuse(
+        client,
+        new BodyTooLargeError(max, String(p.contentLength)),
+        target.stats,
+        isHead,
+        json,
+        framing,
       )
-      this.lb.unrouted(status, code)
-      return null
-    }
-    // RFC 9112 §3.2: a request with no Host or more than one is a 400; CONNECT makes no sense at a reverse proxy.
-    if (f.duplicateHost || (f.host === null && p.httpMinor === 1)) return refuse(400, null, 'bad Host header')
-    if (method === METHOD_CONNECT) return refuse(405, null, 'CONNECT is not supported')
-    const url = head.toString('latin1', headStart + p.spans[0]!, headStart + p.spans[0]! + p.spans[1]!)
-    const found = this.lb.route(hostOf(f.host ?? undefined), url)
-    if (!('target' in found)) return refuse(found.status, found.code, found.message, found.retryAfterS)
-    const target = found.target
-    const max = this.lb.maxBodyBytes
-    if (max > 0 && framing === 1 /* Length */ && p.contentLength > max) {
-      this.lb.finished(target, 413, 'CLB_BODY_TOO_LARGE')
-      client.writeAnswer(
-        errorAnswer(
-          413,
-          'CLB_BODY_TOO_LARGE',
-          `request body of ${p.contentLength} bytes is over the ${max}-byte limit`,
-          {
-            accept: f.accept,
-            isHead,
-            close: true,
-          },
-        ),
-        true,
-      )
-      return null
-    }
     const out = rewriteRequestHead(head, headStart, headEnd, p, f, {
-      path: found.path,
+      path: routed.path,
       clientAddress: client.remoteAddress,
-      host: f.host,
-      isUpgrade: p.upgrade,
+      host: routed.host,
+      replaceHost: routed.replaceHost,
+      upgrade,
     })
-    if (f.hasExpect && !p.upgrade) client.write(CONTINUE)
-    return new Exchange(this, client, target, out, {
+    // Expect: 100-continue is answered by this listener (the header is hop-by-hop here, as on the classic plane).
+    if (f.hasExpect && framing !== Framing.None) client.write(CONTINUE)
+    return new Exchange(this.ctx, client, target, out, {
+      method,
       isHead,
-      isUpgrade: p.upgrade,
-      idempotent: IDEMPOTENT_METHODS.has(method),
-      hasBody: framing !== 0,
+      hasBody: framing !== Framing.None,
+      upgrade: upgrade === null ? null : upgrade.split(',').map((x) => x.trim().toLowerCase()),
+      json,
     })
   }
 
-  whenReady(target: ServiceTarget, go: (refusal: Refusal | null) => void): void {
-    this.lb.whenReady(target, go)
+  /** Answers a request the data plane does not forward, counted under `stats` (the service's, or `_unrouted`). */
+  private refuse(
+    client: ClientConnection,
+    e: ConsulLbError,
+    stats: ServiceStats,
+    isHead: boolean,
+    json: boolean,
+    framing: Framing,
+  ): null {
+    // A request whose framing or headers are suspect ends its connection; so does one whose body is unread.
+    const close =
+      (e instanceof ClientRequestError && e.code !== 'CLB_BAD_PATH') ||
+      framing !== Framing.None ||
+      client.parser.upgrade
+    client.writeAnswer(answerBytes(errorAnswer(e, { json, retryAfterS: this.opts.retryAfterS, close }), isHead), close)
+    stats.count(e.statusCode)
+    this.opts.errors.labels(e.code).inc()
+    return null
   }
 
   private sweep(now: number): void {
@@ -233,31 +195,36 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
       if (ex !== null && ex.deadline !== 0 && now > ex.deadline) ex.timedOut()
       if (c.deadline !== 0 && now > c.deadline) c.expire()
     }
-    for (const p of this.pools.values()) p.sweep(now)
+    for (const [key, p] of this.pools) {
+      p.sweep(now)
+      // A pool with no connection left is made again on next use: bounded by the instances in use, not by time.
+      if (p.openConnections === 0) this.pools.delete(key)
+    }
   }
 
   get connections(): number {
     return this.clients.size
   }
 
-  private onIdle: (() => void) | null = null
+  /** Upgraded connections (WebSocket and other tunnels) open now. */
+  get tunnels(): number {
+    let n = 0
+    for (const c of this.clients) if (c.tunnel) n++
+    return n
+  }
 
-  /** Stops accepting; idle keep-alive connections close now, busy ones after their answer (or at `deadline`). */
-  async close(deadlineMs: number): Promise<void> {
+  /** Stops accepting; idle keep-alive connections and tunnels close now; busy ones close after their answer. */
+  stopAccepting(): void {
     this.closing = true
     this.server?.close()
-    // Idle keep-alive connections and upgraded ones (WebSockets have no end to wait for) close now.
-    for (const c of this.clients) if (c.isIdle || c.tunnel) c.destroy()
-    for (const c of this.clients) c.closeAfterAnswer()
-    if (this.clients.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, deadlineMs)
-        this.onIdle = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
+    for (const c of this.clients) {
+      if (c.isIdle || c.tunnel) c.destroy()
+      else c.closeAfterAnswer()
     }
+  }
+
+  /** Cuts what is left and releases the pools and the sweep. */
+  destroyAll(): void {
     for (const c of this.clients) c.destroy()
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer)
     for (const p of this.pools.values()) p.close()
@@ -266,3 +233,45 @@ export class PassthroughServer implements ClientHost, ExchangeHost {
 }
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
+
+/**
+ * What HTTP/1.1 requires of a request that llhttp lets through (the pass-through twin of proxy/request-head.ts
+ * requestProblem); null when the request may go on. llhttp itself refuses Content-Length with Transfer-Encoding,
+ * differing or repeated Content-Length, bad chunk framing, obs-fold, bare LF and whitespace before a colon.
+ */
+function requestProblem(
+  client: ClientConnection,
+  method: string,
+  framing: Framing,
+  isUpgrade: boolean,
+): ClientRequestError | null {
+  const p = client.parser
+  const f = client.facts
+  if (p.httpMajor !== 1)
+    return new ClientRequestError(
+      'CLB_HTTP_VERSION',
+      `HTTP/${p.httpMajor}.${p.httpMinor} is not supported; use HTTP/1.1`,
+    )
+  if (method === 'CONNECT') return new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported')
+  if (f.hostCount > 1)
+    return new ClientRequestError('CLB_BAD_REQUEST', 'more than one Host header field (RFC 9112 §3.2)')
+  if (f.host === undefined ? p.httpMinor === 1 : !isHostValue(f.host))
+    return new ClientRequestError(
+      'CLB_BAD_REQUEST',
+      f.host === undefined ? 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)' : 'invalid Host header',
+    )
+  const te = f.transferEncoding
+  if (te !== undefined) {
+    // RFC 9112 §6.1: a chunked HTTP/1.0 message cannot be framed reliably; treat it as faulty.
+    if (p.httpMinor === 0)
+      return new ClientRequestError('CLB_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)')
+    if (te !== 'chunked' && te.trim().toLowerCase() !== 'chunked')
+      return new ClientRequestError(
+        'CLB_NOT_IMPLEMENTED',
+        `transfer coding "${te}" is not supported; only chunked is (RFC 9112 §6.1)`,
+      )
+  }
+  if (isUpgrade && framing !== Framing.None && !(framing === Framing.Length && p.contentLength === 0))
+    return new ClientRequestError('CLB_BAD_REQUEST', 'an Upgrade request with a body is not forwarded')
+  return null
+}

@@ -164,6 +164,12 @@ export class ConnectionPool {
     return new UpstreamConnection(this, user, this.address, this.port, this.opts.connectTimeoutMs)
   }
 
+  /** A new connection that never joins the pool (an upgrade's). */
+  open(user: ConnectionUser): UpstreamConnection {
+    this.openCount++
+    return new UpstreamConnection(this, user, this.address, this.port, this.opts.connectTimeoutMs)
+  }
+
   /** Back to the pool after a complete exchange on a connection both sides keep alive. */
   release(c: UpstreamConnection, now: number): void {
     c.user = null
@@ -190,7 +196,8 @@ export class ConnectionPool {
     while (idle.length > 0 && now - idle[0]!.idleSince > this.opts.keepAliveMs) idle[0]!.destroy()
   }
 
-  get open(): number {
+  /** Connections open now (idle and busy). */
+  get openConnections(): number {
     return this.openCount
   }
   get idleCount(): number {

@@ -16,6 +16,7 @@ import {
   ServiceNotAllowedError,
 } from '../errors.js'
 import type { Logger } from '../log.js'
+import { PassthroughServer } from '../passthrough/server.js'
 import { type ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import { answerBytes, errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import { LimitedBody } from './body.js'
@@ -74,6 +75,8 @@ export class LoadBalancer {
   private readonly exchanges: ExchangeContext
   private readonly tunnels: TunnelContext
   private server: Server | null = null
+  /** The pass-through data plane's listener (--data-plane passthrough), instead of `server`. */
+  private passthrough: PassthroughServer | null = null
   private closing = false
 
   constructor(config: ServeConfig, deps: ProxyDeps) {
@@ -177,6 +180,7 @@ export class LoadBalancer {
       this.routeTargets.map((t) => this.resolver.waitFor(t.entry, this.targetOptions.coldWaitMs, 'answer')),
     )
     const c = this.config
+    if (c.dataPlane === 'passthrough') return this.listenPassthrough()
     const server = createServer(
       {
         maxHeaderSize: c.maxHeaderBytes,
@@ -212,7 +216,43 @@ export class LoadBalancer {
     return { host: addr.address, port: addr.port }
   }
 
+  /** The same load balancer on the pass-through data plane: raw sockets, llhttp, one-pass head rewrites. */
+  private async listenPassthrough(): Promise<{ host: string; port: number }> {
+    const c = this.config
+    const pt = new PassthroughServer({
+      ...this.exchanges,
+      upstreamHeadersTimeoutMs: c.upstreamHeadersTimeoutMs,
+      upstreamBodyTimeoutMs: c.upstreamBodyTimeoutMs,
+      // An instance's answer head: bounded like undici's default maxHeaderSize on the classic plane.
+      maxResponseHeadBytes: 16 * 1024,
+      connectTimeoutMs: c.connectTimeoutMs,
+      upstreamKeepAliveMs: c.upstreamKeepAliveMs,
+      limits: {
+        maxHeaderBytes: c.maxHeaderBytes,
+        maxBodyBytes: c.maxBodyBytes,
+        clientHeadersTimeoutMs: c.clientHeadersTimeoutMs,
+        clientRequestTimeoutMs: c.clientRequestTimeoutMs,
+        clientKeepAliveMs: c.clientKeepAliveMs,
+      },
+      route: (url, host) => this.route(url, host),
+      unrouted: this.metrics.unrouted,
+    })
+    const addr = await pt.listen(c.listen.port, c.listen.host)
+    this.passthrough = pt
+    this.log.info(
+      {
+        listen: `${addr.address}:${addr.port}`,
+        routes: c.routes.map((r) => r.source),
+        hostRouting: c.hostRouting,
+        dataPlane: 'passthrough',
+      },
+      'proxy listening',
+    )
+    return { host: addr.address, port: addr.port }
+  }
+
   get port(): number {
+    if (this.passthrough !== null) return this.passthrough.port
     return (this.server?.address() as { port: number } | null)?.port ?? 0
   }
 
@@ -279,7 +319,8 @@ export class LoadBalancer {
 
   /**
    * The target of a request: configured routes, then Host routing, on the normalised path; an absolute-form target
-   * routes by its authority (RFC 9112 §3.2.2). Or the error that answers it (400 path, 404, 403).
+   * routes by its authority (RFC 9112 §3.2.2). Or the error that answers it (400 path, 404, 403). Both data planes
+   * route here.
    */
   private route(url: string, hostHeader: string | undefined): Routed | ConsulLbError {
     let host = hostHeader
@@ -418,10 +459,10 @@ export class LoadBalancer {
     return this.budget.inFlight
   }
   get openUpgrades(): number {
-    return this.tunnels.open.size
+    return this.tunnels.open.size + (this.passthrough?.tunnels ?? 0)
   }
   get clientConnections(): number {
-    return this.connections.size
+    return this.connections.size + (this.passthrough?.connections ?? 0)
   }
   targets(): ServiceTarget[] {
     return [...this.routeTargets, ...this.hostTargets.values()]
@@ -439,8 +480,10 @@ export class LoadBalancer {
       server.close()
       server.closeIdleConnections()
     }
+    this.passthrough?.stopAccepting()
     await this.budget.close(deadlineMs)
     this.connections.destroyAll()
+    this.passthrough?.destroyAll()
     for (const t of [...this.tunnels.open]) t.cut()
     for (const t of this.routeTargets) t.close()
     this.hostTargets.clear()

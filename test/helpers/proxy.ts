@@ -24,9 +24,10 @@ export async function startTestProxy(
 }
 
 /**
- * The data plane proxy tests run on: CONSUL_LB_TEST_DATA_PLANE, set by the `*.passthrough.test.ts` files that run a
- * proxy test file again on the pass-through data plane; the configured default otherwise.
+ * The data plane proxy tests run on: CONSUL_LB_DATA_PLANE (the product's own variable, so `consul-lb serve` processes
+ * a test starts inherit it), set by the `*.passthrough.test.ts` files that run a proxy test file again on the
+ * pass-through data plane; the classic one otherwise.
  */
 export function testDataPlane(): string {
-  return process.env.CONSUL_LB_TEST_DATA_PLANE ?? 'classic'
+  return process.env.CONSUL_LB_DATA_PLANE ?? 'classic'
 }
