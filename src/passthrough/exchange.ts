@@ -36,7 +36,11 @@ export interface RequestInfo {
   /** The protocols an upgrade asked for (lower case); null for a plain request. */
   upgrade: readonly string[] | null
   json: boolean
+  /** `Expect: 100-continue` with a body: this listener sends the 100 once it has decided to forward. */
+  expectContinue: boolean
 }
+
+const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
 
 /** Request body bytes held while no connection is ready, before reading from the client pauses. */
 const HOLD_LIMIT = 64 * 1024
@@ -130,6 +134,8 @@ export class Exchange implements ConnectionUser {
       this.fail(this.target.unavailable(true))
       return
     }
+    // Decided: route, limits and an instance are known, so the client may send its body now (RFC 9110 §10.1.1).
+    if (this.req.expectContinue) this.client.write(CONTINUE)
     this.dispatch(u)
   }
 

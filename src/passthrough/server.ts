@@ -158,14 +158,13 @@ export class PassthroughServer implements ClientHost {
       replaceHost: routed.replaceHost,
       upgrade,
     })
-    // Expect: 100-continue is answered by this listener (the header is hop-by-hop here, as on the classic plane).
-    if (f.hasExpect && framing !== Framing.None) client.write(CONTINUE)
     return new Exchange(this.ctx, client, target, out, {
       method,
       isHead,
       hasBody: framing !== Framing.None,
       upgrade: upgrade === null ? null : upgrade.split(',').map((x) => x.trim().toLowerCase()),
       json,
+      expectContinue: f.hasExpect && framing !== Framing.None,
     })
   }
 
@@ -231,8 +230,6 @@ export class PassthroughServer implements ClientHost {
     this.pools.clear()
   }
 }
-
-const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
 
 /**
  * What HTTP/1.1 requires of a request that llhttp lets through (the pass-through twin of proxy/request-head.ts
