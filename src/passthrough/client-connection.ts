@@ -156,7 +156,12 @@ export class ClientConnection {
           break
         case Read.Answer:
           // The next request (pipelined) waits for this answer; so does the rest of the socket.
-          this.pending = at === 0 ? chunk : chunk.subarray(at)
+          this.pending =
+            this.pending === null
+              ? at === 0
+                ? chunk
+                : chunk.subarray(at)
+              : Buffer.concat([this.pending, chunk.subarray(at)])
           this.pauseReading()
           return
         default:
@@ -307,11 +312,9 @@ export class ClientConnection {
     this.deadline = Date.now() + this.host.limits.clientKeepAliveMs
     this.deadlineIsIdle = true
     const pending = this.pending
+    this.pending = null
     this.resumeReading()
-    if (pending !== null) {
-      this.pending = null
-      this.drive(pending, 0)
-    }
+    if (pending !== null) this.drive(pending, 0)
   }
 
   /** The connection ends after the current answer. */
@@ -354,8 +357,9 @@ export class ClientConnection {
     }
   }
 
+  /** Resumes reading, unless pipelined bytes wait for the answer in progress (they stay the only ones read ahead). */
   resumeReading(): void {
-    if (this.readingPaused) {
+    if (this.readingPaused && this.pending === null) {
       this.readingPaused = false
       this.socket.resume()
     }
