@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { LRUCache } from 'lru-cache'
 import type { Registry } from 'prom-client'
 import { Pool } from 'undici'
 import { selectorFor } from '../balancer/policies.js'
@@ -23,6 +22,7 @@ import { LimitedBody } from './body.js'
 import { type ClientConnection, ClientConnections } from './connection.js'
 import { Exchange, type ExchangeContext } from './exchange.js'
 import { forwardRequestHeaders } from './headers.js'
+import { HostTargets } from './host-targets.js'
 import { ProxyMetrics, type ServiceStats } from './metrics.js'
 import { normalizeOriginForm, parseAbsoluteForm } from './path.js'
 import { MAX_HEADER_FIELDS, type RequestHead, readHead, requestProblem } from './request-head.js'
@@ -67,8 +67,8 @@ export class LoadBalancer {
   readonly router: Router<ServiceTarget>
   readonly startedAt = Date.now()
   private readonly routeTargets: ServiceTarget[] = []
-  /** Host-routed targets, bounded: clients choose Host headers. */
-  private readonly hostTargets: LRUCache<string, ServiceTarget>
+  /** Host-routed targets: bounded (clients choose Host headers) without evicting those in use. */
+  private readonly hostTargets: HostTargets
   private readonly connections = new ClientConnections()
   private readonly budget: RetryBudget
   private readonly targetOptions: TargetOptions
@@ -156,7 +156,7 @@ export class LoadBalancer {
         allowConsulService: config.allowConsulService,
       },
     )
-    this.hostTargets = new LRUCache<string, ServiceTarget>({ max: 256, dispose: (t) => t.close() })
+    this.hostTargets = new HostTargets({ probationMax: 256, idleMs: config.idleServiceMs })
   }
 
   private makeTarget(k: ServiceKey, configured: boolean): ServiceTarget {
@@ -348,7 +348,7 @@ export class LoadBalancer {
       let t = this.hostTargets.get(d.key)
       if (t === undefined) {
         t = this.makeTarget({ service: d.service, tag: d.tag, datacenter: d.datacenter, port: null }, false)
-        this.hostTargets.set(d.key, t)
+        this.hostTargets.add(d.key, t)
       }
       return { target: t, path, host, replaceHost }
     }
@@ -486,7 +486,7 @@ export class LoadBalancer {
     this.passthrough?.destroyAll()
     for (const t of [...this.tunnels.open]) t.cut()
     for (const t of this.routeTargets) t.close()
-    this.hostTargets.clear()
+    this.hostTargets.close()
     this.resolver.close()
     this.dns.close()
     // Destroying the undici pools normally takes milliseconds; a close() that hung once in a test run (not

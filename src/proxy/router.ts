@@ -47,7 +47,8 @@ export class Router<T> {
   private readonly domainSuffix: string
   private readonly allow: Set<string> | null
   /** Parsed Host decisions; bounded because clients choose Host headers. */
-  private readonly hostCache = new LRUCache<string, HostDecision>({ max: 2048 })
+  // Sized above the services a large cluster routes by Host (a miss only re-parses the name, but should be rare).
+  private readonly hostCache = new LRUCache<string, HostDecision>({ max: 16384 })
 
   constructor(routes: readonly { route: Route; target: T }[], hostOpts: HostRoutingOptions) {
     this.hostOpts = hostOpts
