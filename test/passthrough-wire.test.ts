@@ -45,7 +45,7 @@ function bodies(got: Buffer): string[] {
 }
 
 t.test(
-  'a chunked answer passes through byte for byte: chunk sizes, extensions and trailers as the instance sent them',
+  'a chunked answer passes through byte for byte: chunk sizes and extensions as the instance sent them, trailers dropped',
   async (t) => {
     const chunked = '5;ext=1\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nx-trailer: yes\r\n\r\n'
     const { p } = await setup(t, (req) =>
@@ -58,13 +58,16 @@ t.test(
         : null,
     )
     const { got } = await rawExchange(p.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', {
-      until: (g) => g.includes('\r\n0\r\nx-trailer: yes\r\n\r\n'),
+      until: (g) => g.includes(' world\r\n0\r\n\r\n'),
     })
     const text = got.toString('latin1')
     t.match(text, /^HTTP\/1\.1 200 OK\r\n/)
     t.match(text, /\r\nTransfer-Encoding: chunked\r\n/i, 'framing kept')
     t.notMatch(text, /\r\nconnection: keep-alive/i, 'hop-by-hop Connection removed')
-    t.ok(text.endsWith(`\r\n\r\n${chunked}`), 'body bytes unchanged, not re-chunked')
+    t.ok(
+      text.endsWith(`\r\n\r\n${chunked.replace('x-trailer: yes\r\n', '')}`),
+      'body bytes unchanged, not re-chunked; the trailer section dropped (as nginx)',
+    )
   },
 )
 
@@ -219,7 +222,6 @@ t.test(
         ? {
             bytes:
               'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n' +
-              'HTTP/1.1 100 Continue\r\n\r\n' +
               'HTTP/1.1 200 OK\r\nConnection: x-private, keep-alive\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok',
           }
         : null,
@@ -229,7 +231,6 @@ t.test(
     })
     const text = got.toString('latin1')
     t.match(text, /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/a\.css>; rel=preload\r\n\r\nHTTP\/1\.1 200 OK\r\n/)
-    t.notMatch(text, /100 Continue/)
     t.notMatch(text, /x-private|keep-alive|proxy-authenticate/i)
     t.match(text, /\r\nX-Kept: 1\r\n/)
   },

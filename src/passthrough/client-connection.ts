@@ -9,6 +9,10 @@ import { Framing, HttpParser, ParseError } from './llhttp.js'
 export interface ClientLimits {
   maxHeaderBytes: number
   maxBodyBytes: number
+  /** Bodies of known length up to this size are read whole before an instance is chosen. */
+  requestBufferBytes: number
+  /** A client that reads none of its answer for this long is cut off (nginx send_timeout). */
+  clientSendTimeoutMs: number
   clientHeadersTimeoutMs: number
   clientRequestTimeoutMs: number
   clientKeepAliveMs: number
@@ -45,6 +49,8 @@ enum Read {
   /** After an upgrade, or once the connection is closing: nothing more is parsed. */
   Done = 3,
 }
+
+const CRLF = Buffer.from('\r\n', 'latin1')
 
 /** Bytes of a head parsed per step: the rest of a large read (a body) is not copied into the parser. */
 const HEAD_WINDOW = 4096
@@ -95,7 +101,9 @@ export class ClientConnection {
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
     socket.on('drain', this.onDrain)
+    // The first request of a connection has the headers timeout (408 if nothing came); later ones the keep-alive.
     this.deadline = now + host.limits.clientHeadersTimeoutMs
+    this.deadlineIsIdle = false
   }
 
   get keepAlive(): boolean {
@@ -261,10 +269,12 @@ export class ClientConnection {
       }
       return at + take
     }
-    // Chunked: llhttp finds the end (chunk sizes, extensions, trailers); the bytes go on as they came.
+    // Chunked: llhttp finds the end (chunk sizes, extensions, trailers); the bytes go on as they came, but for the
+    // trailer section (see HttpParser.executeChunked).
+    const p = this.parser
     let n: number
     try {
-      n = this.parser.execute(chunk, at, len, 0)
+      n = p.executeChunked(chunk, at)
     } catch (err) {
       if (!(err instanceof ParseError)) throw err
       // The head may have gone out already: the instance saw a request whose body broke off.
@@ -277,8 +287,10 @@ export class ClientConnection {
       this.bodyFailed(new BodyTooLargeError(max))
       return len
     }
-    ex?.onBody(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
-    if (this.parser.messageComplete) this.endOfBody()
+    const keep = p.relayBytes
+    if (keep > 0) ex?.onBody(at === 0 && keep === len ? chunk : chunk.subarray(at, at + keep))
+    if (p.relayCrlf) ex?.onBody(CRLF)
+    if (p.messageComplete) this.endOfBody()
     return at + n
   }
 
@@ -382,9 +394,9 @@ export class ClientConnection {
   /** The sweep found the deadline passed. */
   expire(): void {
     if (this.exchange !== null) {
-      // The request (body) did not arrive within clientRequestTimeoutMs.
-      this.exchange.abort()
-      this.destroy()
+      // The request (body) did not arrive within clientRequestTimeoutMs: 408 unless an answer is under way.
+      this.state = Read.Done
+      this.exchange.clientFailed(new ClientRequestError('CLB_CLIENT_TIMEOUT', 'the request did not arrive in time'))
       return
     }
     if (this.deadlineIsIdle) this.destroy()

@@ -22,6 +22,8 @@ export interface PassthroughContext {
   readonly ejectForMs: number
   readonly upstreamHeadersTimeoutMs: number
   readonly upstreamBodyTimeoutMs: number
+  /** A client that reads none of its answer for this long is cut off (nginx send_timeout). */
+  readonly clientSendTimeoutMs: number
   /** Largest answer head accepted from an instance (a longer one fails the attempt). */
   readonly maxResponseHeadBytes: number
   /** The keep-alive connections of an instance. */
@@ -38,9 +40,12 @@ export interface RequestInfo {
   json: boolean
   /** `Expect: 100-continue` with a body: this listener sends the 100 once it has decided to forward. */
   expectContinue: boolean
+  /** Read the (small, known-length) body whole before choosing an instance. */
+  bufferBody: boolean
 }
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
+const CRLF = Buffer.from('\r\n', 'latin1')
 
 /** Request body bytes held while no connection is ready, before reading from the client pauses. */
 const HOLD_LIMIT = 64 * 1024
@@ -93,6 +98,9 @@ export class Exchange implements ConnectionUser {
   /** Sweep deadline (ms since epoch) for the instance's answer, 0 when none runs. */
   deadline = 0
   private done = false
+  private waitingForBody = false
+  /** The deadline is the client's (it reads nothing of its answer), not the instance's. */
+  private clientStalled = false
 
   constructor(
     ctx: PassthroughContext,
@@ -128,15 +136,22 @@ export class Exchange implements ConnectionUser {
     else this.fail(this.target.unavailable())
   }
 
+  /** The service has instances: read a small body whole if there is one, then send the first attempt. */
   private start(): void {
-    const u = this.target.pool.pick(Date.now(), null)
-    if (u === null) {
-      this.fail(this.target.unavailable(true))
+    // Decided: route, limits and readiness are known, so the client may send its body now (RFC 9110 §10.1.1).
+    if (this.req.expectContinue) this.client.write(CONTINUE)
+    if (this.req.bufferBody && !this.bodyEnded) {
+      // onBodyEnd goes on; the client connection's request timeout bounds the wait.
+      this.waitingForBody = true
       return
     }
-    // Decided: route, limits and an instance are known, so the client may send its body now (RFC 9110 §10.1.1).
-    if (this.req.expectContinue) this.client.write(CONTINUE)
-    this.dispatch(u)
+    this.dispatchFirst()
+  }
+
+  private dispatchFirst(): void {
+    const u = this.target.pool.pick(Date.now(), null)
+    if (u === null) this.fail(this.target.unavailable(true))
+    else this.dispatch(u)
   }
 
   private dispatch(u: Upstream): void {
@@ -202,11 +217,15 @@ export class Exchange implements ConnectionUser {
     if (this.held === null) this.held = []
     this.held.push(chunk)
     this.heldBytes += chunk.length
-    if (this.heldBytes >= HOLD_LIMIT) this.client.pauseReading()
+    if (this.heldBytes >= HOLD_LIMIT && !this.req.bufferBody) this.client.pauseReading()
   }
 
   onBodyEnd(): void {
     this.bodyEnded = true
+    if (this.waitingForBody) {
+      this.waitingForBody = false
+      this.dispatchFirst()
+    }
   }
 
   onUpstreamDrain(): void {
@@ -217,14 +236,22 @@ export class Exchange implements ConnectionUser {
   onClientDrain(): void {
     if (this.upstreamPaused && this.conn !== null) {
       this.upstreamPaused = false
+      this.clientStalled = false
+      this.deadline = Date.now() + this.ctx.upstreamBodyTimeoutMs
       this.conn.socket.resume()
     }
   }
 
+  /**
+   * Backpressure: the client reads slower than the instance sends, so the instance's socket pauses until the client's
+   * drains; and the client has clientSendTimeoutMs to read something (the sweep checks the deadline).
+   */
   private toClient(b: Uint8Array): void {
     if (!this.client.write(b) && this.conn !== null && !this.upstreamPaused) {
       this.upstreamPaused = true
       this.conn.socket.pause()
+      this.clientStalled = true
+      this.deadline = Date.now() + this.ctx.clientSendTimeoutMs
     }
   }
 
@@ -251,8 +278,11 @@ export class Exchange implements ConnectionUser {
             return
           }
         } else if (this.respFraming === Framing.Chunked) {
-          const n = c.parser.execute(chunk, at, len, 0)
-          this.toClient(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
+          const p = c.parser
+          const n = p.executeChunked(chunk, at)
+          const keep = p.relayBytes
+          if (keep > 0) this.toClient(at === 0 && keep === len ? chunk : chunk.subarray(at, at + keep))
+          if (p.relayCrlf) this.toClient(CRLF)
           at += n
           if (c.parser.messageComplete) {
             this.responseEnd(c, at === len)
@@ -263,7 +293,7 @@ export class Exchange implements ConnectionUser {
           at = len
         }
       }
-      this.deadline = Date.now() + this.ctx.upstreamBodyTimeoutMs
+      if (!this.clientStalled) this.deadline = Date.now() + this.ctx.upstreamBodyTimeoutMs
     } catch (err) {
       this.protocolError(c, err)
     }
@@ -296,9 +326,11 @@ export class Exchange implements ConnectionUser {
     this.respHeadBytes = 0
     const status = p.statusCode
     const framing = p.framing()
+    // No Expect is ever forwarded, so a 100 Continue is unsolicited: a broken instance (as undici judges it).
+    if (status === 100) throw new ParseError('HPE_UNEXPECTED_100', 'an unsolicited 100 Continue')
     if (status < 200 && status !== 101) {
-      // Interim answers: 103 Early Hints is relayed (a proxy forwards 1xx, RFC 9110 §15.2; never to HTTP/1.0),
-      // 100 Continue is not (this listener sent its own). The final answer follows on the same connection.
+      // Interim answers: 103 Early Hints is relayed (a proxy forwards 1xx, RFC 9110 §15.2; never to HTTP/1.0), others
+      // (102) are not. The final answer follows on the same connection.
       if (status === 103 && !this.client.isHttp10 && !this.answered) {
         const r = rewriteResponseHead(buf, headStart, headEnd, p, { status, close: false, keepAlive10: false })
         this.toClient(typeof r === 'number' ? buf.subarray(r, headEnd) : r)
@@ -340,18 +372,24 @@ export class Exchange implements ConnectionUser {
       if (this.resp === Resp.Done) this.responseEnd(c, at + n === len)
       return at + n
     }
-    // In place: the head and the body bytes that follow it in this read leave in one write.
+    // In place: the head and the body bytes that follow it in this read leave in one write (a chunked body's
+    // trailer section excepted, see chunked.ts).
     let bodyEnd = headEnd
+    let sendEnd = headEnd
     if (framing === Framing.Length) {
       const take = Math.min(this.respLeft, len - headEnd)
       bodyEnd += take
+      sendEnd = bodyEnd
       this.respLeft -= take
     } else if (framing === Framing.Chunked) {
-      bodyEnd += p.execute(chunk, headEnd, len, 0)
+      bodyEnd += p.executeChunked(chunk, headEnd)
+      sendEnd = headEnd + p.relayBytes
     } else if (framing === Framing.UntilClose) {
       bodyEnd = len
+      sendEnd = len
     }
-    this.toClient(buf.subarray(rewritten, bodyEnd))
+    this.toClient(buf.subarray(rewritten, sendEnd))
+    if (framing === Framing.Chunked && p.relayCrlf) this.toClient(CRLF)
     if (framing === Framing.None || (framing === Framing.Length && this.respLeft === 0)) {
       if (framing === Framing.Length) p.skipLengthBody()
       this.responseEnd(c, bodyEnd === len)
@@ -405,10 +443,18 @@ export class Exchange implements ConnectionUser {
     this.attemptFailed('UND_ERR_SOCKET', err)
   }
 
-  /** The instance's answer did not come in time (the data plane's sweep calls this). */
+  /** The instance's answer did not come in time, or the client read none of it in time (the sweep calls this). */
   timedOut(): void {
     const c = this.conn
     if (c === null || this.done) return
+    if (this.clientStalled) {
+      // The client reads nothing: it is cut off and the instance slot comes back (the answer cannot be finished).
+      this.conn = null
+      c.destroy()
+      this.client.destroy()
+      this.finish(this.status, 'CLB_CLIENT_TIMEOUT')
+      return
+    }
     this.conn = null
     c.destroy()
     this.attemptFailed(this.resp === Resp.Head ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_BODY_TIMEOUT', null)
@@ -535,8 +581,9 @@ export class Exchange implements ConnectionUser {
     // The tunnel holds the instance slot until it closes (the slot leaves the exchange here, not through endAttempt).
     const u = this.upstream!
     this.upstream = null
-    this.finish(101, null)
+    // Spliced before the exchange ends, so the client connection knows it is a tunnel now (not a next request).
     this.client.splice(up, () => u.end())
+    this.finish(101, null)
   }
 
   private ejected(u: Upstream, code: string): void {

@@ -182,6 +182,10 @@ export class HttpParser {
   upgrade = false
   /** Set before parsing a response to a HEAD request: llhttp is told the answer has no body. */
   skipBody = false
+  /** The chunked body being parsed reached its trailer section. */
+  inTrailer = false
+  /** Where the trailer section started in the bytes of the last execute() (relative to its `base`), else -1. */
+  trailerAt = -1
   /** llhttp's keep-alive verdict, taken when the message completed. */
   keepAlive = false
   /** Bytes of the head consumed so far (the limit on head size is the caller's). */
@@ -203,6 +207,14 @@ export class HttpParser {
 
   /** kind 0: URL, 1: header name, 2: header value. A span split over two reads continues the previous one. */
   onSpan(kind: number, start: number, len: number): void {
+    if (this.headComplete) {
+      // A header after the head: the trailer section of a chunked body (llhttp reports it like a head's fields).
+      if (!this.inTrailer) {
+        this.inTrailer = true
+        this.trailerAt = start
+      }
+      return
+    }
     const s = this.spans
     if (kind === this.lastKind) {
       // URL length at 1; a header's name length 3 ints before the end, its value length last.
@@ -264,6 +276,24 @@ export class HttpParser {
   }
 
   /**
+   * Parses (part of) a chunked body, to relay it as it came (chunk sizes and extensions untouched, nothing
+   * re-chunked) except for its trailer section, which is dropped as nginx drops it: a backend that merges trailer
+   * fields into the header fields would otherwise take fields no header check saw. Returns the bytes consumed from
+   * `at`; of those, the first `relayBytes` are to be forwarded, and when `relayCrlf` the blank line that ends the body
+   * follows them (the trailer lines between are left out).
+   */
+  executeChunked(chunk: Buffer, at: number): number {
+    const wasInTrailer = this.inTrailer
+    this.trailerAt = -1
+    const n = this.execute(chunk, at, chunk.length, 0)
+    this.relayBytes = wasInTrailer ? 0 : this.trailerAt === -1 ? n : this.trailerAt
+    this.relayCrlf = this.messageComplete && this.inTrailer
+    return n
+  }
+  relayBytes = 0
+  relayCrlf = false
+
+  /**
    * After the head: lets llhttp settle what follows it (it may complete a body-less message at once). Reads the
    * framing llhttp decided.
    */
@@ -304,6 +334,8 @@ export class HttpParser {
     this.headComplete = false
     this.headBytes = 0
     this.skipBody = false
+    this.inTrailer = false
+    this.trailerAt = -1
   }
 
   /** A fresh start (a connection taken for a new exchange after an error, or reused from a pool). */

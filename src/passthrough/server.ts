@@ -4,6 +4,7 @@ import { BodyTooLargeError, ClientRequestError, ConsulLbError } from '../errors.
 import { answerBytes, errorAnswer, wantsJson } from '../proxy/answers.js'
 import type { ServiceStats } from '../proxy/metrics.js'
 import { isHostValue } from '../proxy/path.js'
+import { codingProblem, MAX_HEADER_FIELDS } from '../proxy/request-head.js'
 import type { ServiceTarget } from '../proxy/target.js'
 import { ClientConnection, type ClientHost, type ClientLimits } from './client-connection.js'
 import { Exchange, type PassthroughContext } from './exchange.js'
@@ -165,6 +166,10 @@ export class PassthroughServer implements ClientHost {
       upgrade: upgrade === null ? null : upgrade.split(',').map((x) => x.trim().toLowerCase()),
       json,
       expectContinue: f.hasExpect && framing !== Framing.None,
+      // A body of known length up to requestBufferBytes is read whole before an instance is chosen: a client that
+      // sends it slowly holds no instance slot meanwhile (as on the classic plane).
+      bufferBody:
+        framing === Framing.Length && p.contentLength > 0 && p.contentLength <= this.limits.requestBufferBytes,
     })
   }
 
@@ -250,6 +255,8 @@ function requestProblem(
       `HTTP/${p.httpMajor}.${p.httpMinor} is not supported; use HTTP/1.1`,
     )
   if (method === 'CONNECT') return new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported')
+  if (f.count >= MAX_HEADER_FIELDS)
+    return new ClientRequestError('CLB_HEADERS_TOO_LARGE', `${MAX_HEADER_FIELDS} header fields or more`)
   if (f.hostCount > 1)
     return new ClientRequestError('CLB_BAD_REQUEST', 'more than one Host header field (RFC 9112 §3.2)')
   if (f.host === undefined ? p.httpMinor === 1 : !isHostValue(f.host))
@@ -262,11 +269,10 @@ function requestProblem(
     // RFC 9112 §6.1: a chunked HTTP/1.0 message cannot be framed reliably; treat it as faulty.
     if (p.httpMinor === 0)
       return new ClientRequestError('CLB_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)')
-    if (te !== 'chunked' && te.trim().toLowerCase() !== 'chunked')
-      return new ClientRequestError(
-        'CLB_NOT_IMPLEMENTED',
-        `transfer coding "${te}" is not supported; only chunked is (RFC 9112 §6.1)`,
-      )
+    if (te !== 'chunked') {
+      const problem = codingProblem(te)
+      if (problem !== null) return problem
+    }
   }
   if (isUpgrade && framing !== Framing.None && !(framing === Framing.Length && p.contentLength === 0))
     return new ClientRequestError('CLB_BAD_REQUEST', 'an Upgrade request with a body is not forwarded')

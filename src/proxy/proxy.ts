@@ -227,9 +227,12 @@ export class LoadBalancer {
       maxResponseHeadBytes: 16 * 1024,
       connectTimeoutMs: c.connectTimeoutMs,
       upstreamKeepAliveMs: c.upstreamKeepAliveMs,
+      clientSendTimeoutMs: c.clientSendTimeoutMs,
       limits: {
         maxHeaderBytes: c.maxHeaderBytes,
         maxBodyBytes: c.maxBodyBytes,
+        requestBufferBytes: c.requestBufferBytes,
+        clientSendTimeoutMs: c.clientSendTimeoutMs,
         clientHeadersTimeoutMs: c.clientHeadersTimeoutMs,
         clientRequestTimeoutMs: c.clientRequestTimeoutMs,
         clientKeepAliveMs: c.clientKeepAliveMs,

@@ -93,7 +93,7 @@ export function requestProblem(req: IncomingMessage, head: RequestHead): ClientR
  * at most once. Any other coding before it is one the proxy cannot forward faithfully (undici re-chunks the body
  * and would drop the label): 501, as nginx answers.
  */
-function codingProblem(te: string): ClientRequestError | null {
+export function codingProblem(te: string): ClientRequestError | null {
   const codings = te.split(',').map((c) => c.trim().toLowerCase())
   const chunked = codings.filter((c) => c === 'chunked').length
   if (codings[codings.length - 1] !== 'chunked' || chunked > 1)
