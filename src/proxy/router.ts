@@ -39,10 +39,10 @@ export type HostDecision =
  * same prefix, then the order given. The tables are built once; per request it costs a Map lookup and a short scan.
  */
 export class Router<T> {
-  private readonly byHost = new Map<string, CompiledRoute<T>[]>()
+  private readonly byHost = new Map<string, RouteList<T>>()
   /** Wildcard suffixes, longest first, each with its routes plus the host-less ones. */
-  private readonly wildcards: { suffix: string; routes: CompiledRoute<T>[] }[] = []
-  private readonly anyHost: CompiledRoute<T>[]
+  private readonly wildcards: { suffix: string; routes: RouteList<T> }[] = []
+  private readonly anyHost: RouteList<T>
   private readonly hostOpts: HostRoutingOptions
   private readonly domainSuffix: string
   private readonly allow: Set<string> | null
@@ -61,7 +61,7 @@ export class Router<T> {
       wildcard: route.host?.startsWith('*.') ? route.host.slice(1) : null,
     }))
     const hostless = compiled.filter((c) => c.route.host === null)
-    this.anyHost = bySpecificity(hostless)
+    this.anyHost = new RouteList(bySpecificity(hostless))
     for (const c of compiled) {
       const h = c.route.host
       if (h === null) continue
@@ -69,11 +69,11 @@ export class Router<T> {
         if (!this.wildcards.some((w) => w.suffix === c.wildcard)) {
           this.wildcards.push({
             suffix: c.wildcard,
-            routes: bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]),
+            routes: new RouteList(bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless])),
           })
         }
       } else if (!this.byHost.has(h)) {
-        this.byHost.set(h, bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless]))
+        this.byHost.set(h, new RouteList(bySpecificity([...compiled.filter((x) => x.route.host === h), ...hostless])))
       }
     }
     this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length)
@@ -92,8 +92,9 @@ export class Router<T> {
         }
       }
     }
-    for (let i = 0; i < list.length; i++) {
-      const c = list[i]!
+    const candidates = list.candidates(url)
+    for (let i = 0; i < candidates.length; i++) {
+      const c = candidates[i]!
       if (prefixMatches(url, c.prefix))
         return { target: c.target, route: c.route, stripLength: c.route.stripPrefix ? c.prefix.length : 0 }
     }
@@ -146,6 +147,57 @@ export class Router<T> {
 }
 
 const NONE: HostDecision = { kind: 'none' }
+
+/** Lists this short are scanned as they are; longer ones are indexed by first path segment. */
+const SCAN_MAX = 8
+
+/**
+ * The routes one request may match, most specific first, indexed by the first segment of their path prefix, so a
+ * match costs the same with 5 routes or 5 000 (the cost of a request must not grow with the configuration). A prefix
+ * matches only on segment boundaries, so a URL can only match prefixes with its own first segment, or `/`: the
+ * candidates of a URL are those of its first segment followed by the `/` routes, which keeps the global order (a
+ * longer prefix first; `/` is the shortest).
+ */
+class RouteList<T> {
+  private readonly all: CompiledRoute<T>[]
+  private readonly bySegment: Map<string, CompiledRoute<T>[]> | null = null
+  private readonly root: CompiledRoute<T>[]
+
+  constructor(sorted: CompiledRoute<T>[]) {
+    this.all = sorted
+    this.root = sorted.filter((c) => c.prefix.length === 1)
+    if (sorted.length <= SCAN_MAX) return
+    const by = new Map<string, CompiledRoute<T>[]>()
+    for (const c of sorted) {
+      if (c.prefix.length === 1) continue
+      const seg = firstSegment(c.prefix)
+      let list = by.get(seg)
+      if (list === undefined) {
+        list = []
+        by.set(seg, list)
+      }
+      list.push(c)
+    }
+    for (const list of by.values()) list.push(...this.root)
+    this.bySegment = by
+  }
+
+  candidates(url: string): readonly CompiledRoute<T>[] {
+    if (this.bySegment === null) return this.all
+    return this.bySegment.get(firstSegment(url)) ?? this.root
+  }
+}
+
+/** `/api/v1?x` → `api`; `/` → ``. */
+function firstSegment(path: string): string {
+  let end = 1
+  while (end < path.length) {
+    const c = path.charCodeAt(end)
+    if (c === 47 /* / */ || c === 63 /* ? */) break
+    end++
+  }
+  return path.slice(1, end)
+}
 
 /**
  * Longest prefix first; for equal prefixes a route naming a host before a host-less one; then the order given
