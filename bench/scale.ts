@@ -1,0 +1,223 @@
+/**
+ * `npm run bench:scale`: the cost of a request as the work grows. 1, 100, 1 000 and 5 000 services, one instance
+ * each (its own loopback address, so each is its own upstream with its own connections), routed by Host
+ * (`s<i>.service.consul`) and by configured route (`/s<i>=s<i>`), on both data planes; 32 keep-alive clients spread
+ * their requests over all services (wrk picks one at random per request). Reports req/s and the proxy's RSS at the
+ * end of each run, with the 1-service run of the same kind as the reference. Writes bench/results/scale.{json,md}.
+ *
+ *   npm run bench:scale
+ *   npm run bench:scale -- --counts 1,100,1000 --duration 5 --planes passthrough
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { startConsul } from '../test/helpers/consul.js'
+import { freePort } from '../test/helpers/ports.js'
+import { waitServing } from './contenders.js'
+import { wrkBinary } from './load.js'
+import { killAllTrackedSync, sampleTree, sleep, spawnTracked, stopTracked } from './procs.js'
+import { nginxBinary, ROOT, SMALL_BODY, waitListening } from './stack.js'
+
+const { values: args } = parseArgs({
+  options: {
+    counts: { type: 'string', default: '1,100,1000,5000' },
+    planes: { type: 'string', default: 'passthrough,classic' },
+    modes: { type: 'string', default: 'host,route' },
+    duration: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '32' },
+    out: { type: 'string', default: join(ROOT, 'bench', 'results') },
+  },
+})
+
+process.on('exit', killAllTrackedSync)
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    killAllTrackedSync()
+    process.exit(130)
+  })
+
+const counts = args.counts.split(',').map(Number)
+const planes = args.planes.split(',') as ('passthrough' | 'classic')[]
+const modes = args.modes.split(',') as ('host' | 'route')[]
+const durationS = Number(args.duration)
+const connections = Number(args.connections)
+const note = (m: string): void => {
+  process.stderr.write(`bench:scale: ${m}\n`)
+}
+
+/** Service i's instance: its own loopback address (127.1.x.y), one port shared by all. */
+function addressOf(i: number): string {
+  return `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`
+}
+
+interface Row {
+  services: number
+  plane: string
+  mode: string
+  rps: number
+  rssMb: number
+  errors: number
+  loadavg: string
+}
+
+/** wrk's Lua: a random service per request, by Host or by path. */
+function wrkScript(n: number, mode: 'host' | 'route'): string {
+  return `${[
+    `local n = ${n}`,
+    'math.randomseed(os.time())',
+    'request = function()',
+    '  local i = math.random(0, n - 1)',
+    mode === 'host'
+      ? '  return wrk.format("GET", "/", { ["Host"] = "s" .. i .. ".service.consul" })'
+      : '  return wrk.format("GET", "/s" .. i .. "/x")',
+    'end',
+    'done = function(summary, latency, requests)',
+    '  local e = summary.errors',
+    '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"errors\\":%d}\\n", summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout))',
+    'end',
+  ].join('\n')}\n`
+}
+
+async function main(): Promise<void> {
+  const wrk = wrkBinary()
+  if (!wrk) throw new Error('wrk is required (apt-get install wrk)')
+  const max = Math.max(...counts)
+  const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-scale-'))
+  const consul = await startConsul(undefined)
+  const rows: Row[] = []
+  try {
+    // One nginx answering on every service's address (listen sockets are cheap; one worker, as the main bench).
+    const port = await freePort()
+    const listens = Array.from({ length: max }, (_, i) => `    listen ${addressOf(i)}:${port};`).join('\n')
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `worker_processes 1;\n${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_rlimit_nofile 30000;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents { worker_connections 20000; }\nhttp {\n  access_log off;\n  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n  keepalive_requests 1000000;\n  keepalive_timeout 75s;\n  server {\n${listens}\n    default_type text/plain;\n    location / { return 200 '${SMALL_BODY}'; }\n  }\n}\n`,
+    )
+    const nginx = spawnTracked(nginxBinary(), ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])
+    await waitListening(addressOf(max - 1), port, nginx, 'nginx')
+    let registered = 0
+    for (const n of counts) {
+      note(`registering services up to ${n}`)
+      while (registered < n) {
+        const batch = []
+        for (let k = 0; k < 50 && registered < n; k++, registered++)
+          batch.push(
+            consul.register({
+              ID: `s${registered}`,
+              Name: `s${registered}`,
+              Address: addressOf(registered),
+              Port: port,
+            }),
+          )
+        await Promise.all(batch)
+      }
+      for (const mode of modes) {
+        const script = join(dir, `wrk-${mode}-${n}.lua`)
+        writeFileSync(script, wrkScript(n, mode))
+        const config = join(dir, `routes-${n}.json`)
+        writeFileSync(config, JSON.stringify({ routes: Array.from({ length: n }, (_, i) => `/s${i}=s${i},strip`) }))
+        for (const plane of planes) {
+          const lbPort = await freePort()
+          const d = spawnTracked(process.execPath, [
+            join(ROOT, 'dist', 'cli.js'),
+            'serve',
+            '--listen',
+            `127.0.0.1:${lbPort}`,
+            '--admin',
+            'off',
+            '--dns',
+            consul.dnsAddr,
+            '--data-plane',
+            plane,
+            '--log-level',
+            'warn',
+            ...(mode === 'route' ? ['--config', config] : []),
+          ])
+          try {
+            const url = `http://127.0.0.1:${lbPort}`
+            await waitListening('127.0.0.1', lbPort, d, `consul-lb ${plane}`, 120_000)
+            if (mode === 'route') await waitServing(`${url}/s0`, d, `consul-lb ${plane}`, 120_000)
+            // Warm-up: every service's answer cached and an upstream connection made, not measured.
+            execFileSync(
+              wrk,
+              ['-t1', `-c${connections}`, `-d${Math.max(3, Math.ceil(n / 1500))}s`, '-s', script, url],
+              {
+                stdio: 'ignore',
+              },
+            )
+            const out = execFileSync(
+              wrk,
+              ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url],
+              { encoding: 'utf8' },
+            )
+            const j = JSON.parse(
+              out
+                .split('\n')
+                .find((l) => l.startsWith('WRKJSON '))!
+                .slice(8),
+            ) as {
+              requests: number
+              duration_us: number
+              errors: number
+            }
+            const rss = sampleTree(d.proc.pid!).rssKb / 1024
+            const row: Row = {
+              services: n,
+              plane,
+              mode,
+              rps: j.requests / (j.duration_us / 1e6),
+              rssMb: rss,
+              errors: j.errors,
+              loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+            }
+            rows.push(row)
+            note(
+              `${n} services, ${mode}, ${plane}: ${Math.round(row.rps)} req/s, ${row.rssMb.toFixed(0)} MB, ${row.errors} errors`,
+            )
+          } finally {
+            await stopTracked(d.proc, 12_000)
+          }
+          await sleep(300)
+        }
+      }
+    }
+    await stopTracked(nginx.proc)
+  } finally {
+    await consul.stop()
+    rmSync(consul.dir, { recursive: true, force: true })
+    rmSync(dir, { recursive: true, force: true })
+  }
+  mkdirSync(args.out, { recursive: true })
+  writeFileSync(
+    join(args.out, 'scale.json'),
+    `${JSON.stringify({ finishedAt: new Date().toISOString(), rows }, null, 2)}\n`,
+  )
+  const md = markdown(rows)
+  writeFileSync(join(args.out, 'scale.md'), md)
+  process.stdout.write(md)
+}
+
+function markdown(rows: Row[]): string {
+  const lines = [
+    '# consul-lb: cost per request as the number of services grows',
+    '',
+    `${new Date().toISOString()} · wrk -t1 -c${connections}, ${durationS} s per run after a warm-up, a random service per request; one instance per service (own loopback address), one nginx answering all; load average at the end of each run in the last column.`,
+    '',
+    '| services | routed by | data plane | req/s | × its 1-service run | RSS MB | errors | load avg |',
+    '|---:|---|---|---:|---:|---:|---:|---|',
+  ]
+  for (const r of rows) {
+    const base = rows.find((x) => x.services === Math.min(...counts) && x.plane === r.plane && x.mode === r.mode)
+    lines.push(
+      `| ${r.services.toLocaleString('en-US')} | ${r.mode === 'host' ? 'Host' : 'configured route'} | ${r.plane} | ${Math.round(r.rps).toLocaleString('en-US')} | ${base ? (r.rps / base.rps).toFixed(2) : '–'} | ${r.rssMb.toFixed(0)} | ${r.errors} | ${r.loadavg} |`,
+    )
+  }
+  return `${lines.join('\n')}\n`
+}
+
+main().catch((err: unknown) => {
+  note(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+  process.exitCode = 1
+})
