@@ -143,7 +143,8 @@ export class ClientConnection {
 
   /** Writes to an instance's socket (corked while a read is being parsed). */
   writeUpstream(s: Socket, b: Uint8Array): boolean {
-    if (this.driving && this.corked !== s) {
+    // Only a request whose body is being read can have more bytes for `s` in this read (a GET goes at once).
+    if (this.driving && this.state === Read.Body && this.corked !== s) {
       if (this.corked !== null) this.corked.uncork()
       s.cork()
       this.corked = s

@@ -47,6 +47,8 @@ export interface RequestInfo {
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
 const CRLF = Buffer.from('\r\n', 'latin1')
 
+/** Bytes of an answer head parsed per step. */
+const HEAD_WINDOW = 4096
 /** Request body bytes held while no connection is ready, before reading from the client pauses. */
 const HOLD_LIMIT = 64 * 1024
 
@@ -303,11 +305,14 @@ export class Exchange implements ConnectionUser {
   private readHead(c: UpstreamConnection, chunk: Buffer, at: number): number {
     const p = c.parser
     const len = chunk.length
-    const limit = this.ctx.maxResponseHeadBytes - this.respHeadBytes
-    const end = Math.min(len, at + limit)
-    const n = p.execute(chunk, at, end, this.respHeadBytes)
+    // The head is parsed in windows: the rest of a large read (the body) is never copied into the parser.
+    let n = 0
+    while (!p.headComplete && at + n < len) {
+      const room = this.ctx.maxResponseHeadBytes - this.respHeadBytes - n
+      if (room <= 0) throw new ParseError('HPE_HEADER_OVERFLOW', 'answer head too large')
+      n += p.execute(chunk, at + n, Math.min(len, at + n + HEAD_WINDOW, at + n + room), this.respHeadBytes + n)
+    }
     if (!p.headComplete) {
-      if (end - at >= limit) throw new ParseError('HPE_HEADER_OVERFLOW', 'answer head too large')
       if (this.respHeadParts === null) this.respHeadParts = []
       this.respHeadParts.push(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
       this.respHeadBytes += n
