@@ -155,6 +155,64 @@ export function checkTargets(s: Summary[], conv: ConvergenceResult | null, cores
     const r = a.rps / b.rps
     t.push({ target: name, value: `${fmt(r, 2)} × (${fmt(a.rps)} vs ${fmt(b.rps)} req/s)`, met: r >= min })
   }
+  // Issue 15: the pass-through data plane against nginx (1 worker) and today's data plane, in the same rounds.
+  const pt = 'consul-lb-passthrough'
+  ratio(
+    'pass-through ≥ 0.80 × nginx upstream+keepalive (c=50, 100 B, wrk)',
+    find(s, 'c50-small', pt),
+    find(s, 'c50-small', 'nginx-upstream'),
+    0.8,
+  )
+  ratio(
+    'pass-through ≥ 1.3 × classic consul-lb (c=50, 100 B, wrk)',
+    find(s, 'c50-small', pt),
+    find(s, 'c50-small', 'consul-lb'),
+    1.3,
+  )
+  const ptCpu = find(s, 'c50-small', pt)?.cpuUsPerReq ?? null
+  const ngCpu = find(s, 'c50-small', 'nginx-upstream')?.cpuUsPerReq ?? null
+  t.push({
+    target: "pass-through CPU per request ≤ 1.3 × nginx's (c=50, 100 B)",
+    value:
+      ptCpu === null || ngCpu === null
+        ? 'not measured'
+        : `${fmt(ptCpu, 1)} µs vs nginx ${fmt(ngCpu, 1)} µs (${fmt(ptCpu / ngCpu, 2)} ×)`,
+    met: ptCpu === null || ngCpu === null ? null : ptCpu <= 1.3 * ngCpu,
+  })
+  for (const [sc, label] of [
+    ['c256-small', 'c=256, 100 B'],
+    ['c50-64k', 'c=50, 64 KiB'],
+    ['c50-post16k', 'c=50, POST 16 KiB'],
+  ] as const)
+    ratio(`pass-through ≥ 0.75 × nginx (${label}, wrk)`, find(s, sc, pt), find(s, sc, 'nginx-upstream'), 0.75)
+  const ptc1 = find(s, 'c1-small', pt)
+  const ngc1 = find(s, 'c1-small', 'nginx-upstream')
+  t.push(
+    ptc1?.addedP50Us != null && ngc1?.addedP50Us != null
+      ? {
+          target: "pass-through added p50 over direct at c=1 ≤ 1.5 × nginx's (wrk)",
+          value: `${fmt(ptc1.addedP50Us)} µs vs nginx ${fmt(ngc1.addedP50Us)} µs (${fmt(ptc1.addedP50Us / Math.max(1, ngc1.addedP50Us), 2)} ×)`,
+          met: ptc1.addedP50Us <= 1.5 * ngc1.addedP50Us,
+        }
+      : { target: "pass-through added p50 over direct at c=1 ≤ 1.5 × nginx's", value: 'not measured', met: null },
+  )
+  const ptp99 = find(s, 'c50-small', pt)
+  const ngp99 = find(s, 'c50-small', 'nginx-upstream')
+  t.push(
+    ptp99 && ngp99
+      ? {
+          target: "pass-through p99 at c=50 ≤ 2 × nginx's (wrk)",
+          value: `${us(ptp99.p99Us)} vs nginx ${us(ngp99.p99Us)} (${fmt(ptp99.p99Us / ngp99.p99Us, 2)} ×)`,
+          met: ptp99.p99Us <= 2 * ngp99.p99Us,
+        }
+      : { target: "pass-through p99 at c=50 ≤ 2 × nginx's", value: 'not measured', met: null },
+  )
+  const ptRss = find(s, 'c256-small', pt)?.maxProcRssMb ?? null
+  t.push({
+    target: 'pass-through RSS under c=256 ≤ 80 MB',
+    value: ptRss === null ? 'not measured' : `${fmt(ptRss)} MB`,
+    met: ptRss === null ? null : ptRss <= 80,
+  })
   ratio(
     'consul-lb ≥ 0.60 × nginx upstream+keepalive (c=50, 100 B, wrk)',
     find(s, 'c50-small', 'consul-lb'),
@@ -285,7 +343,12 @@ export function markdown(r: BenchReport): string {
     )
   }
   lines.push(...runtimeLines(r))
-  lines.push('## Targets (issue 5)', '', '| target | measured | met |', '|---|---|:---:|')
+  lines.push(
+    '## Targets (issue 15: the pass-through data plane; issue 5: the classic one)',
+    '',
+    '| target | measured | met |',
+    '|---|---|:---:|',
+  )
   for (const t of r.targets)
     lines.push(`| ${t.target} | ${t.value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`)
   lines.push('')
