@@ -5,6 +5,7 @@
  * flame view in Chrome DevTools or speedscope.
  *
  *   npm run bench:profile -- --duration 15 --cli /tmp/experiment/dist/cli.js
+ *   npm run bench:profile -- --data-plane classic     (the pass-through data plane is profiled by default)
  *   node --import tsx bench/profile.ts --from bench/results/tmp/cpuprof-…/….cpuprofile
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -23,6 +24,8 @@ const { values: args } = parseArgs({
     cli: { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
     out: { type: 'string', default: join(ROOT, 'bench', 'results', 'profile.md') },
     top: { type: 'string', default: '30' },
+    /** The data plane profiled (passthrough or classic). */
+    'data-plane': { type: 'string', default: 'passthrough' },
     /** Summarise an existing .cpuprofile instead of running the load. */
     from: { type: 'string' },
   },
@@ -55,6 +58,7 @@ interface CpuProfile {
 
 type Category =
   | 'consul-lb'
+  | 'llhttp (WebAssembly)'
   | 'undici'
   | 'node:http'
   | 'node (other JS)'
@@ -70,6 +74,8 @@ function categorise(f: CallFrame): Category {
   if (f.functionName === '(idle)') return 'idle'
   if (f.functionName === '(garbage collector)') return 'GC'
   if (f.functionName === '(program)') return 'program'
+  // The pass-through data plane's parser: wasm functions (and the wasm↔JS call stubs).
+  if (u.startsWith('wasm://') || f.functionName.startsWith('wasm-')) return 'llhttp (WebAssembly)'
   if (u.includes('/node_modules/undici/')) return 'undici'
   if (u.includes('/node_modules/prom-client/')) return 'prom-client'
   if (u.includes('/node_modules/')) return 'other deps'
@@ -184,6 +190,8 @@ async function main(): Promise<void> {
       `/=${SERVICE}`,
       '--log-level',
       'warn',
+      '--data-plane',
+      args['data-plane'],
     ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, 'consul-lb')
@@ -197,7 +205,7 @@ async function main(): Promise<void> {
     const md = [
       '# consul-lb CPU profile',
       '',
-      `\`node --cpu-prof\` of \`${relative(ROOT, cli)} serve\` (1 worker) under wrk c=${sc.connections}, ${args.duration} s, 100 B responses: ` +
+      `\`node --cpu-prof\` of \`${relative(ROOT, cli)} serve --data-plane ${args['data-plane']}\` (1 worker) under wrk c=${sc.connections}, ${args.duration} s, 100 B responses: ` +
         `${Math.round(r.rps).toLocaleString('en-US')} req/s, p99 ${r.p99Us} µs, ${r.errors} errors (profiler on: figures are lower than in the bench). ` +
         `Raw profile: ${relative(ROOT, join(profDir, file))} (open in Chrome DevTools or speedscope).`,
       '',
