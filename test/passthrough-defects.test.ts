@@ -5,6 +5,6 @@ import { defectSuite } from './helpers/edge-defects.js'
 
 /** The pass-through data plane (src/passthrough/), measured by the same counters as the node:http one. */
 const startPassthroughEdge: StartEdgeProxy = (t, consul, settings) =>
-  startNodeEdge(t, consul, { ...settings, dataPlane: 'passthrough' })
+  startNodeEdge(t, consul, { dataPlane: 'passthrough', ...settings })
 
 defectSuite(t, startPassthroughEdge)

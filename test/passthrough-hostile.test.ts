@@ -5,6 +5,6 @@ import { hostileSuite } from './helpers/edge-hostile.js'
 
 /** The pass-through data plane (src/passthrough/), measured by the same counters as the node:http one. */
 const startPassthroughEdge: StartEdgeProxy = (t, consul, settings) =>
-  startNodeEdge(t, consul, { ...settings, dataPlane: 'passthrough' })
+  startNodeEdge(t, consul, { dataPlane: 'passthrough', ...settings })
 
 hostileSuite(t, startPassthroughEdge)

@@ -45,10 +45,10 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
   {
     key: 'dataPlane',
     kind: 'enum',
-    default: 'classic',
-    values: ['classic', 'passthrough'],
-    arg: '<classic|passthrough>',
-    help: 'classic: node:http in front, undici behind; passthrough: raw sockets parsed by llhttp, heads rewritten in one pass, bodies relayed as they come',
+    default: 'passthrough',
+    values: ['passthrough', 'classic'],
+    arg: '<passthrough|classic>',
+    help: 'passthrough: client and instance connections read as bytes, each head parsed once by llhttp and rewritten in one pass, bodies relayed as they come; classic: node:http in front, undici behind',
   },
   {
     key: 'admin',

@@ -25,7 +25,7 @@ export type StartEdgeProxy = (t: Test, consul: ConsulAgent, settings: Record<str
 
 /** The node:http data plane (src/proxy/proxy.ts). */
 export const startNodeEdge: StartEdgeProxy = async (t, consul, settings) => {
-  const p = await startTestProxy(t, consul, settings)
+  const p = await startTestProxy(t, consul, { dataPlane: 'classic', ...settings })
   return {
     port: p.port,
     adminPort: p.adminPort,

@@ -14,7 +14,7 @@ export async function startTestProxy(
       admin: '127.0.0.1:0',
       dns: [consul.dnsAddr],
       ttlFloorMs: 1000,
-      dataPlane: testDataPlane(),
+      ...(testDataPlane() === undefined ? {} : { dataPlane: testDataPlane() }),
       ...settings,
     },
     { log: process.env.TEST_LOG ? createLogger('debug') : silentLogger() },
@@ -25,9 +25,9 @@ export async function startTestProxy(
 
 /**
  * The data plane proxy tests run on: CONSUL_LB_DATA_PLANE (the product's own variable, so `consul-lb serve` processes
- * a test starts inherit it), set by the `*.passthrough.test.ts` files that run a proxy test file again on the
- * pass-through data plane; the classic one otherwise.
+ * a test starts inherit it), set by the `*.classic.test.ts` files that run a proxy test file again on the classic
+ * data plane; the default (pass-through) otherwise.
  */
-export function testDataPlane(): string {
-  return process.env.CONSUL_LB_DATA_PLANE ?? 'classic'
+export function testDataPlane(): string | undefined {
+  return process.env.CONSUL_LB_DATA_PLANE
 }

@@ -1,0 +1,3 @@
+// The close tests again, on the classic data plane (node:http + undici; the pass-through one is the default).
+process.env.CONSUL_LB_DATA_PLANE = 'classic'
+await import('./close.test.js')
