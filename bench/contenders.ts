@@ -125,15 +125,13 @@ function consulLb(
   })
 }
 
-/** bench/minimal-proxy.ts: the plain node:http + undici dispatch pattern, the floor of what consul-lb builds on. */
-function nodeMinimal(): ContenderSpec {
-  const id = 'node-minimal'
-  const label = 'minimal node:http + undici proxy (static)'
+/** A reference proxy of our own in bench/ over the three backends (static list, no discovery). */
+function staticNodeProxy(id: string, label: string, script: string): ContenderSpec {
   return onFreePort(id, label, async (s, port) => {
     const d = spawnTracked(process.execPath, [
       '--import',
       'tsx',
-      join(ROOT, 'bench', 'minimal-proxy.ts'),
+      join(ROOT, 'bench', script),
       '--listen',
       `127.0.0.1:${port}`,
       '--upstreams',
@@ -145,24 +143,14 @@ function nodeMinimal(): ContenderSpec {
   })
 }
 
+/** bench/minimal-proxy.ts: the plain node:http + undici dispatch pattern, the floor of what consul-lb builds on. */
+function nodeMinimal(): ContenderSpec {
+  return staticNodeProxy('node-minimal', 'minimal node:http + undici proxy (static)', 'minimal-proxy.ts')
+}
+
 /** bench/tcp-relay.ts: net.Socket relaying bytes without parsing them, the ceiling of a Node data plane. */
 function tcpRelay(): ContenderSpec {
-  const id = 'node-tcp-relay'
-  const label = 'Node TCP relay, no HTTP parsing (reference)'
-  return onFreePort(id, label, async (s, port) => {
-    const d = spawnTracked(process.execPath, [
-      '--import',
-      'tsx',
-      join(ROOT, 'bench', 'tcp-relay.ts'),
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--upstreams',
-      s.backends.map((b) => `${b.host}:${b.port}`).join(','),
-    ])
-    const url = `http://127.0.0.1:${port}`
-    await waitServing(url, d, label)
-    return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc) }
-  })
+  return staticNodeProxy('node-tcp-relay', 'Node TCP relay, no HTTP parsing (reference)', 'tcp-relay.ts')
 }
 
 function nginxUpstream(workers: number): ContenderSpec {

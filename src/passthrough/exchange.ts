@@ -498,7 +498,8 @@ export class Exchange implements ConnectionUser {
     if (u === null) return
     const now = Date.now()
     this.deadline = 0
-    if (INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
+    if (INSTANCE_FAILURES.has(code) && u.recordFailure(code, now))
+      this.target.ejected(u, code, this.ctx.log, this.ctx.ejectForMs)
     if (!this.answered && this.mayRetry(code)) {
       if (this.tried === null) this.tried = []
       this.tried.push(u)
@@ -589,14 +590,6 @@ export class Exchange implements ConnectionUser {
     // Spliced before the exchange ends, so the client connection knows it is a tunnel now (not a next request).
     this.client.splice(up, () => u.end())
     this.finish(101, null)
-  }
-
-  private ejected(u: Upstream, code: string): void {
-    this.target.stats.ejections++
-    this.ctx.log.warn(
-      { service: this.target.service, instance: u.key, code, ejectForMs: this.ctx.ejectForMs, reason: u.ejectReason },
-      'instance ejected',
-    )
   }
 
   /** The only place the exchange ends: its instance slot, retry slot, request slot and counters, given back once. */

@@ -260,7 +260,8 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     const code = (err as { code?: string }).code ?? err.name
     const now = Date.now()
     const clientGone = code === 'UND_ERR_ABORTED' || this.isClientGone()
-    if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now)) this.ejected(u, code)
+    if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now))
+      this.target.ejected(u, code, this.ctx.log, this.ctx.ejectForMs)
     if (clientGone) {
       this.finish(499, this.sendTimedOut ? 'CLB_CLIENT_TIMEOUT' : null)
       return
@@ -363,14 +364,6 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     } catch {
       // Node refuses a Link value it cannot validate; hints are advisory (RFC 8297), the final answer still comes.
     }
-  }
-
-  private ejected(u: Upstream, code: string): void {
-    this.target.stats.ejections++
-    this.ctx.log.warn(
-      { service: this.target.service, instance: u.key, code, ejectForMs: this.ctx.ejectForMs, reason: u.ejectReason },
-      'instance ejected',
-    )
   }
 
   /**

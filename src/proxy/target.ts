@@ -1,7 +1,8 @@
 import type { Select } from '../balancer/policies.js'
 import { ServicePool } from '../balancer/pool.js'
-import type { UpstreamRegistry } from '../balancer/upstream.js'
+import type { Upstream, UpstreamRegistry } from '../balancer/upstream.js'
 import { NoHealthyInstanceError } from '../errors.js'
+import type { Logger } from '../log.js'
 import type { ServiceEntry, ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import type { ProxyMetrics, ServiceStats } from './metrics.js'
 
@@ -110,6 +111,12 @@ export class ServiceTarget {
       why,
       allFull ? null : (this.opts.explainer?.explain(this.key) ?? null),
     )
+  }
+
+  /** A failure of `u` while serving this service ejected it: counted under the service, and logged once. */
+  ejected(u: Upstream, code: string, log: Logger, ejectForMs: number): void {
+    this.stats.ejections++
+    log.warn({ service: this.service, instance: u.key, code, ejectForMs, reason: u.ejectReason }, 'instance ejected')
   }
 
   /** Rebuilds the pool when the entry's instances changed (the resolver calls this on change). */
