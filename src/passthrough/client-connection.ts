@@ -52,6 +52,17 @@ enum Read {
 
 const CRLF = Buffer.from('\r\n', 'latin1')
 
+/** Pipelined requests that may wait behind the one in progress (the classic data plane's limit). */
+const MAX_QUEUED = 32
+
+/** How many `\r\n\r\n` are in `b`, counting no further than `max`. */
+function countHeadEnds(b: Buffer, max: number): number {
+  let n = 0
+  for (let i = b.indexOf(HEAD_END); i !== -1 && n < max; i = b.indexOf(HEAD_END, i + 4)) n++
+  return n
+}
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1')
+
 /** Bytes of a head parsed per step: the rest of a large read (a body) is not copied into the parser. */
 const HEAD_WINDOW = 4096
 
@@ -164,13 +175,20 @@ export class ClientConnection {
           at = this.readBody(chunk, at)
           break
         case Read.Answer:
-          // The next request (pipelined) waits for this answer; so does the rest of the socket.
+          // The next request (pipelined) waits for this answer; so does the rest of the socket. More than
+          // MAX_QUEUED requests waiting cuts the connection, as on the classic plane (counted by head ends in the
+          // waiting bytes: a body of blank lines may count too; such a client is cut like a greedy one).
           this.pending =
             this.pending === null
               ? at === 0
                 ? chunk
                 : chunk.subarray(at)
               : Buffer.concat([this.pending, chunk.subarray(at)])
+          if (countHeadEnds(this.pending, MAX_QUEUED + 1) > MAX_QUEUED) {
+            this.exchange?.abort()
+            this.destroy()
+            return
+          }
           this.pauseReading()
           return
         default:

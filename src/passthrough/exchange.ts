@@ -584,11 +584,12 @@ export class Exchange implements ConnectionUser {
     this.deadline = 0
     this.answered = true
     const up = c.detach()
-    // The tunnel holds the instance slot until it closes (the slot leaves the exchange here, not through endAttempt).
     const u = this.upstream!
     this.upstream = null
+    // The slot leaves the request count for the tunnel count (open tunnels do not use up the instance's cap).
+    u.promoteToTunnel()
     // Spliced before the exchange ends, so the client connection knows it is a tunnel now (not a next request).
-    this.client.splice(up, () => u.end())
+    this.client.splice(up, () => u.endTunnel())
     this.finish(101, null)
   }
 

@@ -1,3 +1,4 @@
+import { forwardedElement } from '../proxy/headers.js'
 import type { HttpParser } from './llhttp.js'
 
 /**
@@ -25,6 +26,7 @@ export enum Name {
   Accept,
   TransferEncoding,
   ContentLength,
+  Forwarded,
 }
 
 /** True for the names a proxy never forwards (as a header of its own, before Connection-listed names). */
@@ -59,6 +61,8 @@ export function classifyName(buf: Uint8Array, start: number, len: number): Name 
         : bytesEqual(buf, start, 'trailer')
           ? Name.Trailer
           : Name.Other
+    case 9:
+      return bytesEqual(buf, start, 'forwarded') ? Name.Forwarded : Name.Other
     case 10:
       return bytesEqual(buf, start, 'connection')
         ? Name.Connection
@@ -141,6 +145,8 @@ export class RequestFacts {
   transferEncoding: string | undefined = undefined
   upgrade: string | undefined = undefined
   xff: string | null = null
+  /** RFC 7239 Forwarded values joined (null: none sent): this hop's element is appended. */
+  forwarded: string | null = null
   accept: string | undefined = undefined
   /** Header classes, one per header, reused by the rewrite. */
   names = new Uint8Array(32)
@@ -155,6 +161,7 @@ export class RequestFacts {
     this.transferEncoding = undefined
     this.upgrade = undefined
     this.xff = null
+    this.forwarded = null
     this.accept = undefined
     const s = p.spans
     const n = (p.spanCount - 2) >> 2
@@ -183,6 +190,12 @@ export class RequestFacts {
           this.xff =
             this.xff === null ? head.toString('latin1', vs, ve) : `${this.xff}, ${head.toString('latin1', vs, ve)}`
           break
+        case Name.Forwarded:
+          this.forwarded =
+            this.forwarded === null
+              ? head.toString('latin1', vs, ve)
+              : `${this.forwarded}, ${head.toString('latin1', vs, ve)}`
+          break
         case Name.Expect:
           this.hasExpect = true
           break
@@ -202,7 +215,8 @@ function join(a: string | undefined, b: string): string {
  * The request head for the instance, in one buffer, from one pass over the client's bytes: request line (with the
  * routed path when it differs), every end-to-end header copied as sent (runs of kept lines in one copy), hop-by-hop
  * and Connection-listed ones left out, X-Forwarded-For appended to, X-Forwarded-Proto and -Host set (this listener
- * is the edge). The same rules as proxy/headers.ts forwardRequestHeaders, but for Transfer-Encoding, which stays:
+ * is the edge), a client's Forwarded field gets this hop's element. The same rules as proxy/headers.ts
+ * forwardRequestHeaders, but for Transfer-Encoding, which stays:
  * a chunked body passes through as it came. An upgrade keeps `Upgrade` (and an h2c HTTP2-Settings) and sends
  * `Connection: upgrade`. `headEnd` is the offset just past the blank line.
  */
@@ -226,6 +240,8 @@ export function rewriteRequestHead(
   extra += `x-forwarded-for: ${facts.xff === null ? rw.clientAddress : `${facts.xff}, ${rw.clientAddress}`}\r\n`
   extra += 'x-forwarded-proto: http\r\n'
   if (rw.host !== undefined) extra += `x-forwarded-host: ${rw.host}\r\n`
+  if (facts.forwarded !== null)
+    extra += `forwarded: ${facts.forwarded}, ${forwardedElement(rw.clientAddress, rw.host)}\r\n`
   const urlStart = at + s[0]!
   const urlEnd = urlStart + s[1]!
   // Upper bound: the head itself, a longer path, the added lines (latin1: one byte per character).
@@ -248,6 +264,7 @@ export function rewriteRequestHead(
       case Name.XForwardedFor:
       case Name.XForwardedProto:
       case Name.XForwardedHost:
+      case Name.Forwarded:
         drop = true
         break
       case Name.Host:

@@ -255,6 +255,8 @@ function requestProblem(
       `HTTP/${p.httpMajor}.${p.httpMinor} is not supported; use HTTP/1.1`,
     )
   if (method === 'CONNECT') return new ClientRequestError('CLB_NOT_IMPLEMENTED', 'CONNECT is not supported')
+  // nginx refuses TRACE too: a backend echoing the request would hand cookies and credentials back to a script.
+  if (method === 'TRACE') return new ClientRequestError('CLB_NOT_IMPLEMENTED', 'TRACE is not forwarded')
   if (f.count >= MAX_HEADER_FIELDS)
     return new ClientRequestError('CLB_HEADERS_TOO_LARGE', `${MAX_HEADER_FIELDS} header fields or more`)
   if (f.hostCount > 1)

@@ -107,7 +107,7 @@ export function forwardRequestHeaders(raw: readonly string[], f: ForwardRequest)
 }
 
 /** This hop's RFC 7239 element; values quoted (an IPv6 address goes in brackets, §6). */
-function forwardedElement(address: string, host: string | undefined): string {
+export function forwardedElement(address: string, host: string | undefined): string {
   const node = address.includes(':') ? `"[${address}]"` : `"${address}"`
   return `for=${node};proto=http${host === undefined ? '' : `;host="${host}"`}`
 }
