@@ -120,7 +120,11 @@ t.test('zhibo_service through serve, nginx 1.22 (resolver) and nginx 1.30 (upstr
   })
 
   t.test('nginx 1.30, upstream mode: SRV of zhibo_service, and a tag named `tcp` keeps its filter', async (t) => {
-    const routes = [parseRoute('/live=zhibo_service'), parseRoute('/tcp=zhibo_service,tag=tcp')]
+    const routes = [
+      parseRoute('/live=zhibo_service'),
+      parseRoute('/tcp=zhibo_service,tag=tcp'),
+      parseRoute('zhibo_service.example.com=zhibo_service'),
+    ]
     const nginx = await startNginx(t, '1.30', (p) =>
       renderNginxHttp(
         renderOptions({
@@ -136,6 +140,7 @@ t.test('zhibo_service through serve, nginx 1.22 (resolver) and nginx 1.30 (upstr
     await waitServing(nginx, '/live/')
     await waitServing(nginx, '/tcp/')
     t.same(await reach(() => nginx.get('/live/x')), all)
+    t.same(await reach(() => nginx.get('/', 'zhibo_service.example.com')), all, 'Host route')
     t.same(
       await reach(() => nginx.get('/tcp/x')),
       ['zhibo-1'],

@@ -20,6 +20,10 @@ export function buildProgram(): Command {
     )
     .version(PACKAGE_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      "\ngliderlabs/registrator's command line works as is: consul-lb [registrator] -ip=10.0.0.5 consul://127.0.0.1:8500\n(consul-lb registrator -help lists its options).",
+    )
     .exitOverride()
   program.addCommand(serveCommand())
   program.addCommand(registratorCommand())
