@@ -4,6 +4,7 @@ import t from 'tap'
 import { loadNginxConfig } from '../src/config/nginx.js'
 import { loadRegistratorConfig } from '../src/config/registrator.js'
 import { loadServeConfig } from '../src/config/serve.js'
+import { ConsulCredentials } from '../src/consul/credentials.js'
 import { ConfigError } from '../src/errors.js'
 import { makeTlsMaterial } from './helpers/consul.js'
 import { tempDir } from './helpers/tmp.js'
@@ -132,5 +133,84 @@ t.test(
       'dockerTlsVerify',
       'a unix socket has no TLS',
     )
+  },
+)
+
+t.test(
+  "Consul's CLI conventions: ParseBool spellings, https over http:// with CONSUL_HTTP_SSL, a gateway prefix, a server name with a port",
+  async (t) => {
+    const addr = (env: Record<string, string>) => loadRegistratorConfig({ env }).consul
+    for (const [v, verify] of [
+      ['t', true],
+      ['T', true],
+      ['TRUE', true],
+      ['True', true],
+      ['1', true],
+      ['f', false],
+      ['F', false],
+      ['FALSE', false],
+      ['False', false],
+      ['0', false],
+    ] as const)
+      t.equal(
+        addr({ CONSUL_HTTP_ADDR: 'https://c:8501', CONSUL_HTTP_SSL_VERIFY: v }).tls?.verify,
+        verify,
+        `verify=${v}`,
+      )
+    t.equal(fails(() => addr({ CONSUL_HTTP_SSL_VERIFY: 'maybe' })).field, 'env CONSUL_HTTP_SSL_VERIFY', 'not a guess')
+    t.equal(
+      addr({ CONSUL_HTTP_ADDR: 'http://c:8501', CONSUL_HTTP_SSL: 'T' }).address,
+      'https://c:8501',
+      'as Consul: CONSUL_HTTP_SSL never lets http:// downgrade',
+    )
+    t.equal(addr({ CONSUL_HTTP_ADDR: 'https://c:8501', CONSUL_HTTP_SSL: 'false' }).address, 'https://c:8501')
+    t.equal(
+      addr({ CONSUL_HTTP_ADDR: 'https://gw.example:8443/consul/' }).address,
+      'https://gw.example:8443/consul',
+      "an API gateway's path prefix is kept (Consul's PathPrefix)",
+    )
+    t.equal(fails(() => addr({ CONSUL_HTTP_ADDR: 'https://c:8501/?x=1' })).field, 'consul', 'no query string')
+    const withName = (n: string) =>
+      addr({ CONSUL_HTTP_ADDR: 'https://c:8501', CONSUL_TLS_SERVER_NAME: n }).tls?.serverName
+    t.equal(
+      withName('server.dc1.consul:8501'),
+      'server.dc1.consul',
+      "the port of a server name goes, as in Consul's client",
+    )
+    t.equal(withName('[::1]:8501'), '::1')
+    t.equal(withName('server.dc1.consul'), 'server.dc1.consul')
+    const e = fails(() => addr({ CONSUL_HTTP_ADDR: 'https://user:pa55w0rd@c:85 01' }))
+    t.equal(e.field, 'consul')
+    t.notMatch(e.message, /pa55w0rd/, 'an address that does not parse is echoed without its credentials')
+  },
+)
+
+t.test(
+  'a token is one line of visible characters: anything else fails at start-up, naming the setting, not the token',
+  async (t) => {
+    const dir = tempDir(t, 'consul-lb-cfg-token-')
+    const file = join(dir, 'token')
+    for (const [content, token] of [
+      ['abc-123\r\n', 'abc-123'],
+      ['\uFEFFabc-123\r\n', 'abc-123'],
+      ['  abc-123  \n\n', 'abc-123'],
+    ] as const) {
+      writeFileSync(file, content)
+      t.equal(
+        new ConsulCredentials(loadRegistratorConfig({ env: { CONSUL_HTTP_TOKEN_FILE: file } }).consul).token,
+        token,
+        `${JSON.stringify(content)}: trimmed as Consul's CLI does (and a BOM)`,
+      )
+    }
+    for (const content of ['s3cret-1\nsecond', 's3cret-1\u0000', 's3cret 1', 's3cret-1é']) {
+      writeFileSync(file, content)
+      const err = fails(() => loadRegistratorConfig({ env: { CONSUL_HTTP_TOKEN_FILE: file } }))
+      t.equal(err.field, 'consulTokenFile', JSON.stringify(content))
+      t.match(err.message, /holds (more than one line|characters a token cannot have)/)
+      t.notMatch(err.message, /s3cret/)
+      const direct = fails(() => loadRegistratorConfig({ env: { CONSUL_HTTP_TOKEN: content } }))
+      t.equal(direct.field, 'consulToken')
+      t.notMatch(direct.message, /s3cret/)
+    }
   },
 )

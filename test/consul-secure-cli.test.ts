@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { ConsulClient } from '../src/consul/client.js'
@@ -8,15 +8,19 @@ import {
   type SecureConsul,
   secureConnection,
   secureEnv,
+  signCert,
   startSecureConsul,
 } from './helpers/consul.js'
+import { startNginx } from './helpers/nginx.js'
 import { runCli } from './helpers/process.js'
 import { tempDir } from './helpers/tmp.js'
 
 /** HTTPS-only Consul with verify_incoming and ACLs (default deny), as production runs it; one agent for the file. */
 let consul: SecureConsul
+/** The agent's HTTPS API also listens on this unix socket (addresses.https), as some deployments run it. */
+const httpsSocket = join(tempDir(t, 'consul-lb-sec-sock-'), 'https.sock')
 t.before(async () => {
-  consul = await startSecureConsul(t)
+  consul = await startSecureConsul(t, { extra: { addresses: { https: `127.0.0.1 unix://${httpsSocket}` } } })
   await consul.agent.register({ ID: 'shop-1', Name: 'shop', Address: '127.0.0.2', Port: 8080 })
 })
 
@@ -147,3 +151,145 @@ t.test('a CA folder (CONSUL_CAPATH) verifies the agent like a CA file', async (t
   t.teardown(() => client.close())
   t.ok('shop' in (await client.catalogServices()).value)
 })
+
+t.test("an operator's environment in Consul's own spellings works against the agent, and still verifies", async (t) => {
+  const dir = tempDir(t, 'consul-lb-sec-spell-')
+  const tokenFile = join(dir, 'token')
+  const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+  // Written on Windows: a byte-order mark and CRLF.
+  writeFileSync(tokenFile, `\uFEFF${token}\r\n`)
+  const out = join(dir, 'site.conf')
+  const env = consulEnv({
+    // http:// with CONSUL_HTTP_SSL: Consul's client never downgrades, and neither do we.
+    CONSUL_HTTP_ADDR: consul.agent.httpAddr.replace('https:', 'http:'),
+    CONSUL_HTTP_SSL: 'T',
+    CONSUL_HTTP_SSL_VERIFY: 't',
+    CONSUL_TLS_SERVER_NAME: 'server.dc1.consul:8501',
+    CONSUL_HTTP_TOKEN_FILE: tokenFile,
+  })
+  const r = await runCli(catalog(out), env)
+  t.equal(r.code, 0, r.stderr)
+  t.match(readFileSync(out, 'utf8'), /shop\.service\.consul/)
+  const other = makeTlsMaterial(tempDir(t, 'consul-lb-other-ca-'))
+  const refused = await runCli(catalog(join(dir, 'not.conf')), { ...env, CONSUL_CACERT: other.caFile })
+  t.equal(refused.code, 1, 'CONSUL_HTTP_SSL_VERIFY=t verifies')
+  t.match(refused.stderr, /CLB_CONSUL_TLS.*not signed by a CA we trust/)
+  t.notMatch(r.stdout + r.stderr + refused.stderr, token)
+})
+
+t.test('the HTTPS API over a unix socket (CONSUL_HTTP_SSL=true), verified like the TCP one', async (t) => {
+  const dir = tempDir(t, 'consul-lb-sec-unix-')
+  const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+  const env = consulEnv({
+    CONSUL_HTTP_ADDR: `unix://${httpsSocket}`,
+    CONSUL_HTTP_SSL: 'true',
+    CONSUL_HTTP_TOKEN: token,
+  })
+  const r = await runCli(catalog(join(dir, 'site.conf')), env)
+  t.equal(r.code, 0, r.stderr)
+  t.match(readFileSync(join(dir, 'site.conf'), 'utf8'), /shop\.service\.consul/)
+  const other = makeTlsMaterial(tempDir(t, 'consul-lb-other-ca-'))
+  const wrongCa = await runCli(catalog(join(dir, 'x.conf')), { ...env, CONSUL_CACERT: other.caFile })
+  t.equal(wrongCa.code, 1)
+  t.match(wrongCa.stderr, /CLB_CONSUL_TLS.*unix:\/\/.*not signed by a CA we trust/)
+  const noCert = await runCli(catalog(join(dir, 'x.conf')), { ...env, CONSUL_CLIENT_CERT: '', CONSUL_CLIENT_KEY: '' })
+  t.equal(noCert.code, 1)
+  t.match(
+    noCert.stderr,
+    /CLB_CONSUL_TLS.*requires a client certificate/,
+    'the probe reads the alert over the socket too',
+  )
+  const plain = await runCli(catalog(join(dir, 'x.conf')), {
+    CONSUL_HTTP_ADDR: `unix://${httpsSocket}`,
+    CONSUL_HTTP_TOKEN: token,
+  })
+  t.equal(plain.code, 1)
+  t.match(plain.stderr, /CLB_CONSUL_TLS.*speaks HTTPS on this port/, 'plain HTTP to the HTTPS socket')
+  t.notOk(existsSync(join(dir, 'x.conf')))
+})
+
+t.test("Consul behind an API gateway: the path prefix of CONSUL_HTTP_ADDR is kept (Consul's PathPrefix)", async (t) => {
+  // nginx as the gateway: HTTPS towards us (the agent's server certificate), mTLS towards the agent, /consul/ stripped.
+  const tls = consul.tls
+  const gateway = await startNginx(
+    t,
+    '1.22',
+    (port) => `server {
+  listen 127.0.0.1:${port} ssl;
+  ssl_certificate ${tls.serverCert};
+  ssl_certificate_key ${tls.serverKey};
+  location /consul/ {
+    proxy_pass https://127.0.0.1:${consul.agent.httpPort}/;
+    proxy_ssl_certificate ${tls.clientCert};
+    proxy_ssl_certificate_key ${tls.clientKey};
+    proxy_ssl_trusted_certificate ${tls.caFile};
+    proxy_ssl_verify on;
+    proxy_ssl_name server.dc1.consul;
+  }
+  location / { return 404 "not the API\n"; }
+}
+`,
+  )
+  const dir = tempDir(t, 'consul-lb-sec-gw-')
+  const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+  const env = {
+    CONSUL_HTTP_ADDR: `https://127.0.0.1:${gateway.port}/consul`,
+    CONSUL_CACERT: tls.caFile,
+    CONSUL_HTTP_TOKEN: token,
+  }
+  const r = await runCli(catalog(join(dir, 'site.conf')), env)
+  t.equal(r.code, 0, `${r.stderr}\n${gateway.log}`)
+  t.match(readFileSync(join(dir, 'site.conf'), 'utf8'), /shop\.service\.consul/)
+  const noPrefix = await runCli(catalog(join(dir, 'x.conf')), {
+    ...env,
+    CONSUL_HTTP_ADDR: `https://127.0.0.1:${gateway.port}`,
+  })
+  t.equal(noPrefix.code, 1, 'without the prefix the gateway has no API: proof the prefix was used')
+  t.match(noPrefix.stderr, /CLB_CONSUL_HTTP.*404/)
+})
+
+t.test('an expired client certificate: refused, and the error says it expired and when', async (t) => {
+  const expired = signCert(consul.tls, { name: 'expired-client', days: -1, usage: 'clientAuth' })
+  const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+  const out = join(tempDir(t, 'consul-lb-sec-exp-'), 'site.conf')
+  const r = await runCli(
+    catalog(out),
+    consulEnv({ CONSUL_CLIENT_CERT: expired.cert, CONSUL_CLIENT_KEY: expired.key, CONSUL_HTTP_TOKEN: token }),
+  )
+  t.equal(r.code, 1)
+  t.match(
+    r.stderr,
+    /CLB_CONSUL_TLS: .*refused our client certificate because it expired \(\w*CERTIFICATE_EXPIRED\) on \d{4}-\d\d-\d\dT.*consul tls cert create -client/,
+  )
+  t.notOk(existsSync(out))
+})
+
+t.test(
+  'a token file that turns bad or vanishes mid-run: the last good token stays in use, the problem is said',
+  async (t) => {
+    const dir = tempDir(t, 'consul-lb-token-bad-')
+    const tokenFile = join(dir, 'token')
+    const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+    copyTo(tokenFile, token)
+    const client = new ConsulClient({ connection: secureConnection(consul, { tokenFile }), recheckMs: 0 })
+    t.teardown(() => client.close())
+    t.ok('shop' in (await client.catalogServices()).value)
+    // A secret manager that appended a second line (or wrote two tokens): sending it would fail every request.
+    copyTo(tokenFile, `${token}\nsecond-line`)
+    t.ok('shop' in (await client.catalogServices()).value, 'the previous token, not the anonymous one')
+    t.match(client.credentials.lastError, { code: 'CLB_CONSUL_CREDENTIALS', message: /holds more than one line/ })
+    t.notMatch(client.credentials.lastError?.message, token)
+    rmSync(tokenFile)
+    t.ok('shop' in (await client.catalogServices()).value, 'a vanished file: still the previous token')
+    t.match(client.credentials.lastError, { code: 'CLB_CONSUL_CREDENTIALS', message: /cannot read it: ENOENT/ })
+    copyTo(tokenFile, '')
+    await t.rejects(
+      client.catalogServices(),
+      { code: 'CLB_CONSUL_ACL_DENIED' },
+      'an empty file is the anonymous token, as in Consul',
+    )
+    const r = await runCli(catalog(join(dir, 'site.conf')), consulEnv({ CONSUL_HTTP_TOKEN_FILE: join(dir, 'nope') }))
+    t.equal(r.code, 2, 'a missing token file at start-up is a usage error')
+    t.match(r.stderr, /consulTokenFile: .*nope: cannot read it: ENOENT/)
+  },
+)

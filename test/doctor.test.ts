@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Report } from '../src/doctor/report.js'
@@ -8,8 +8,11 @@ import {
   POLICIES,
   type SecureConsul,
   secureEnv,
+  signCert,
+  startConsul,
   startSecureConsul,
 } from './helpers/consul.js'
+import { startFakeDns } from './helpers/fake-dns.js'
 import { nginxBinary } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
 import { runCli } from './helpers/process.js'
@@ -161,3 +164,105 @@ t.test('bad usage exits 2', async (t) => {
   t.equal(r.code, 2)
   t.match(r.stderr, /invalid configuration: dns/)
 })
+
+t.test('Consul down: the API check fails with its fix, DNS is still checked', async (t) => {
+  const dead = await freePort()
+  const { code, report } = await doctor([], { CONSUL_HTTP_ADDR: `https://127.0.0.1:${dead}` })
+  t.equal(code, 1)
+  t.match(find(report, 'consul.api'), {
+    severity: 'fail',
+    summary: /CLB_CONSUL_UNREACHABLE: Consul at https:\/\/127\.0\.0\.1:\d+ unreachable \(ECONNREFUSED\)/,
+    fix: /CONSUL_HTTP_ADDR/,
+  })
+  t.equal(find(report, 'dns.tcp')?.severity, 'ok', 'the DNS side is checked all the same')
+  t.notOk(find(report, 'dns.acl'), 'nothing to compare DNS with')
+})
+
+t.test('a DNS port that answers garbage: each transport fails, and DNS is not compared with the API', async (t) => {
+  // A fake server: a real Consul agent cannot be made to answer bytes that are not DNS.
+  const garbage = await startFakeDns(t, () => Buffer.from('\0\0garbage, not a DNS message at all'))
+  const r = await runCli(['doctor', '--json', '--dns', garbage.label, '--dns-timeout-ms', '1000'], env())
+  t.equal(r.code, 1)
+  const report = JSON.parse(r.stdout) as Report
+  for (const check of ['dns.udp', 'dns.tcp'])
+    t.match(find(report, check, garbage.label), { severity: 'fail', summary: /is not a response/ }, check)
+  t.match(find(report, 'dns.acl'), { severity: 'skip', summary: /DNS gave no answer .*HTTP API 1 passing of 1/ })
+  t.equal(garbage.queries.length >= 2, true, 'both transports asked the garbage server')
+})
+
+t.test("a doctor token that may not read services: a warning about doctor's token, not a DNS failure", async (t) => {
+  await consul.setDnsToken(await consul.createToken(POLICIES.dns, 'dns'))
+  t.teardown(() => consul.setDnsToken(null))
+  const weak = join(tempDir(t, 'consul-lb-doctor-noread-'), 'token')
+  writeFileSync(weak, await consul.createToken('node_prefix "" { policy = "read" }', 'nodes-only'))
+  const { code, report } = await doctor(['--route', '/=api'], { CONSUL_HTTP_TOKEN_FILE: weak })
+  t.equal(code, 1)
+  for (const [check, subject] of [
+    ['dns.acl', 'consul.service.consul'],
+    ['route', 'api.service.consul'],
+  ] as const)
+    t.match(find(report, check, subject), {
+      severity: 'warn',
+      summary: /DNS [12], HTTP API 0 readable: the token from .* may not read/,
+      fix: /service_prefix "" and node_prefix "" \{ policy = "read" \}/,
+    })
+})
+
+t.test('an expired client certificate: the certificate check and the API check both say so', async (t) => {
+  const expired = signCert(consul.tls, { name: 'doctor-expired', days: -1, usage: 'clientAuth' })
+  const { code, report } = await doctor([], { CONSUL_CLIENT_CERT: expired.cert, CONSUL_CLIENT_KEY: expired.key })
+  t.equal(code, 1)
+  t.match(find(report, 'consul.client-cert'), { severity: 'fail', summary: /expired on/ })
+  t.match(find(report, 'consul.api'), {
+    severity: 'fail',
+    summary: /refused our client certificate because it expired/,
+  })
+})
+
+t.test('unusable TLS files are a finding (exit 1) with everything else checked, not a usage error', async (t) => {
+  const { code, report } = await doctor([], { CONSUL_CLIENT_KEY: consul.tls.serverKey })
+  t.equal(code, 1)
+  t.match(find(report, 'consul.settings'), {
+    severity: 'fail',
+    summary: new RegExp(`CLB_CONSUL_CREDENTIALS: ${consul.tls.serverKey}: unusable`),
+    fix: /--consul-client-key \/ CONSUL_CLIENT_KEY/,
+  })
+  t.equal(find(report, 'dns.tcp')?.severity, 'ok')
+})
+
+t.test('credential files others may change (or read)', async (t) => {
+  const dir = tempDir(t, 'consul-lb-doctor-modes-')
+  const ca = join(dir, 'ca.pem')
+  const token = join(dir, 'token')
+  copyFileSync(consul.tls.caFile, ca)
+  copyFileSync(tokenFile, token)
+  chmodSync(ca, 0o666)
+  chmodSync(token, 0o644)
+  const { code, report } = await doctor([], { CONSUL_CACERT: ca, CONSUL_HTTP_TOKEN_FILE: token })
+  t.equal(code, 1)
+  t.match(find(report, 'consul.files', ca), {
+    severity: 'warn',
+    summary:
+      /CONSUL_CACERT is writable by every user \(mode 666\): whoever can write it chooses which servers we trust/,
+    fix: `chmod go-w ${ca}`,
+  })
+  t.match(find(report, 'consul.files', token), { severity: 'info', summary: /readable by every user \(mode 644\)/ })
+  chmodSync(ca, 0o644)
+  chmodSync(token, 0o600)
+  const fixed = await doctor([], { CONSUL_CACERT: ca, CONSUL_HTTP_TOKEN_FILE: token })
+  t.notOk(find(fixed.report, 'consul.files'), 'nothing to say once fixed')
+})
+
+t.test(
+  'an agent without ACLs on its unix socket: the API answers there, and "ACLs are off" is said once',
+  async (t) => {
+    const sock = join(tempDir(t, 'consul-lb-doctor-unix-'), 'http.sock')
+    const plain = await startConsul(t, { extra: { addresses: { http: `127.0.0.1 unix://${sock}` } } })
+    const r = await runCli(['doctor', '--json', '--dns', plain.dnsAddr], { CONSUL_HTTP_ADDR: `unix://${sock}` })
+    const report = JSON.parse(r.stdout) as Report
+    t.match(find(report, 'consul.api'), { severity: 'ok', summary: new RegExp(`at unix://${sock} answers`) })
+    t.equal(report.findings.filter((f) => f.check === 'consul.acl').length, 1)
+    t.match(find(report, 'consul.acl'), { summary: /ACLs are off/ })
+    t.equal(find(report, 'dns.acl')?.severity, 'ok')
+  },
+)

@@ -1,5 +1,5 @@
 import { type ConsulConnection, type ConsulTls, DEFAULT_CONSUL_ADDRESS } from '../consul/connection.js'
-import { readTlsMaterial, readTokenFile } from '../consul/credentials.js'
+import { readTlsMaterial, readTokenFile, tokenProblem } from '../consul/credentials.js'
 import { ConsulCredentialError, type CredentialField } from '../consul/errors.js'
 import { ConfigError } from '../errors.js'
 import type { FieldSpec } from './fields.js'
@@ -16,14 +16,14 @@ export const CONSUL_FIELDS: readonly FieldSpec[] = [
     default: null,
     arg: '<url>',
     envAliases: ['CONSUL_HTTP_ADDR'],
-    help: "the Consul agent's HTTP API: http://host:port, https://host:port, host:port (https with --consul-http-ssl) or unix:///path/agent.sock; default http://127.0.0.1:8500 (serve: unset unless given or --registrator; when set, a 503 says why a service has no instance)",
+    help: "the Consul agent's HTTP API: http://host:port, https://host:port (either with the path prefix of an API gateway in front of it, as Consul's client takes it), host:port (https with --consul-http-ssl) or unix:///path/agent.sock; default http://127.0.0.1:8500 (serve: unset unless given or --registrator; when set, a 503 says why a service has no instance)",
   },
   {
     key: 'consulHttpSsl',
     kind: 'bool',
     default: false,
     envAliases: ['CONSUL_HTTP_SSL'],
-    help: 'HTTPS to a --consul given as host:port or unix://',
+    help: "HTTPS to a --consul given as host:port or unix:// (and, as in Consul's client, to an http:// one: it never downgrades)",
   },
   {
     key: 'consulToken',
@@ -80,7 +80,7 @@ export const CONSUL_FIELDS: readonly FieldSpec[] = [
     default: null,
     arg: '<name>',
     envAliases: ['CONSUL_TLS_SERVER_NAME'],
-    help: "the name the agent's certificate must carry (SNI), for example server.dc1.consul (default: the host of --consul)",
+    help: "the name the agent's certificate must carry (SNI), for example server.dc1.consul (default: the host of --consul; a :port is dropped, as Consul does)",
   },
   {
     key: 'consulHttpSslVerify',
@@ -102,11 +102,13 @@ const FIELD_OF: Record<CredentialField, string> = {
 /**
  * The validated connection from CONSUL_FIELDS values. `defaultAddress` is used when no address is given; null means
  * "no Consul HTTP API" (serve without --consul) and returns null. The token and TLS files are read once here, so a
- * missing file or a key that does not match its certificate fails at start-up (exit 2) naming the setting.
+ * missing file or a key that does not match its certificate fails at start-up (exit 2) naming the setting; with
+ * `readFiles` false (doctor, which reports them as findings) they are left to the client.
  */
 export function consulConnectionFrom(
   v: Record<string, unknown>,
   defaultAddress: string | null = DEFAULT_CONSUL_ADDRESS,
+  readFiles = true,
 ): ConsulConnection | null {
   const raw = (v.consul as string | null) ?? defaultAddress
   if (raw === null) return null
@@ -134,29 +136,35 @@ export function consulConnectionFrom(
         caPath: str('consulCaPath'),
         certFile: str('consulClientCert'),
         keyFile: str('consulClientKey'),
-        serverName: str('consulTlsServerName'),
+        serverName: str('consulTlsServerName') === null ? null : tlsServerName(str('consulTlsServerName')!),
         verify: v.consulHttpSslVerify !== false,
       }
     : null
   const tokenFile = str('consulTokenFile')
   try {
-    if (tls) readTlsMaterial(tls)
-    if (tokenFile) readTokenFile(tokenFile)
+    if (tls && readFiles) readTlsMaterial(tls)
+    if (tokenFile && readFiles) readTokenFile(tokenFile)
   } catch (err) {
     if (err instanceof ConsulCredentialError) throw new ConfigError(FIELD_OF[err.field], err.message)
     throw err
   }
-  const token = str('consulToken')
-  return { address, token: token?.trim() || null, tokenFile, tls }
+  const token = str('consulToken')?.trim() || null
+  const wrong = token ? tokenProblem(token) : null
+  if (wrong) throw new ConfigError('consulToken', wrong.replace(/^holds/, 'the token holds'))
+  return { address, token, tokenFile, tls }
 }
 
 /**
- * CONSUL_HTTP_ADDR forms: http(s)://host:port, unix:///path, or a bare host:port as Consul's CLI accepts it (https
- * when CONSUL_HTTP_SSL says so). Returns the normalised address.
+ * CONSUL_HTTP_ADDR forms as Consul's API client reads them (api.NewClient): http(s)://host:port[/prefix],
+ * unix:///path, or a bare host:port (https when CONSUL_HTTP_SSL says so). A path is the prefix of an API gateway in
+ * front of the agent (Consul's PathPrefix: `https://gw:443/consul` asks `https://gw:443/consul/v1/…`). As in Consul,
+ * CONSUL_HTTP_SSL=true never lets an `http://` address downgrade to plain HTTP. Returns the normalised address.
  */
 export function consulAddress(raw: string, ssl: boolean): string {
   const s = raw.trim()
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `${ssl ? 'https' : 'http'}://${s}`
+  // An address that does not parse is echoed in the error: never with the credentials it may carry.
+  const shown = `"${raw.replace(/\/\/[^/@]*@/, '//<credentials>@')}"`
   let u: URL | null = null
   try {
     u = new URL(withScheme)
@@ -166,14 +174,25 @@ export function consulAddress(raw: string, ssl: boolean): string {
   if (u?.protocol === 'unix:') {
     // 107 bytes is the sun_path limit of a unix socket address on Linux.
     if (!u.pathname || u.pathname === '/' || u.pathname.length > 107 || u.host)
-      throw new ConfigError('consul', `"${raw}": expected unix:///path/to/agent.sock (absolute, at most 107 bytes)`)
+      throw new ConfigError('consul', `${shown}: expected unix:///path/to/agent.sock (absolute, at most 107 bytes)`)
     return `unix://${u.pathname}`
   }
   if (u?.username || u?.password) throw new ConfigError('consul', 'must not carry credentials: use --consul-token-file')
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname || (u.pathname !== '/' && u.pathname))
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname || u.search || u.hash)
     throw new ConfigError(
       'consul',
-      `"${raw}": expected http://host:port, https://host:port, host:port or unix:///path/to/agent.sock`,
+      `${shown}: expected http://host:port, https://host:port (optionally with an API gateway's path prefix), host:port or unix:///path/to/agent.sock`,
     )
-  return `${u.protocol}//${u.host}`
+  const protocol = ssl ? 'https:' : u.protocol
+  return `${protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`
+}
+
+/**
+ * CONSUL_TLS_SERVER_NAME as Consul's SetupTLSConfig reads it: a `host:port` (or `[v6]:port`) loses its port, since
+ * the name is only matched against the certificate.
+ */
+export function tlsServerName(raw: string): string {
+  const s = raw.trim()
+  const m = /^\[([^\]]+)\](?::\d*)?$/.exec(s) ?? /^([^:]+):\d*$/.exec(s)
+  return m ? m[1]! : s
 }

@@ -1,4 +1,4 @@
-import type { ConsulConnection } from '../consul/connection.js'
+import { type ConsulConnection, DEFAULT_CONSUL_ADDRESS } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
 import { isDomain } from '../routes/names.js'
 import type { Route } from '../routes/route.js'
@@ -62,7 +62,8 @@ export function loadDoctorConfig(sources: ConfigSources): DoctorConfig {
     dns: parseDnsServers(v.dns as string[], 'dns'),
     domain,
     routes: parseRoutes(v.routes as unknown[], sources.flags?.routes !== undefined ? '--route' : 'routes'),
-    consul: consulConnectionFrom(v)!,
+    // Unusable token or TLS files are findings of doctor's (consul.settings), not a usage error.
+    consul: consulConnectionFrom(v, DEFAULT_CONSUL_ADDRESS, false)!,
     ttlFloorMs: v.ttlFloorMs as number,
     ttlCeilingMs: v.ttlCeilingMs as number,
     dnsTimeoutMs: v.dnsTimeoutMs as number,

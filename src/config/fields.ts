@@ -64,8 +64,13 @@ export function fieldSchema(f: FieldSpec): z.ZodType<unknown> {
       return z.preprocess(
         (v) => {
           if (typeof v !== 'string') return v
+          // Go's strconv.ParseBool spellings too (t, F, TRUE…): Consul's and Docker's variables are written for it.
           const s = v.trim().toLowerCase()
-          return ['true', '1', 'yes', 'on'].includes(s) ? true : ['false', '0', 'no', 'off'].includes(s) ? false : v
+          return ['true', 't', '1', 'yes', 'on'].includes(s)
+            ? true
+            : ['false', 'f', '0', 'no', 'off'].includes(s)
+              ? false
+              : v
         },
         z.boolean({ message: 'expected true or false' }),
       )

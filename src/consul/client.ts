@@ -1,9 +1,9 @@
 import { Agent, type Dispatcher, request } from 'undici'
 import type { Logger } from '../log.js'
+import { type TlsFailure, tlsFailureOf } from '../tls/failure.js'
 import type { ConsulConnection } from './connection.js'
 import { ConsulCredentials } from './credentials.js'
-import { ConsulAclError, ConsulApiError, ConsulTlsError, transportError } from './errors.js'
-import { probeTlsAlert } from './tls-probe.js'
+import { ConsulAclError, ConsulApiError, ConsulTlsError, type TlsContext, transportError } from './errors.js'
 
 export interface ConsulClientOptions {
   connection: ConsulConnection
@@ -100,6 +100,7 @@ export class ConsulClient {
   private readonly origin: string
   private readonly timeoutMs: number
   private readonly socketPath: string | null
+  private readonly pathPrefix: string
   private dispatcher: Dispatcher
   private tlsGeneration = 0
   private forceRecheck = false
@@ -126,9 +127,12 @@ export class ConsulClient {
       // undici speaks HTTP over the socket; the origin's host is only sent as the Host header.
       this.socketPath = decodeURIComponent(u.pathname)
       this.origin = `${scheme}://localhost`
+      this.pathPrefix = ''
     } else {
       this.socketPath = null
       this.origin = `${scheme}://${u.host}`
+      // An API gateway's prefix (Consul's PathPrefix), already without its trailing slash.
+      this.pathPrefix = u.pathname === '/' ? '' : u.pathname
     }
     this.tlsGeneration = this.credentials.tls?.generation ?? 0
     this.dispatcher = this.newDispatcher()
@@ -177,7 +181,7 @@ export class ConsulClient {
     let res: Dispatcher.ResponseData
     let text: string
     try {
-      res = await request(`${this.origin}${path}`, {
+      res = await request(`${this.origin}${this.pathPrefix}${path}`, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -194,12 +198,8 @@ export class ConsulClient {
           cause: err,
         })
       }
-      let e = transportError(err, this.address, this.tlsContext())
-      if (e.code === 'CLB_CONSUL_UNREACHABLE' && this.connection.tls && /UND_ERR_SOCKET|ECONNRESET/.test(e.message)) {
-        // The agent hung up after the handshake: in TLS 1.3 that is how a refused client certificate looks. Ask why.
-        const alert = await this.probeAlert()
-        if (alert) e = transportError(Object.assign(alert, { cause: err }), this.address, this.tlsContext())
-      }
+      const tls = this.tlsContext()
+      const e = transportError(err, this.address, tls, tls ? await this.tlsFailure(err, tls) : null)
       if (e instanceof ConsulTlsError) this.forceRecheck = true
       throw e
     }
@@ -210,10 +210,7 @@ export class ConsulClient {
       throw this.aclError(op, text, res.statusCode)
     }
     if (res.statusCode === 400 && /HTTP request to an HTTPS server/i.test(text))
-      throw new ConsulTlsError(
-        'tls-required',
-        `Consul at ${this.address} speaks HTTPS on this port: use https:// (or CONSUL_HTTP_SSL=true) with its CA (--consul-cacert)`,
-      )
+      throw transportError(null, this.address, null, { problem: 'tls-required', detail: text.trim() })
     if (res.statusCode >= 300) {
       throw new ConsulApiError(
         'CLB_CONSUL_HTTP',
@@ -241,17 +238,28 @@ export class ConsulClient {
     }
   }
 
-  private probeAlert(): Promise<Error | null> {
+  /** The TLS problem behind a failed call, reading the agent's alert with a probe when it just hung up. */
+  private tlsFailure(err: unknown, tls: TlsContext): Promise<TlsFailure | null> {
     const u = new URL(this.origin)
-    const target = this.socketPath
-      ? { socketPath: this.socketPath }
-      : { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) }
-    return probeTlsAlert(target, this.credentials.connectOptions(), Math.min(this.timeoutMs, 5000))
+    return tlsFailureOf(err, {
+      target: this.socketPath
+        ? { socketPath: this.socketPath }
+        : { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) },
+      connect: this.credentials.connectOptions(),
+      hasClientCert: tls.hasClientCert,
+      timeoutMs: Math.min(this.timeoutMs, 5000),
+    })
   }
 
-  private tlsContext(): { serverName: string | null; hasClientCert: boolean } | null {
+  private tlsContext(): TlsContext | null {
     const tls = this.connection.tls
-    return tls ? { serverName: tls.serverName, hasClientCert: tls.certFile !== null } : null
+    return tls
+      ? {
+          serverName: tls.serverName,
+          hasClientCert: tls.certFile !== null,
+          clientCertValidTo: this.credentials.tls?.material.clientCertValidTo ?? null,
+        }
+      : null
   }
 
   /** Consul's 403 text names the missing permission ("lacks permission 'service:write' on \"web\""): keep it. */

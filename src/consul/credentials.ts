@@ -83,7 +83,21 @@ export function readTokenFile(path: string): string | null {
     throw new ConsulCredentialError('tokenFile', path, `cannot read it: ${(err as NodeJS.ErrnoException).code ?? ''}`)
   }
   const token = text.trim()
-  return token === '' ? null : token
+  if (token === '') return null
+  const wrong = tokenProblem(token)
+  if (wrong) throw new ConsulCredentialError('tokenFile', path, wrong)
+  return token
+}
+
+/**
+ * Why `token` (already trimmed) cannot be sent as X-Consul-Token, or null. A token is one line of visible ASCII (Consul
+ * makes UUIDs); a second line, a control character or a space would otherwise fail every request as a transport
+ * error ("unreachable"), or be sent as another token than the operator meant. The token itself is never described.
+ */
+export function tokenProblem(token: string): string | null {
+  if (/^[\x21-\x7e]+$/.test(token)) return null
+  if (/[\r\n]/.test(token)) return 'holds more than one line: a token is a single line (the secret ID, nothing else)'
+  return 'holds characters a token cannot have (spaces, control or non-ASCII characters): a token is the secret ID alone'
 }
 
 function readPemFile(field: CredentialField, path: string, kind: string): Buffer {

@@ -1,4 +1,5 @@
 import { ConsulLbError } from '../errors.js'
+import { classifyTlsFailure, type TlsFailure, type TlsProblem } from '../tls/failure.js'
 
 export type ConsulApiErrorCode =
   | 'CLB_CONSUL_UNREACHABLE' // connection refused, reset, no such socket
@@ -42,16 +43,7 @@ export class ConsulAclError extends ConsulApiError {
   }
 }
 
-/** What went wrong in a TLS handshake with the agent, each with its own fix in the message. */
-export type TlsProblem =
-  | 'unknown-ca' // the agent's certificate is not signed by a CA we trust
-  | 'name-mismatch' // the agent's certificate does not carry the name we expect
-  | 'expired' // the agent's certificate expired (or is not valid yet)
-  | 'client-cert-required' // verify_incoming and no client certificate given
-  | 'client-cert-rejected' // the agent does not accept our client certificate (unknown CA, expired, wrong usage)
-  | 'not-tls' // https:// to a plain HTTP port
-  | 'tls-required' // http:// to an HTTPS port
-  | 'handshake' // anything else: the message carries OpenSSL's reason
+export type { TlsProblem }
 
 export class ConsulTlsError extends ConsulApiError {
   readonly problem: TlsProblem
@@ -76,89 +68,64 @@ export class ConsulCredentialError extends ConsulApiError {
   }
 }
 
-/** Node/OpenSSL error codes of a handshake, by what they mean for the operator. */
-const SERVER_CERT_UNTRUSTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'CERT_SIGNATURE_FAILURE',
-])
+/** What the client knows of its own TLS settings, for the messages. */
+export interface TlsContext {
+  serverName: string | null
+  hasClientCert: boolean
+  /** The client certificate's end of validity (an agent refusing an expired one: say when it expired). */
+  clientCertValidTo: Date | null
+}
 
 /**
- * Turns a transport failure into a coded error that says what is wrong and how to fix it: TLS problems by kind,
- * everything else as unreachable. `address` and `serverName` are only used in the message.
+ * Turns a transport failure into a coded error that says what is wrong and how to fix it: TLS problems by kind
+ * (`failure`, from tls/failure.ts, when the caller already has it), everything else as unreachable. `address` and the
+ * context are only used in the message.
  */
 export function transportError(
   err: unknown,
   address: string,
-  tls: { serverName: string | null; hasClientCert: boolean } | null,
+  tls: TlsContext | null,
+  failure: TlsFailure | null = tls ? classifyTlsFailure(err, tls.hasClientCert) : null,
 ): ConsulApiError {
-  const chain: { code?: string; message?: string; reason?: string }[] = []
-  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++)
-    chain.push(e as { code?: string; message?: string })
-  const codes = chain.map((e) => e.code ?? '')
-  const text = chain.map((e) => `${e.code ?? ''} ${e.message ?? ''}`).join(' | ')
-  const has = (re: RegExp) => codes.some((c) => re.test(c)) || re.test(text)
   const at = `Consul at ${address}`
   const opts = { cause: err }
-  if (codes.some((c) => SERVER_CERT_UNTRUSTED.has(c)))
-    return new ConsulTlsError(
-      'unknown-ca',
-      `${at}: the agent's certificate is not signed by a CA we trust (${codes.find((c) => SERVER_CERT_UNTRUSTED.has(c))}); give the CA that signed it with --consul-cacert / CONSUL_CACERT (or --consul-capath / CONSUL_CAPATH)`,
-      opts,
-    )
-  if (codes.includes('ERR_TLS_CERT_ALTNAME_INVALID')) {
-    const reason = chain.find((e) => e.code === 'ERR_TLS_CERT_ALTNAME_INVALID')?.reason ?? ''
-    return new ConsulTlsError(
-      'name-mismatch',
-      `${at}: the agent's certificate is not for the name we expect${tls?.serverName ? ` (${tls.serverName})` : ''}: ${reason || 'name mismatch'}; connect by a name the certificate carries, or set --consul-tls-server-name / CONSUL_TLS_SERVER_NAME to one (Consul's server certificates carry server.<dc>.<domain>)`,
-      opts,
-    )
+  if (failure) return new ConsulTlsError(failure.problem, `${at}: ${tlsMessage(failure, tls)}`, opts)
+  const codes: string[] = []
+  let first: string | undefined
+  for (let e = err as { cause?: unknown; code?: string; message?: string } | undefined, i = 0; e && i < 5; i++) {
+    codes.push(e.code ?? '')
+    first ??= e.message
+    e = e.cause as typeof e
   }
-  if (codes.includes('CERT_HAS_EXPIRED') || codes.includes('CERT_NOT_YET_VALID'))
-    return new ConsulTlsError(
-      'expired',
-      `${at}: the agent's certificate ${codes.includes('CERT_HAS_EXPIRED') ? 'has expired' : 'is not valid yet (clock skew?)'}; the agent needs a new certificate`,
-      opts,
-    )
-  if (
-    has(/CERTIFICATE_REQUIRED|certificate required/i) ||
-    (!tls?.hasClientCert && has(/ALERT_BAD_CERTIFICATE|HANDSHAKE_FAILURE/))
-  )
-    return new ConsulTlsError(
-      'client-cert-required',
-      `${at}: the agent requires a client certificate (verify_incoming) and none was given; set --consul-client-cert and --consul-client-key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)`,
-      opts,
-    )
-  if (
-    has(
-      /ALERT_UNKNOWN_CA|ALERT_BAD_CERTIFICATE|ALERT_CERTIFICATE_EXPIRED|ALERT_UNSUPPORTED_CERTIFICATE|ALERT_DECRYPT_ERROR|ALERT_CERTIFICATE_UNKNOWN/,
-    )
-  )
-    return new ConsulTlsError(
-      'client-cert-rejected',
-      `${at}: the agent refused our client certificate (${(codes.find((c) => /ALERT/.test(c)) ?? 'alert').replace(/^ERR_SSL_/, '')}): it must be signed by the CA in the agent's tls ca_file, be valid now, and allow client authentication`,
-      opts,
-    )
-  if (has(/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|wrong version number/))
-    return new ConsulTlsError(
-      'not-tls',
-      `${at}: the agent answers plain HTTP on this port, not HTTPS; use http:// or the agent's HTTPS port (ports.https)`,
-      opts,
-    )
-  if (has(/^ERR_SSL_|^ERR_TLS_|SSL routines|EPROTO/))
-    return new ConsulTlsError(
-      'handshake',
-      `${at}: TLS handshake failed (${codes.find((c) => c.startsWith('ERR_SSL') || c.startsWith('ERR_TLS')) ?? chain[0]?.message ?? 'unknown'})`,
-      opts,
-    )
   const code = codes.find((c) => c && !c.startsWith('UND_ERR')) ?? codes[0] ?? ''
   return new ConsulApiError(
     'CLB_CONSUL_UNREACHABLE',
-    `${at} unreachable (${code || (chain[0]?.message ?? 'unknown error')})`,
+    `${at} unreachable (${code || (first ?? 'unknown error')})`,
     null,
     opts,
   )
+}
+
+/** The sentence for a TLS problem with the agent, with the Consul setting that fixes it. */
+function tlsMessage(f: TlsFailure, tls: TlsContext | null): string {
+  switch (f.problem) {
+    case 'unknown-ca':
+      return `the agent's certificate is not signed by a CA we trust (${f.detail}); give the CA that signed it with --consul-ca-file / CONSUL_CACERT (or --consul-ca-path / CONSUL_CAPATH)`
+    case 'name-mismatch':
+      return `the agent's certificate is not for the name we expect${tls?.serverName ? ` (${tls.serverName})` : ''}: ${f.detail}; connect by a name the certificate carries, or set --consul-tls-server-name / CONSUL_TLS_SERVER_NAME to one (Consul's server certificates carry server.<dc>.<domain>)`
+    case 'expired':
+      return `the agent's certificate ${f.detail === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet (clock skew?)'}; the agent needs a new certificate`
+    case 'client-cert-required':
+      return 'the agent requires a client certificate (verify_incoming) and none was given; set --consul-client-cert and --consul-client-key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)'
+    case 'client-cert-expired':
+      return `the agent refused our client certificate because it expired (${f.detail})${tls?.clientCertValidTo ? ` on ${tls.clientCertValidTo.toISOString()}` : ''}; issue a new one (consul tls cert create -client) and write it and its key over the files of --consul-client-cert / --consul-client-key: it is picked up without restart`
+    case 'client-cert-rejected':
+      return `the agent refused our client certificate (${f.detail}): it must be signed by the CA in the agent's tls ca_file, be valid now, and allow client authentication`
+    case 'not-tls':
+      return "the agent answers plain HTTP on this port, not HTTPS; use http:// or the agent's HTTPS port (ports.https)"
+    case 'tls-required':
+      return 'the agent speaks HTTPS on this port: use https:// (or CONSUL_HTTP_SSL=true) with its CA (--consul-ca-file)'
+    case 'handshake':
+      return `TLS handshake failed (${f.detail})`
+  }
 }

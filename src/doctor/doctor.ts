@@ -1,6 +1,7 @@
+import { statSync } from 'node:fs'
 import type { DoctorConfig } from '../config/doctor.js'
 import { type AgentSelf, ConsulClient } from '../consul/client.js'
-import { ConsulAclError, type ConsulApiError } from '../consul/errors.js'
+import { ConsulAclError, type ConsulApiError, ConsulCredentialError, type CredentialField } from '../consul/errors.js'
 import { explainEntries } from '../consul/explainer.js'
 import { DnsClient, type DnsResult } from '../dns/client.js'
 import type { Logger } from '../log.js'
@@ -21,14 +22,29 @@ const BAD_CONSUL = /^1\.19\.[01]$/
  */
 export async function runDoctor(cfg: DoctorConfig, log: Logger): Promise<Report> {
   const findings: Finding[] = []
-  const add = (f: Finding) => findings.push(f)
+  // Two checks may see the same thing (ACLs off: the token endpoint and the agent's configuration both say so).
+  const add = (f: Finding) => {
+    if (!findings.some((x) => x.check === f.check && x.subject === f.subject && x.summary === f.summary))
+      findings.push(f)
+  }
   settingsFindings(cfg, add)
+  fileFindings(cfg, add)
   let client: ConsulClient | null = null
   try {
     client = new ConsulClient({ connection: cfg.consul, timeoutMs: 5000, log })
   } catch (err) {
-    // A certificate or token file that was fine at start-up and is not now (the config loader read them once).
-    add({ check: 'consul.settings', severity: 'fail', summary: (err as Error).message })
+    // A token, CA, certificate or key file that cannot be used (loadDoctorConfig leaves them to this check, so that
+    // doctor reports them with everything else instead of stopping at them).
+    const e = err as ConsulApiError
+    add({
+      check: 'consul.settings',
+      severity: 'fail',
+      summary: `${e.code}: ${e.message}`,
+      fix:
+        e instanceof ConsulCredentialError
+          ? `fix or replace the file given as ${CREDENTIAL_SETTING[e.field]}`
+          : 'see the message: it names the setting to change',
+    })
   }
   const dns = cfg.dns.map((server) => ({
     server,
@@ -83,6 +99,58 @@ function settingsFindings(cfg: DoctorConfig, add: (f: Finding) => void): void {
       summary: 'the token is given as a flag or environment variable, which other users may read in ps or /proc',
       fix: 'prefer --consul-token-file / CONSUL_HTTP_TOKEN_FILE (re-read when it changes)',
     })
+}
+
+/** The settings (flag / Consul env name) of each credential file, for fixes. */
+const CREDENTIAL_SETTING: Record<CredentialField, string> = {
+  tokenFile: '--consul-token-file / CONSUL_HTTP_TOKEN_FILE',
+  caFile: '--consul-ca-file / CONSUL_CACERT',
+  caPath: '--consul-ca-path / CONSUL_CAPATH',
+  certFile: '--consul-client-cert / CONSUL_CLIENT_CERT',
+  keyFile: '--consul-client-key / CONSUL_CLIENT_KEY',
+}
+
+/**
+ * Who else may read or change the credential files. Another user who can write the CA file (or put a file in the CA
+ * folder) makes us trust any server, and one who can write the certificate, key or token file chooses who we are:
+ * a finding. One who can read the key or the token can act as us: worth saying, but only as information, since
+ * Kubernetes mounts secrets readable by all (0644) inside a container that has no other user.
+ */
+function fileFindings(cfg: DoctorConfig, add: (f: Finding) => void): void {
+  const c = cfg.consul
+  const files: [CredentialField, string | null, boolean][] = [
+    ['tokenFile', c.tokenFile, true],
+    ['caFile', c.tls?.caFile ?? null, false],
+    ['caPath', c.tls?.caPath ?? null, false],
+    ['certFile', c.tls?.certFile ?? null, false],
+    ['keyFile', c.tls?.keyFile ?? null, true],
+  ]
+  for (const [field, path, secret] of files) {
+    if (!path) continue
+    let mode: number
+    try {
+      mode = statSync(path).mode
+    } catch {
+      continue // missing: consul.settings says so
+    }
+    const octal = (mode & 0o777).toString(8).padStart(3, '0')
+    if (mode & 0o022)
+      add({
+        check: 'consul.files',
+        subject: path,
+        severity: 'warn',
+        summary: `${CREDENTIAL_SETTING[field]} is writable by ${mode & 0o002 ? 'every user' : 'its group'} (mode ${octal}): whoever can write it ${field === 'caFile' || field === 'caPath' ? 'chooses which servers we trust' : 'chooses who we are to Consul'}`,
+        fix: `chmod go-w ${path}`,
+      })
+    else if (secret && mode & 0o004)
+      add({
+        check: 'consul.files',
+        subject: path,
+        severity: 'info',
+        summary: `${CREDENTIAL_SETTING[field]} is readable by every user (mode ${octal}): any local user can act with it`,
+        fix: `chmod 600 ${path} (owned by the user consul-lb runs as)`,
+      })
+  }
 }
 
 function certificateFindings(client: ConsulClient | null, add: (f: Finding) => void): void {
@@ -301,12 +369,45 @@ async function visibilityFindings(
       })
       continue
     }
+    const unreadable =
+      api.entries.length === 0 &&
+      (api.filteredByAcls || (client.aclDefaultPolicy === 'deny' && typeof dnsCount === 'number' && dnsCount > 0))
+    if (unreadable) {
+      // DNS (the agent's DNS token) sees instances the doctor's own token may not read: not a DNS problem.
+      add({
+        check: target.check,
+        subject: name,
+        severity: 'warn',
+        summary: `DNS ${dnsCount}, HTTP API 0 readable: ${client.credentials.tokenSource} may not read "${target.service}" (${api.filteredByAcls ? 'its instances were filtered by ACLs' : 'default deny'}), so doctor cannot compare DNS with the API`,
+        fix: 'run doctor with a token that may read services and nodes (service_prefix "" and node_prefix "" { policy = "read" })',
+      })
+      continue
+    }
     const statuses = api.entries.map((e) => worst(e.Checks.map((c) => c.Status)))
     const passing = statuses.filter((s) => s === 'passing').length
     const warning = statuses.filter((s) => s === 'warning').length
     const expected = passing + (onlyPassing ? 0 : warning)
-    const counts = `DNS ${typeof dnsCount === 'number' ? dnsCount : `failed (${dnsCount})`}, HTTP API ${passing} passing${warning ? ` + ${warning} warning` : ''} of ${api.entries.length}`
-    if (typeof dnsCount === 'number' && dnsCount === expected && (expected > 0 || target.check === 'route')) {
+    if (typeof dnsCount !== 'number') {
+      // dns.udp / dns.tcp already fail; what the API alone says of the service is still worth saying.
+      const apiCounts = `HTTP API ${passing} passing${warning ? ` + ${warning} warning` : ''} of ${api.entries.length}`
+      add({
+        check: target.check,
+        subject: name,
+        ...(expected === 0
+          ? {
+              severity: 'warn',
+              summary: `DNS gave no answer (${dnsCount}), ${apiCounts}: ${explainEntries(target, api.entries, api.filteredByAcls, client.aclDefaultPolicy).text}`,
+              fix: 'register the service, or fix its checks',
+            }
+          : {
+              severity: 'skip',
+              summary: `DNS gave no answer (${dnsCount}: see dns.udp and dns.tcp), ${apiCounts}: DNS cannot be compared with the API`,
+            }),
+      })
+      continue
+    }
+    const counts = `DNS ${dnsCount}, HTTP API ${passing} passing${warning ? ` + ${warning} warning` : ''} of ${api.entries.length}`
+    if (dnsCount === expected && (expected > 0 || target.check === 'route')) {
       add({
         check: target.check,
         subject: name,
@@ -322,7 +423,7 @@ async function visibilityFindings(
     const why =
       dnsCount === 0 && expected > 0
         ? explainEntries(target, api.entries, api.filteredByAcls, client.aclDefaultPolicy).text
-        : typeof dnsCount === 'number' && dnsCount < expected
+        : dnsCount < expected
           ? 'DNS returns fewer instances than the API lists as passing'
           : api.entries.length === 0
             ? explainEntries(target, api.entries, api.filteredByAcls, client.aclDefaultPolicy).text

@@ -374,6 +374,44 @@ export function makeClientCert(tls: TlsMaterial, days: number): { cert: string; 
   }
 }
 
+/**
+ * A certificate signed by the CA of `tls` with openssl, for what `consul tls cert create` cannot make: one that has
+ * already expired (`days` < 0: its end lies before its start) or one without Consul's usual names (`sans`, e.g.
+ * `DNS:docker.test`: a server that is not who the client expects). Written into tls.dir as `<name>.pem`/`-key.pem`.
+ */
+export function signCert(
+  tls: TlsMaterial,
+  opts: { name: string; days: number; usage: 'clientAuth' | 'serverAuth'; sans?: string[] },
+): { cert: string; key: string } {
+  const f = (suffix: string) => join(tls.dir, `${opts.name}${suffix}`)
+  const ossl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore' })
+  ossl(
+    ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', f('-key.pem')].concat([
+      '-subj',
+      `/CN=${opts.name}`,
+      '-out',
+      f('.csr'),
+    ]),
+  )
+  writeFileSync(
+    f('.ext'),
+    `extendedKeyUsage=${opts.usage}\n${opts.sans?.length ? `subjectAltName=${opts.sans.join(',')}\n` : ''}`,
+  )
+  ossl(
+    ['x509', '-req', '-in', f('.csr'), '-CA', tls.caFile, '-CAkey', tls.caKeyFile, '-CAcreateserial'].concat([
+      '-CAserial',
+      f('.srl'),
+      '-days',
+      String(opts.days),
+      '-extfile',
+      f('.ext'),
+      '-out',
+      f('.pem'),
+    ]),
+  )
+  return { cert: f('.pem'), key: f('-key.pem') }
+}
+
 function secureAgentConfig(secure: NonNullable<ConsulOptions['secure']>): Record<string, unknown> {
   const { tls } = secure
   const other = secure.serverCert === 'dc2'
@@ -427,6 +465,8 @@ export async function startSecureConsul(
     clientDays?: number
     tls?: TlsMaterial
     enableTruncate?: boolean
+    /** Extra agent configuration (for example `addresses` with a unix socket). */
+    extra?: Record<string, unknown>
   } = {},
 ): Promise<SecureConsul> {
   const tls = opts.tls ?? makeTlsMaterial(mkdtempSync(join(tmpdir(), 'consul-lb-tls-')), opts)
@@ -434,6 +474,7 @@ export async function startSecureConsul(
   const agent = await startConsul(t, {
     secure: { tls, ...(opts.serverCert ? { serverCert: opts.serverCert } : {}) },
     ...(opts.enableTruncate !== undefined ? { enableTruncate: opts.enableTruncate } : {}),
+    ...(opts.extra ? { extra: opts.extra } : {}),
   })
   let managementToken = ''
   const deadline = Date.now() + 30_000
