@@ -241,12 +241,11 @@ export class ConsulClient {
   /** The TLS problem behind a failed call, reading the agent's alert with a probe when it just hung up. */
   private tlsFailure(err: unknown, tls: TlsContext): Promise<TlsFailure | null> {
     const u = new URL(this.origin)
-    return tlsFailureOf(err, {
+    return tlsFailureOf(err, tls, {
       target: this.socketPath
         ? { socketPath: this.socketPath }
         : { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) },
       connect: this.credentials.connectOptions(),
-      hasClientCert: tls.hasClientCert,
       timeoutMs: Math.min(this.timeoutMs, 5000),
     })
   }

@@ -1,5 +1,5 @@
 import { ConsulLbError } from '../errors.js'
-import { classifyTlsFailure, type TlsFailure, type TlsProblem } from '../tls/failure.js'
+import { type ClientCertificate, classifyTlsFailure, type TlsFailure, type TlsProblem } from '../tls/failure.js'
 
 export type ConsulApiErrorCode =
   | 'CLB_CONSUL_UNREACHABLE' // connection refused, reset, no such socket
@@ -68,12 +68,9 @@ export class ConsulCredentialError extends ConsulApiError {
   }
 }
 
-/** What the client knows of its own TLS settings, for the messages. */
-export interface TlsContext {
-  serverName: string | null
-  hasClientCert: boolean
-  /** The client certificate's end of validity (an agent refusing an expired one: say when it expired). */
-  clientCertValidTo: Date | null
+/** What the client knows of its own TLS settings: the client certificate it presents, the name it expects. */
+export interface TlsContext extends ClientCertificate {
+  readonly serverName: string | null
 }
 
 /**
@@ -85,7 +82,7 @@ export function transportError(
   err: unknown,
   address: string,
   tls: TlsContext | null,
-  failure: TlsFailure | null = tls ? classifyTlsFailure(err, tls.hasClientCert) : null,
+  failure: TlsFailure | null = tls ? classifyTlsFailure(err, tls) : null,
 ): ConsulApiError {
   const at = `Consul at ${address}`
   const opts = { cause: err }

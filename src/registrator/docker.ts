@@ -1,6 +1,9 @@
+import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import type { ConnectionOptions } from 'node:tls'
 import { Agent, type Dispatcher, request } from 'undici'
-import { DockerError } from './errors.js'
+import { type TlsFailure, tlsFailureOf } from '../tls/failure.js'
+import { DockerError, DockerTlsError } from './errors.js'
 
 /** The parts of `GET /containers/{id}/json` the registrator reads. */
 export interface ContainerInspect {
@@ -77,6 +80,9 @@ export class DockerClient {
   private readonly timeoutMs: number
   private readonly dispatcher: Dispatcher
 
+  /** The TLS connect options of an https:// engine (null otherwise), and when its client certificate ends. */
+  private readonly tls: { connect: ConnectionOptions; clientCertValidTo: Date | null } | null
+
   constructor(opts: DockerClientOptions) {
     this.url = opts.url
     this.timeoutMs = opts.timeoutMs ?? 10_000
@@ -84,24 +90,66 @@ export class DockerClient {
     if (u.protocol === 'unix:') {
       // undici talks HTTP over the socket; the host part of the origin is only sent as the Host header.
       this.origin = 'http://docker'
+      this.tls = null
       this.dispatcher = new Agent({ connect: { socketPath: decodeURIComponent(u.pathname) }, keepAliveTimeout: 10_000 })
     } else {
       this.origin = `${u.protocol === 'https:' ? 'https' : 'http'}://${u.host}`
       const tls = opts.tls
       // Read once: unlike Consul's, an engine's client certificate is not rotated under a running registrator here.
-      this.dispatcher = new Agent({
-        keepAliveTimeout: 10_000,
-        ...(tls
-          ? {
-              connect: {
-                ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}),
-                ...(tls.certFile ? { cert: readFileSync(tls.certFile) } : {}),
-                ...(tls.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
-              },
-            }
-          : {}),
-      })
+      const cert = tls?.certFile ? readFileSync(tls.certFile) : null
+      const connect: ConnectionOptions = {
+        ...(tls?.caFile ? { ca: readFileSync(tls.caFile) } : {}),
+        ...(cert ? { cert } : {}),
+        ...(tls?.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
+      }
+      this.tls =
+        u.protocol === 'https:'
+          ? { connect, clientCertValidTo: cert ? new Date(new X509Certificate(cert).validTo) : null }
+          : null
+      this.dispatcher = new Agent({ keepAliveTimeout: 10_000, ...(tls ? { connect } : {}) })
     }
+  }
+
+  /**
+   * A transport failure as a coded error: a TLS problem as CLB_DOCKER_TLS naming it (reading the engine's alert with a
+   * probe when it just hung up, as a refused client certificate looks in TLS 1.3), else unreachable or timeout.
+   */
+  private async failure(what: string, err: unknown): Promise<DockerError> {
+    const code = (err as { code?: string }).code
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT')
+      return new DockerError('CLB_DOCKER_TIMEOUT', `Docker ${what} timed out after ${this.timeoutMs} ms`, null, {
+        cause: err,
+      })
+    const tls = this.tls
+    const u = new URL(this.origin)
+    const f = tls
+      ? await tlsFailureOf(
+          err,
+          { hasClientCert: tls.connect.cert !== undefined, clientCertValidTo: tls.clientCertValidTo },
+          {
+            target: { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443) },
+            connect: tls.connect,
+            timeoutMs: Math.min(this.timeoutMs, 5000),
+          },
+        )
+      : null
+    if (f) return new DockerTlsError(f.problem, `Docker at ${this.url}: ${dockerTlsMessage(f, tls)}`, { cause: err })
+    return new DockerError(
+      'CLB_DOCKER_UNREACHABLE',
+      `Docker at ${this.url} unreachable during ${what} (${code ?? (err as Error).message})`,
+      null,
+      { cause: err },
+    )
+  }
+
+  /** An error status as a coded error; Go's "HTTP request to an HTTPS server" is the engine's TLS port. */
+  private statusError(what: string, status: number, text: string): DockerError {
+    if (status === 400 && /HTTP request to an HTTPS server/i.test(text))
+      return new DockerTlsError(
+        'tls-required',
+        `Docker at ${this.url}: ${dockerTlsMessage({ problem: 'tls-required', detail: '' }, null)}`,
+      )
+    return new DockerError('CLB_DOCKER_HTTP', `Docker ${what} answered ${status}: ${text.slice(0, 300).trim()}`, status)
   }
 
   private async call<T>(method: 'GET' | 'POST', path: string, allow404 = false): Promise<T | null> {
@@ -116,15 +164,10 @@ export class DockerClient {
       })
       text = await res.body.text()
     } catch (err) {
-      throw transportError(this.url, `${method} ${path}`, err, this.timeoutMs)
+      throw await this.failure(`${method} ${path}`, err)
     }
     if (res.statusCode === 404 && allow404) return null
-    if (res.statusCode >= 300)
-      throw new DockerError(
-        'CLB_DOCKER_HTTP',
-        `Docker ${method} ${path} answered ${res.statusCode}: ${text.slice(0, 300).trim()}`,
-        res.statusCode,
-      )
+    if (res.statusCode >= 300) throw this.statusError(`${method} ${path}`, res.statusCode, text)
     try {
       return (text ? JSON.parse(text) : null) as T
     } catch (err) {
@@ -141,12 +184,11 @@ export class DockerClient {
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
       })
-      await res.body.text()
-      if (res.statusCode !== 200)
-        throw new DockerError('CLB_DOCKER_HTTP', `Docker /_ping answered ${res.statusCode}`, res.statusCode)
+      const text = await res.body.text()
+      if (res.statusCode !== 200) throw this.statusError('GET /_ping', res.statusCode, text)
     } catch (err) {
       if (err instanceof DockerError) throw err
-      throw transportError(this.url, 'GET /_ping', err, this.timeoutMs)
+      throw await this.failure('GET /_ping', err)
     }
   }
 
@@ -183,16 +225,9 @@ export class DockerClient {
         bodyTimeout: 0,
       })
     } catch (err) {
-      throw transportError(this.url, 'GET /events', err, this.timeoutMs)
+      throw await this.failure('GET /events', err)
     }
-    if (res.statusCode !== 200) {
-      const text = await res.body.text()
-      throw new DockerError(
-        'CLB_DOCKER_HTTP',
-        `Docker GET /events answered ${res.statusCode}: ${text.slice(0, 300).trim()}`,
-        res.statusCode,
-      )
-    }
+    if (res.statusCode !== 200) throw this.statusError('GET /events', res.statusCode, await res.body.text())
     opts.onOpen()
     let buf = ''
     // A streaming decoder: a multi-byte character (a label value, a container name) split across two chunks must not
@@ -217,7 +252,7 @@ export class DockerClient {
         res.body.destroy()
         throw err
       }
-      throw transportError(this.url, 'GET /events', err, this.timeoutMs)
+      throw await this.failure('GET /events', err)
     }
     throw new DockerError('CLB_DOCKER_STREAM_ENDED', `Docker at ${this.url} closed the event stream`)
   }
@@ -247,15 +282,26 @@ function parseEvent(line: string): DockerEvent {
   return e
 }
 
-function transportError(url: string, what: string, err: unknown, timeoutMs: number): DockerError {
-  const code = (err as { code?: string }).code
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
-    return new DockerError('CLB_DOCKER_TIMEOUT', `Docker ${what} timed out after ${timeoutMs} ms`, null, { cause: err })
+/** The sentence for a TLS problem with the engine, with the docker CLI's setting that fixes it. */
+function dockerTlsMessage(f: TlsFailure, tls: { clientCertValidTo: Date | null } | null): string {
+  switch (f.problem) {
+    case 'unknown-ca':
+      return `the engine's certificate is not signed by a CA we trust (${f.detail}); put the CA that signed it in ca.pem of DOCKER_CERT_PATH (--docker-cert-path)`
+    case 'name-mismatch':
+      return `the engine's certificate is not for the host of DOCKER_HOST: ${f.detail}; connect by a name or address the certificate carries`
+    case 'expired':
+      return `the engine's certificate ${f.detail === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet (clock skew?)'}; the engine needs a new one`
+    case 'client-cert-required':
+      return 'the engine requires a client certificate (dockerd --tlsverify) and none was given; put cert.pem and key.pem in DOCKER_CERT_PATH (--docker-cert-path)'
+    case 'client-cert-expired':
+      return `the engine refused our client certificate because it expired (${f.detail})${tls?.clientCertValidTo ? ` on ${tls.clientCertValidTo.toISOString()}` : ''}; put a new cert.pem and key.pem in DOCKER_CERT_PATH and restart the registrator`
+    case 'client-cert-rejected':
+      return `the engine refused our client certificate (${f.detail}): cert.pem must be signed by the CA of dockerd's --tlscacert and allow client authentication`
+    case 'not-tls':
+      return "the engine answers plain HTTP on this port, not TLS; DOCKER_TLS_VERIFY=0 (--docker-tls-verify=false), or the engine's TLS port"
+    case 'tls-required':
+      return 'the engine speaks TLS on this port: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), as for the docker CLI'
+    case 'handshake':
+      return `TLS handshake failed (${f.detail})`
   }
-  return new DockerError(
-    'CLB_DOCKER_UNREACHABLE',
-    `Docker at ${url} unreachable during ${what} (${code ?? (err as Error).message})`,
-    null,
-    { cause: err },
-  )
 }

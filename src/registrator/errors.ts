@@ -1,4 +1,5 @@
 import { ConsulLbError } from '../errors.js'
+import type { TlsProblem } from '../tls/failure.js'
 
 /**
  * Failures of the Docker side. The registrator never lets one of these stop it: the event watcher reconnects with a
@@ -10,6 +11,7 @@ export type DockerErrorCode =
   | 'CLB_DOCKER_HTTP' // the engine answered with an error status
   | 'CLB_DOCKER_BAD_RESPONSE' // not the JSON we expected (or an event line too long)
   | 'CLB_DOCKER_STREAM_ENDED' // /events closed by the engine (it restarts, or is shutting down)
+  | 'CLB_DOCKER_TLS' // the TLS handshake with a tcp:// engine failed: see DockerTlsError
 
 export class DockerError extends ConsulLbError {
   readonly httpStatus: number | null
@@ -17,6 +19,16 @@ export class DockerError extends ConsulLbError {
     super(code, message, 502, options)
     this.name = 'DockerError'
     this.httpStatus = httpStatus
+  }
+}
+
+/** The TLS handshake with the engine failed; `problem` says how (unknown CA, wrong name, client certificate refused). */
+export class DockerTlsError extends DockerError {
+  readonly problem: TlsProblem
+  constructor(problem: TlsProblem, message: string, options?: { cause?: unknown }) {
+    super('CLB_DOCKER_TLS', message, null, options)
+    this.name = 'DockerTlsError'
+    this.problem = problem
   }
 }
 

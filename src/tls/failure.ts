@@ -36,12 +36,20 @@ const SERVER_CERT_UNTRUSTED = new Set([
 const CLIENT_CERT_REFUSED =
   /ALERT_UNKNOWN_CA|ALERT_BAD_CERTIFICATE|ALERT_CERTIFICATE_EXPIRED|ALERT_UNSUPPORTED_CERTIFICATE|ALERT_DECRYPT_ERROR|ALERT_CERTIFICATE_UNKNOWN/
 
+/** What the client presented: whether a client certificate, and until when it is valid. */
+export interface ClientCertificate {
+  readonly hasClientCert: boolean
+  readonly clientCertValidTo: Date | null
+}
+
 /**
  * The TLS problem behind a transport error (walking its `cause` chain), or null when it is not a TLS failure (a
- * refused connection, a timeout). `hasClientCert`: whether we presented a client certificate, which decides between
- * "none given" and "ours refused" for a server's bad-certificate alert.
+ * refused connection, a timeout). `client` decides between "none given" and "ours refused" for a server's
+ * bad-certificate alert, and tells an expired certificate of ours from another refusal: Go servers before 1.21 (the
+ * Docker engine of Debian, older Consul) send bad_certificate for both.
  */
-export function classifyTlsFailure(err: unknown, hasClientCert: boolean): TlsFailure | null {
+export function classifyTlsFailure(err: unknown, client: ClientCertificate): TlsFailure | null {
+  const hasClientCert = client.hasClientCert
   const chain: { code?: string; message?: string; reason?: string }[] = []
   for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++)
     chain.push(e as { code?: string; message?: string })
@@ -63,8 +71,11 @@ export function classifyTlsFailure(err: unknown, hasClientCert: boolean): TlsFai
     (!hasClientCert && has(/ALERT_BAD_CERTIFICATE|HANDSHAKE_FAILURE/))
   )
     return { problem: 'client-cert-required', detail: alert() }
-  if (has(/ALERT_CERTIFICATE_EXPIRED/)) return { problem: 'client-cert-expired', detail: alert() }
-  if (has(CLIENT_CERT_REFUSED)) return { problem: 'client-cert-rejected', detail: alert() }
+  if (has(CLIENT_CERT_REFUSED)) {
+    const ours = client.clientCertValidTo
+    const expired = has(/ALERT_CERTIFICATE_EXPIRED/) || (ours !== null && ours.getTime() < Date.now())
+    return { problem: expired ? 'client-cert-expired' : 'client-cert-rejected', detail: alert() }
+  }
   if (has(/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|wrong version number/))
     return { problem: 'not-tls', detail: 'WRONG_VERSION_NUMBER' }
   if (has(/^ERR_SSL_|^ERR_TLS_|SSL routines|EPROTO/))
@@ -82,19 +93,19 @@ export function classifyTlsFailure(err: unknown, hasClientCert: boolean): TlsFai
  */
 export async function tlsFailureOf(
   err: unknown,
+  client: ClientCertificate,
   probe: {
     target: { host: string; port: number } | { socketPath: string }
     connect: ConnectionOptions
-    hasClientCert: boolean
     timeoutMs: number
   },
 ): Promise<TlsFailure | null> {
-  const direct = classifyTlsFailure(err, probe.hasClientCert)
+  const direct = classifyTlsFailure(err, client)
   if (direct) return direct
   const codes: string[] = []
   for (let e = err as { cause?: unknown; code?: string } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++)
     codes.push(e.code ?? '')
   if (!codes.some((c) => c === 'UND_ERR_SOCKET' || c === 'ECONNRESET')) return null
   const alert = await probeTlsAlert(probe.target, probe.connect, probe.timeoutMs)
-  return alert ? classifyTlsFailure(alert, probe.hasClientCert) : null
+  return alert ? classifyTlsFailure(alert, client) : null
 }
