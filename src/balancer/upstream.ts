@@ -1,5 +1,6 @@
 import type { Pool } from 'undici'
 import type { Instance } from '../resolver/instances.js'
+import { LATENCY_BOUNDS_MS, latencyBucket, latencyQuantile, SecondRing } from './recent.js'
 
 export interface PassiveHealthOptions {
   /** Failures within failWindowMs that eject an instance (nginx max_fails). */
@@ -10,6 +11,27 @@ export interface PassiveHealthOptions {
   /** Requests in flight at which an instance counts as full (nginx max_conns, but open tunnels do not count). */
   maxConnectionsPerInstance: number
 }
+
+/** An instance's recent traffic for the status page (see `Upstream.recent`). */
+export interface RecentTraffic {
+  /** Attempts started per second over the last RATE_WINDOW_S whole seconds. */
+  rps: number
+  /** Response latencies counted per bucket (LATENCY_BOUNDS_MS, then slower) over the same window. */
+  latency: number[]
+  p50Ms: number | null
+  p99Ms: number | null
+  /** Failures (connect errors, resets, timeouts) over the last FAILURE_WINDOW_S seconds. */
+  failures: number
+}
+
+/** The window of an instance's rate and latency percentiles: the last 10 whole seconds. */
+export const RATE_WINDOW_S = 10
+/** "Recent" failures: the last minute. */
+export const FAILURE_WINDOW_S = 60
+// Series of an upstream's per-second ring: attempts started, failures, then one per latency bucket.
+const STARTED = 0
+const FAILED = 1
+const LATENCY = 2
 
 /** Why an instance was last counted as failing. */
 export interface FailureRecord {
@@ -46,6 +68,8 @@ export class Upstream {
   private ejectCount = 0
   private lastFail: FailureRecord | null = null
   private lastEjectReason: string | null = null
+  /** Per-second counts of the last minute: counting is an increment, reading (the status page) does the sums. */
+  private readonly perSecond = new SecondRing(LATENCY + LATENCY_BOUNDS_MS.length + 1, FAILURE_WINDOW_S + 1)
   /** Service pools currently listing this upstream; when 0 for long enough, the registry closes it. */
   private references = 0
   private unreferencedSince = 0
@@ -60,9 +84,10 @@ export class Upstream {
   }
 
   /** A request or tunnel starts using this instance; its owner calls `end()` exactly once when it is over. */
-  begin(): void {
+  begin(now: number): void {
     this.active++
     this.started++
+    this.perSecond.add(STARTED, now)
   }
 
   /** The request that called `begin()` is over, however it ended. */
@@ -102,6 +127,7 @@ export class Upstream {
    */
   recordFailure(code: string, now: number): boolean {
     this.failed++
+    this.perSecond.add(FAILED, now)
     this.lastFail = { code, at: now }
     if (now - this.windowStart > this.health.failWindowMs) {
       this.windowStart = now
@@ -118,9 +144,23 @@ export class Upstream {
     return false
   }
 
-  /** A response came back: the failure streak is over. */
-  recordSuccess(): void {
+  /** A response came back, `latencyMs` after the attempt started: the failure streak is over. */
+  recordSuccess(latencyMs: number, now: number): void {
     if (this.recentFails !== 0) this.recentFails = 0
+    this.perSecond.add(LATENCY + latencyBucket(latencyMs), now)
+  }
+
+  /** Rate, latency and failures of the last seconds (read by the status view; changes nothing). */
+  recent(now: number): RecentTraffic {
+    const latency = new Array<number>(LATENCY_BOUNDS_MS.length + 1)
+    for (let i = 0; i < latency.length; i++) latency[i] = this.perSecond.sum(LATENCY + i, RATE_WINDOW_S, now)
+    return {
+      rps: this.perSecond.sum(STARTED, RATE_WINDOW_S, now) / RATE_WINDOW_S,
+      latency,
+      p50Ms: latencyQuantile(latency, 0.5),
+      p99Ms: latencyQuantile(latency, 0.99),
+      failures: this.perSecond.sum(FAILED, FAILURE_WINDOW_S, now),
+    }
   }
 
   /** Requests in flight (pending upgrades included): what the connection cap counts. */

@@ -160,8 +160,9 @@ export class Exchange implements ConnectionUser {
     this.upstream = u
     this.lastUpstream = u
     this.attempts++
-    u.begin()
-    this.startedAt = Date.now()
+    const now = Date.now()
+    u.begin(now)
+    this.startedAt = now
     this.sent = false
     const pool = this.ctx.poolFor(u)
     // An upgrade's connection is never reused: after a 101 it carries another protocol.
@@ -345,8 +346,9 @@ export class Exchange implements ConnectionUser {
       return at + n
     }
     const u = this.upstream!
-    u.recordSuccess()
-    this.target.stats.observe((Date.now() - this.startedAt) / 1000)
+    const now = Date.now()
+    u.recordSuccess(now - this.startedAt, now)
+    this.target.stats.observe((now - this.startedAt) / 1000)
     this.status = status
     if (this.req.upgrade !== null) {
       if (status === 101) {
@@ -557,6 +559,7 @@ export class Exchange implements ConnectionUser {
     const close = !this.bodyEnded || this.req.upgrade !== null || !this.client.keepAlive
     const a = errorAnswer(e, { json: this.req.json, retryAfterS: this.ctx.retryAfterS, close })
     this.client.writeAnswer(answerBytes(a, this.req.isHead), close)
+    this.target.stats.recordError(e, Date.now())
     this.finish(e.statusCode, e.code)
   }
 

@@ -188,7 +188,9 @@ export class PassthroughServer implements ClientHost {
       framing !== Framing.None ||
       client.parser.upgrade
     client.writeAnswer(answerBytes(errorAnswer(e, { json, retryAfterS: this.opts.retryAfterS, close }), isHead), close)
-    stats.count(e.statusCode)
+    const now = Date.now()
+    stats.recordError(e, now)
+    stats.count(e.statusCode, now)
     this.opts.errors.labels(e.code).inc()
     return null
   }

@@ -158,8 +158,9 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     this.upstream = u
     this.lastUpstream = u
     this.attempts++
-    u.begin()
-    this.startedAt = Date.now()
+    const now = Date.now()
+    u.begin(now)
+    this.startedAt = now
     this.abortFn = null
     u.pool.dispatch(this.opts, this)
   }
@@ -194,8 +195,9 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
       if (statusCode === 103) this.earlyHints(rawHeaders)
       return true
     }
-    this.upstream?.recordSuccess()
-    this.target.stats.observe((Date.now() - this.startedAt) / 1000)
+    const now = Date.now()
+    this.upstream?.recordSuccess(now - this.startedAt, now)
+    this.target.stats.observe((now - this.startedAt) / 1000)
     const res = this.res
     if (res.destroyed) return false
     this.status = statusCode
@@ -345,6 +347,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
       req.method === 'HEAD',
     )
     if (close) this.ctx.connections.lingerAfter(this.res)
+    this.target.stats.recordError(e, Date.now())
     this.finish(e.statusCode, e.code)
   }
 

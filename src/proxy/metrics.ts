@@ -1,4 +1,6 @@
 import { Counter, Gauge, Registry } from 'prom-client'
+import { SecondRing } from '../balancer/recent.js'
+import type { ConsulLbError } from '../errors.js'
 import type { ResolverMetrics } from '../resolver/resolver.js'
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
@@ -6,6 +8,16 @@ const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 /** Services with their own label values; beyond this (Host routing to many names) they share `_other`. */
 const MAX_SERVICES = 500
+/** The status page's per-service chart: 60 steps of 5 s, the last 5 minutes. */
+export const HISTORY_STEP_S = 5
+export const HISTORY_STEPS = 60
+
+/** The error answers the proxy made for a service under one code: how many, and the last (its body's text). */
+export interface ErrorAnswers {
+  count: number
+  last: ConsulLbError
+  at: number
+}
 
 /**
  * One service's request counters, as plain numbers: the request path adds to them (no label lookup, no allocation)
@@ -28,9 +40,40 @@ export class ServiceStats {
     this.latencyCount++
   }
 
-  count(status: number): void {
+  /** Answers and 5xx answers per second, for the chart; counting is an increment (see SecondRing). */
+  private readonly perSecond = new SecondRing(2, HISTORY_STEP_S * HISTORY_STEPS + 1)
+  /** By code; bounded by the set of codes the proxy answers with, whatever clients send. */
+  private readonly errorAnswers = new Map<string, ErrorAnswers>()
+
+  count(status: number, now = Date.now()): void {
     const cls = status >= 100 && status < 600 ? ((status / 100) | 0) - 1 : 4
     this.byClass[cls]!++
+    this.perSecond.add(0, now)
+    if (cls === 4) this.perSecond.add(1, now)
+  }
+
+  /** An answer the proxy made itself (502, 503, 504, 413 …): kept so the status page can say why, in the same words. */
+  recordError(e: ConsulLbError, now: number): void {
+    const seen = this.errorAnswers.get(e.code)
+    if (seen === undefined) this.errorAnswers.set(e.code, { count: 1, last: e, at: now })
+    else {
+      seen.count++
+      seen.last = e
+      seen.at = now
+    }
+  }
+
+  /** Answers and 5xx answers per step of the last minutes, oldest first (read by the status view). */
+  history(now: number): { stepS: number; requests: number[]; errors: number[] } {
+    return {
+      stepS: HISTORY_STEP_S,
+      requests: this.perSecond.steps(0, HISTORY_STEP_S, HISTORY_STEPS, now),
+      errors: this.perSecond.steps(1, HISTORY_STEP_S, HISTORY_STEPS, now),
+    }
+  }
+
+  errors(): ReadonlyMap<string, ErrorAnswers> {
+    return this.errorAnswers
   }
 }
 

@@ -28,7 +28,7 @@ import { normalizeOriginForm, parseAbsoluteForm } from './path.js'
 import { MAX_HEADER_FIELDS, type RequestHead, readHead, requestProblem } from './request-head.js'
 import { RetryBudget } from './retry.js'
 import { hostOf, Router, stripPath } from './router.js'
-import { proxyStatus } from './status.js'
+import { type ProxyStatus, proxyStatus } from './status.js'
 import { type NoInstanceExplainer, ServiceTarget, type TargetOptions } from './target.js'
 import { Tunnel, type TunnelContext } from './tunnel.js'
 
@@ -380,7 +380,9 @@ export class LoadBalancer {
       req.method === 'HEAD',
     )
     if (close) this.connections.lingerAfter(res)
-    stats.count(e.statusCode)
+    const now = Date.now()
+    stats.recordError(e, now)
+    stats.count(e.statusCode, now)
     this.metrics.proxyErrors.labels(e.code).inc()
     conn?.done()
   }
@@ -454,12 +456,19 @@ export class LoadBalancer {
     this.metrics.proxyErrors.labels('CLB_CLIENT_RESET').inc()
   }
 
-  status(): unknown {
+  status(): ProxyStatus {
     return proxyStatus(this)
   }
 
   get inFlight(): number {
     return this.budget.inFlight
+  }
+  /** Retries in flight now, and how many the retry budget allows at this moment. */
+  get retriesInFlight(): number {
+    return this.budget.retriesInFlight
+  }
+  get retryLimit(): number {
+    return this.budget.limit
   }
   get openUpgrades(): number {
     return this.tunnels.open.size + (this.passthrough?.tunnels ?? 0)

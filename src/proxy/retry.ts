@@ -88,7 +88,7 @@ export class RetryBudget {
 
   /** Takes a retry slot if the budget allows one now. */
   tryRetry(): boolean {
-    if (this.closed || this.retries >= Math.max(this.min, this.requests * this.ratio)) return false
+    if (this.closed || this.retries >= this.limit) return false
     this.retries++
     return true
   }
@@ -103,6 +103,11 @@ export class RetryBudget {
 
   get retriesInFlight(): number {
     return this.retries
+  }
+
+  /** Retries that may be in flight now: `ratio` of the requests in flight, never fewer than `min`. */
+  get limit(): number {
+    return Math.max(this.min, this.requests * this.ratio)
   }
 
   /** No retry from now on; resolves when no request is in flight, or after `deadlineMs`. */

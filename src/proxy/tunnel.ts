@@ -54,6 +54,8 @@ export class Tunnel {
   private timer: NodeJS.Timeout | null = null
   private tunnelled = false
   private done = false
+  /** When the upstream request was sent: the instance's latency is measured to its answer (a 101 or not). */
+  private startedAt = 0
 
   constructor(
     req: IncomingMessage,
@@ -87,13 +89,15 @@ export class Tunnel {
 
   start(): void {
     if (this.done) return
-    const u = this.target.pool.pick(Date.now(), null)
+    const now = Date.now()
+    const u = this.target.pool.pick(now, null)
     if (u === null) {
       this.fail(this.target.unavailable(true))
       return
     }
     this.upstream = u
-    u.begin()
+    this.startedAt = now
+    u.begin(now)
     const r = httpRequest({
       host: u.address,
       port: u.port,
@@ -120,6 +124,7 @@ export class Tunnel {
     if (this.done) return
     const a = errorAnswer(e, { retryAfterS: this.ctx.retryAfterS, close: true })
     this.ctx.connections.closeGently(this.client, answerBytes(a, this.req.method === 'HEAD'))
+    this.target.stats.recordError(e, Date.now())
     this.finish(e.statusCode, e.code)
   }
 
@@ -153,7 +158,7 @@ export class Tunnel {
       )
       return
     }
-    this.upstream?.recordSuccess()
+    this.answered()
     this.upstream?.promoteToTunnel()
     this.tunnelled = true
     const client = this.client
@@ -180,7 +185,7 @@ export class Tunnel {
       this.fail(new UpstreamError('CLB_UPSTREAM_FAILED', `${this.where()} answered ${status} without Upgrade`))
       return
     }
-    this.upstream?.recordSuccess()
+    this.answered()
     const headers = forwardResponseHeaders(res.rawHeaders, status)
     withClose(headers)
     const client = this.client
@@ -243,6 +248,12 @@ export class Tunnel {
   /** Shutdown: the tunnel ends now, whatever its state. */
   cut(): void {
     this.finish(this.tunnelled ? 101 : 503, null, true)
+  }
+
+  /** The instance answered (a 101 or a plain response): it counts as a success, with its latency. */
+  private answered(): void {
+    const now = Date.now()
+    this.upstream?.recordSuccess(now - this.startedAt, now)
   }
 
   private counted = false
