@@ -1,15 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import t from 'tap'
 import { startBackend } from './helpers/backends.js'
 import { sleep, startConsul } from './helpers/consul.js'
 import { countBackends } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
 import { runCli } from './helpers/process.js'
-
-const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.ts')
+import { startServe } from './helpers/serve.js'
 
 /** `consul-lb ARGS` to its end (helpers/process.ts). */
 const run = (args: string[], env: Record<string, string> = {}, timeoutMs = 90_000) => runCli(args, env, timeoutMs)
@@ -86,50 +84,6 @@ t.test('--help documents every flag with its env var and default', async (t) => 
   const top = await run(['--help'])
   for (const c of ['serve', 'registrator', 'nginx', 'dev']) t.match(top.stdout, new RegExp(`\\b${c}\\b`))
 })
-
-async function startServe(
-  t: { teardown(fn: () => unknown): void },
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ proc: ChildProcess; port: number; admin: number; exited: Promise<number | null>; output: () => string }> {
-  const port = await freePort()
-  const admin = await freePort()
-  const proc = spawn(
-    process.execPath,
-    ['--import', 'tsx', CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, ...args],
-    { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  let out = ''
-  proc.stdout!.on('data', (b: Buffer) => {
-    out += b
-  })
-  proc.stderr!.on('data', (b: Buffer) => {
-    out += b
-  })
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  t.teardown(() => {
-    if (proc.exitCode === null) proc.kill('SIGKILL')
-  })
-  // Generous: each process compiles the TypeScript sources at start, slow on a loaded 2-core machine.
-  const deadline = Date.now() + 90_000
-  while (Date.now() < deadline) {
-    const ok = await fetch(`http://127.0.0.1:${admin}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    )
-    if (ok) break
-    if (proc.exitCode !== null) throw new Error(`serve exited ${proc.exitCode}: ${out}`)
-    await sleep(100)
-  }
-  if (
-    !(await fetch(`http://127.0.0.1:${admin}/healthz`).then(
-      (r) => r.ok,
-      () => false,
-    ))
-  )
-    throw new Error(`serve did not become healthy within 90 s:\n${out}`)
-  return { proc, port, admin, exited, output: () => out }
-}
 
 t.test(
   'consul-lb serve as a process: routes from a config file, env and flags (flags win); SIGTERM exits 0',

@@ -1,6 +1,8 @@
-import { createServer, type Server } from 'node:http'
-import type { Registry } from 'prom-client'
+import { createServer, type Server, type ServerResponse } from 'node:http'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from '../log.js'
+import { StatusFeed } from './feed.js'
+import { statusPage } from './page.js'
 
 export interface AdminOptions {
   host: string
@@ -16,19 +18,56 @@ export interface AdminOptions {
   isHealthy?: () => boolean
   /** Replaces /metrics output (cluster mode aggregates the workers' registries). */
   metricsText?: () => Promise<string>
+  /** The status page's event streams (GET /events); defaults in LIVE_DEFAULTS. */
+  live?: Partial<LiveOptions>
 }
+
+export interface LiveOptions {
+  /** How often open status pages get a new snapshot. */
+  intervalMs: number
+  /** Status pages (event streams) served at once; more get 503 and retry later. */
+  maxStreams: number
+  /** Unsent bytes at which a page that stopped reading is disconnected. */
+  maxBufferedBytes: number
+}
+
+export const LIVE_DEFAULTS: LiveOptions = { intervalMs: 1000, maxStreams: 64, maxBufferedBytes: 1 << 20 }
+
+/**
+ * Connections the admin listener holds at once: room for a thousand viewers to be told "no" (503) properly, plus
+ * scrapers and health checks. Past it Node closes new connections at once, so no flood of them can cost the proxy,
+ * which shares the process, its file descriptors.
+ */
+const ADMIN_MAX_CONNECTIONS = 2048
 
 export interface AdminServer {
   readonly port: number
+  /** The status page's event streams: snapshots computed, streams open, viewers refused. */
+  readonly feed: StatusFeed
   close(): Promise<void>
 }
 
-/** The admin listener: /healthz, /status, /metrics. Loopback by default; it reads state and never mutates it. */
+/**
+ * The admin listener: the status page (/) and its event stream (/events), /healthz, /status, /metrics. Loopback by
+ * default; it reads state and never mutates it (GET and HEAD only).
+ */
 export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
+  const live = { ...LIVE_DEFAULTS, ...opts.live }
+  const feed = new StatusFeed({ ...live, collect: () => collectStatus(opts), log: opts.log })
+  if (opts.registry) registerFeedMetrics(opts.registry, feed)
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n')
+      return
+    }
+    if (path === '/') {
+      const page = statusPage()
+      res.writeHead(200, page.headers).end(req.method === 'HEAD' ? undefined : page.body)
+      return
+    }
+    if (path === '/events') {
+      feed.serve(req, res)
       return
     }
     if (path === '/healthz') {
@@ -37,31 +76,7 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       return
     }
     if (path === '/status') {
-      const body: Record<string, unknown> = {}
-      for (const [k, fn] of Object.entries(opts.status)) {
-        try {
-          body[k] = fn()
-        } catch (err) {
-          body[k] = { error: (err as Error).message }
-        }
-      }
-      const send = (): void => {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`)
-      }
-      if (!opts.statusAsync) {
-        send()
-        return
-      }
-      opts.statusAsync().then(
-        (extra) => {
-          Object.assign(body, extra)
-          send()
-        },
-        (err: Error) => {
-          body.error = err.message
-          send()
-        },
-      )
+      void collectStatus(opts).then((body) => sendJson(res, body))
       return
     }
     if (path === '/metrics') {
@@ -75,9 +90,12 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
       )
       return
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('admin endpoints: /healthz /status /metrics\n')
+    res
+      .writeHead(404, { 'content-type': 'text/plain' })
+      .end('admin endpoints: / (status page) /events /healthz /status /metrics\n')
   })
   server.keepAliveTimeout = 5000
+  server.maxConnections = ADMIN_MAX_CONNECTIONS
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {
@@ -89,10 +107,78 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   opts.log.info({ admin: `${opts.host}:${port}` }, 'admin listener ready')
   return {
     port,
+    feed,
     close: () =>
       new Promise<void>((resolve) => {
+        feed.close()
         server.close(() => resolve())
         server.closeAllConnections()
       }),
   }
+}
+
+/**
+ * The /status view: every provider's answer under its key, plus what `statusAsync` adds (cluster mode: the workers'
+ * views and their sum). A provider that throws shows its error in place of its view; the others still answer.
+ */
+async function collectStatus(opts: AdminOptions): Promise<Record<string, unknown>> {
+  const body: Record<string, unknown> = { at: Date.now() }
+  for (const [k, fn] of Object.entries(opts.status)) {
+    try {
+      body[k] = fn()
+    } catch (err) {
+      body[k] = { error: (err as Error).message }
+    }
+  }
+  if (opts.statusAsync) {
+    try {
+      Object.assign(body, await opts.statusAsync())
+    } catch (err) {
+      body.error = (err as Error).message
+    }
+  }
+  return body
+}
+
+function sendJson(res: ServerResponse, body: unknown): void {
+  res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`)
+}
+
+function registerFeedMetrics(registry: Registry, feed: StatusFeed): void {
+  new Gauge({
+    name: 'consul_lb_admin_event_streams',
+    help: 'Status pages connected to /events now',
+    registers: [registry],
+    collect() {
+      this.set(feed.openStreams)
+    },
+  })
+  // Counters read from the feed at scrape time (it keeps plain numbers), like the proxy's request counters.
+  const counters: [string, string, () => number][] = [
+    [
+      'consul_lb_admin_snapshots_total',
+      'Status snapshots computed for /events (one per interval, shared by every open page)',
+      () => feed.snapshots,
+    ],
+    [
+      'consul_lb_admin_streams_refused_total',
+      'Status pages turned away (503) because the stream cap was reached',
+      () => feed.refused,
+    ],
+    [
+      'consul_lb_admin_streams_dropped_total',
+      'Status pages disconnected because they stopped reading',
+      () => feed.dropped,
+    ],
+  ]
+  for (const [name, help, read] of counters)
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc(read())
+      },
+    })
 }

@@ -1,6 +1,7 @@
 import cluster from 'node:cluster'
 import { Command } from 'commander'
 import { AggregatorRegistry, Registry } from 'prom-client'
+import { sumProxyViews } from '../admin/cluster-view.js'
 import { type AdminOptions, type AdminServer, startAdmin } from '../admin/server.js'
 import { CONSUL_FIELDS } from '../config/consul.js'
 import { COMMON_FIELDS, loadServeConfig, SERVE_FIELDS, type ServeConfig } from '../config/serve.js'
@@ -9,6 +10,7 @@ import { ConsulExplainer } from '../consul/explainer.js'
 import { ConsulLbError } from '../errors.js'
 import { createLogger, type Logger } from '../log.js'
 import { adminViewOf, createProxy } from '../proxy/create.js'
+import type { ProxyStatus } from '../proxy/status.js'
 import {
   EMBEDDED_REGISTRATOR_FIELDS,
   type EmbeddedRegistrator,
@@ -216,7 +218,12 @@ async function runPrimary(
   try {
     ;({ registrator, admin } = await startSideServices(config, registratorSources, log, primaryRegistry, {
       status: {},
-      statusAsync: async () => ({ workers: await ask('status') }),
+      // Each worker's view, and their sum as the `proxy` view (what the status page shows).
+      statusAsync: async () => {
+        const workers = await ask<ProxyStatus | { error: string }>('status')
+        const views = workers.filter((w): w is ProxyStatus => !('error' in w))
+        return { proxy: sumProxyViews(views), workers }
+      },
       isHealthy: () => !stopping,
       metricsText: async () => {
         const perWorker = await ask<unknown>('metrics')
