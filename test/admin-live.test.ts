@@ -7,6 +7,7 @@ import { silentLogger } from '../src/log.js'
 import { startBackend } from './helpers/backends.js'
 import { sleep, startConsul } from './helpers/consul.js'
 import { runLoad } from './helpers/http.js'
+import { metricValue } from './helpers/metrics.js'
 import { startServe } from './helpers/serve.js'
 
 /** A status page's event stream as a raw client sees it: the answer's status and the `status` events received. */
@@ -48,10 +49,7 @@ function cpuSeconds(pid: number): number {
 }
 
 async function metric(admin: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text()
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
-  if (!m) throw new Error(`${name} missing from /metrics`)
-  return Number(m[1])
+  return metricValue(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text(), name)
 }
 
 t.test(
@@ -133,7 +131,7 @@ t.test('a viewer that stops reading is disconnected instead of buffered without 
     host: '127.0.0.1',
     port: 0,
     log: silentLogger(),
-    status: { big: () => big },
+    status: { proxy: () => big },
     live: { intervalMs: 20, maxStreams: 4, maxBufferedBytes: 1 << 20 },
   })
   t.teardown(() => admin.close())

@@ -81,10 +81,7 @@ export class StatusFeed {
     res.write(`retry: ${Math.max(1000, this.opts.intervalMs * 2)}\n\n`)
     this.streams.add(res)
     req.socket.setNoDelay(true)
-    res.once('close', () => {
-      this.streams.delete(res)
-      if (this.streams.size === 0) this.stop()
-    })
+    res.once('close', () => this.remove(res))
     // A new viewer sees the current picture at once: the cached frame while it is fresh, else a new snapshot.
     if (this.frame !== null && Date.now() - this.frameAt < this.opts.intervalMs) this.send(res, this.frame)
     else void this.snapshot().then((f) => this.send(res, f))
@@ -130,10 +127,17 @@ export class StatusFeed {
     if (res.writableLength > this.opts.maxBufferedBytes) {
       // It stopped reading (a suspended tab, a stuck client): its unsent frames would pile up in our memory.
       this.droppedCount++
+      this.remove(res)
       res.destroy()
       return
     }
     res.write(frame)
+  }
+
+  /** A stream ends (closed by its reader, or dropped): its slot is free at once. */
+  private remove(res: ServerResponse): void {
+    if (!this.streams.delete(res)) return
+    if (this.streams.size === 0) this.stop()
   }
 
   private stop(): void {

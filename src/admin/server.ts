@@ -53,7 +53,7 @@ export interface AdminServer {
  */
 export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   const live = { ...LIVE_DEFAULTS, ...opts.live }
-  const feed = new StatusFeed({ ...live, collect: () => collectStatus(opts), log: opts.log })
+  const feed = new StatusFeed({ ...live, collect: () => collectStatus(opts).then(pageView), log: opts.log })
   if (opts.registry) registerFeedMetrics(opts.registry, feed)
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -138,6 +138,15 @@ async function collectStatus(opts: AdminOptions): Promise<Record<string, unknown
     }
   }
   return body
+}
+
+/**
+ * What the page renders, out of the /status view: every open page receives it each second, so the per-worker views
+ * (`--workers`: the page shows their sum, `proxy`) and anything else the page does not draw stay out of the stream.
+ */
+function pageView(status: Record<string, unknown>): Record<string, unknown> {
+  const { at, proxy, registrator, error } = status
+  return { at, proxy, registrator, error }
 }
 
 function sendJson(res: ServerResponse, body: unknown): void {

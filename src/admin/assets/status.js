@@ -38,7 +38,8 @@
  *   hostId: string,
  *   docker: { url: string, eventStream: string, connects: number, lastEventAt: string | null,
  *     lastError: { code: string, message: string } | null },
- *   consul: { url: string },
+ *   consul: { url?: string, aclDenied?: { at: string, operation: string, permission: string | null,
+ *     message: string, count: number } | null },
  *   containers: { id: string, name: string, paused: boolean, draining: boolean, services: string[],
  *     skipped: string | null, warnings: { code: string, field: string, message: string }[] }[],
  *   registrationsOwned: number,
@@ -477,6 +478,14 @@ function registratorView(r) {
       ? h('p', { class: 'notice' }, `Docker: ${r.docker.lastError.code}: ${r.docker.lastError.message}`)
       : null,
     sync?.error ? h('p', { class: 'notice' }, `last sync failed: ${sync.error.code}: ${sync.error.message}`) : null,
+    r.consul.aclDenied
+      ? h(
+          'p',
+          { class: 'notice' },
+          `Consul ACL denied ${r.consul.aclDenied.count} write(s): ${r.consul.aclDenied.operation}` +
+            `${r.consul.aclDenied.permission ? ` needs ${r.consul.aclDenied.permission}` : ''} (${r.consul.aclDenied.message})`,
+        )
+      : null,
     h(
       'div',
       { class: 'scroll' },
