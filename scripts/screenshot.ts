@@ -58,11 +58,12 @@ async function main(): Promise<void> {
       await sleep(3000)
     }
   })()
-  await sleep(45_000)
+  await sleep(40_000)
   process.stderr.write('screenshot: killing web-3 under load\n')
   await web[2]!.kill()
-  await Promise.all([webLoad, apiLoad, cartLoad])
+  await sleep(10_000)
 
+  // Photographed while the load still runs (it ends about 70 s after it started).
   const url = `http://127.0.0.1:${lb.adminPort}/`
   for (const [name, viewport] of [
     ['status-page.png', { width: 1280, height: 900 }],
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
     if (errors.length) throw new Error(`console errors on the page: ${errors.join('; ')}`)
     process.stderr.write(`screenshot: docs/${name}\n`)
   }
+  await Promise.all([webLoad, apiLoad, cartLoad])
 }
 
 main()

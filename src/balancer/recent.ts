@@ -13,6 +13,11 @@ export class SecondRing {
   readonly seconds: number
   /** The newest second written; rows older than `seconds` before it are stale and read as zero. */
   private newest = 0
+  // The newest second's row and its time span, so that counting within the same second is two compares and an
+  // increment (no division).
+  private row = 0
+  private startMs = 0
+  private endMs = 0
 
   constructor(width: number, seconds: number) {
     this.width = width
@@ -22,20 +27,23 @@ export class SecondRing {
 
   /** Counts one event of `series` at `nowMs`. */
   add(series: number, nowMs: number): void {
-    let sec = Math.floor(nowMs / 1000)
-    if (sec > this.newest) this.advance(sec)
-    // A clock that stepped back counts into the newest second rather than into one the ring already moved past.
-    else sec = this.newest
-    this.counts[(sec % this.seconds) * this.width + series]!++
+    if (nowMs >= this.endMs || nowMs < this.startMs) this.moveTo(nowMs)
+    this.counts[this.row + series]!++
   }
 
-  private advance(sec: number): void {
+  private moveTo(nowMs: number): void {
+    const sec = Math.floor(nowMs / 1000)
+    // A clock that stepped back counts into the newest second rather than into one the ring already moved past.
+    if (sec <= this.newest) return
     const gap = Math.min(sec - this.newest, this.seconds)
     for (let i = 1; i <= gap; i++) {
       const row = ((sec - gap + i) % this.seconds) * this.width
       this.counts.fill(0, row, row + this.width)
     }
     this.newest = sec
+    this.row = (sec % this.seconds) * this.width
+    this.startMs = sec * 1000
+    this.endMs = this.startMs + 1000
   }
 
   /** The count of `series` in second `sec`: zero for seconds the ring never reached or has already dropped. */
