@@ -164,7 +164,7 @@ async function runDev(o: DevOptions): Promise<void> {
 consul-lb demo is running:
   Consul UI/API   ${api}/ui      (dev agent, DNS on 127.0.0.1:${o.dnsPort})
   proxy           http://${o.listen.replace(/:\d+$/, '')}:${port}   (${o.instances} instances of "demo")
-  admin           http://${o.admin}/status   /metrics   /healthz
+  status page     http://${o.admin}/   (live; JSON at /status, Prometheus at /metrics)
 
 Round-robin, by Host name and by route:
   for i in $(seq ${o.instances * 2}); do curl -s -H 'Host: demo.service.consul' http://127.0.0.1:${port}/; done
