@@ -129,3 +129,53 @@ t.test(
     t.equal(proc.exitCode, 0, 'SIGTERM: exit 0')
   },
 )
+
+t.test(
+  "the README's registrator policy is enough: service_prefix write alone registers, mirrors health, drains and deregisters (no node_prefix read)",
+  async (t) => {
+    const consul = await startSecureConsul(t)
+    const docker = await startDocker(t)
+    const tokenFile = join(tempDir(t, 'consul-lb-minpol-'), 'token')
+    writeFileSync(tokenFile, await consul.createToken(POLICIES.registrator, 'registrator-minimal'))
+    t.notMatch(POLICIES.registrator, /node_prefix/, 'the policy under test has no node rule')
+    docker.removeOnTeardown(t, 'minpol')
+    await docker.run({ name: 'minpol', publish: ['80'], env: { SERVICE_NAME: 'minpol' }, healthCmd: 'true' })
+    const admin = await freePort()
+    const { proc, output } = runCliProcess(['registrator', '--admin', `127.0.0.1:${admin}`, '--ip', '127.0.0.1'], {
+      DOCKER_HOST: docker.url,
+      ...secureEnv(consul, { CONSUL_HTTP_TOKEN_FILE: tokenFile }),
+      CONSUL_LB_HOST_ID: 'minpol',
+      CONSUL_LB_RESYNC: '2',
+    })
+    t.teardown(() => stopChild(proc))
+    const checks = async () =>
+      (await consul.agent.api('GET', '/v1/agent/checks')) as Record<string, { ServiceID: string; Status: string }>
+    const serviceId = async () =>
+      Object.keys((await consul.agent.api('GET', '/v1/agent/services')) as Record<string, unknown>).find((id) =>
+        id.includes(':minpol:'),
+      )
+    const step = (what: string, fn: () => Promise<unknown>) =>
+      waitFor(what, fn, 30_000).catch((err: Error) => {
+        throw new Error(`${err.message}\n${output()}`)
+      })
+    const id = (await step('registered', serviceId)) as string
+    await step('the Docker health mirrored into its TTL check (passing)', async () =>
+      Object.values(await checks()).some((c) => c.ServiceID === id && c.Status === 'passing'),
+    )
+    await docker.docker(['pause', 'minpol'])
+    await step('maintenance on while paused', async () => `_service_maintenance:${id}` in (await checks()))
+    await docker.docker(['unpause', 'minpol'])
+    await step('maintenance off again', async () => !(`_service_maintenance:${id}` in (await checks())))
+    await docker.docker(['stop', '-t', '1', 'minpol'])
+    await step('deregistered when the container stopped', async () => (await serviceId()) === undefined)
+    const status = (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as {
+      registrator: { consul: { aclDenied: unknown }; errors: { code: string }[] }
+    }
+    t.equal(status.registrator.consul.aclDenied, null, 'never denied')
+    t.notOk(
+      status.registrator.errors.some((e) => e.code === 'CLB_CONSUL_ACL_DENIED'),
+      'no ACL error among the recent ones',
+    )
+    t.notMatch(output(), /CLB_CONSUL_ACL_DENIED/)
+  },
+)

@@ -443,7 +443,8 @@ export interface SecureConsul {
 
 /** Rules the consul-lb commands need (the README's minimal policies), for tests that grant them. */
 export const POLICIES = {
-  registrator: 'service_prefix "" { policy = "write" }\nnode_prefix "" { policy = "read" }',
+  /** Proven sufficient (consul-secure-registrator.test.ts): agent service writes need no node rule. */
+  registrator: 'service_prefix "" { policy = "write" }',
   catalogRead: 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }',
   readOnly: 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }',
   dns: 'node_prefix "" { policy = "read" }\nservice_prefix "" { policy = "read" }',
