@@ -1,28 +1,15 @@
-import { execFile, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import t from 'tap'
 import { startConsul } from './helpers/consul.js'
 import { nginxBinary, sleep } from './helpers/nginx.js'
-import { stopChild } from './helpers/process.js'
+import { runCli, runCliProcess, stopChild } from './helpers/process.js'
 import { tempDir } from './helpers/tmp.js'
 
 /** `consul-lb nginx` as a user runs it: exit codes, stdout vs --out, errors that carry their code. */
 
-const ROOT = resolve(import.meta.dirname, '..')
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'nginx', ...args],
-      { cwd: ROOT, timeout: 60_000, env: { ...process.env, CONSUL_HTTP_ADDR: '127.0.0.1:1' } },
-      (err, stdout, stderr) => {
-        done({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-      },
-    )
-  })
-}
+/** `consul-lb nginx ARGS`, with an address where no Consul answers (as the catalog mode must not reach one here). */
+const cli = (args: string[]) => runCli(['nginx', ...args], { CONSUL_HTTP_ADDR: '127.0.0.1:1' })
 
 t.test('the config goes to stdout, checked, and logs go to stderr', async (t) => {
   const r = await cli([
@@ -68,43 +55,29 @@ t.test(
     await consul.register({ ID: 'web-1', Name: 'web', Address: '127.0.0.2', Port: 80 })
     const dir = tempDir(t, 'consul-lb-cli-watch-')
     const out = join(dir, 'catalog.conf')
-    const proc = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(ROOT, 'src', 'cli.ts'),
-        'nginx',
-        '--mode',
-        'catalog',
-        '--catalog-port',
-        '80',
-        '--watch',
-        '--out',
-        out,
-        '--debounce-ms',
-        '100',
-        '--consul',
-        consul.httpAddr,
-        '--check',
-        '--nginx-bin',
-        nginxBinary('1.22'),
-        '--reload-command',
-        `echo reload >> ${join(dir, 'reloads')}`,
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    )
+    const { proc, output, exited } = runCliProcess([
+      'nginx',
+      '--mode',
+      'catalog',
+      '--catalog-port',
+      '80',
+      '--watch',
+      '--out',
+      out,
+      '--debounce-ms',
+      '100',
+      '--consul',
+      consul.httpAddr,
+      '--check',
+      '--nginx-bin',
+      nginxBinary('1.22'),
+      '--reload-command',
+      `echo reload >> ${join(dir, 'reloads')}`,
+    ])
     t.teardown(() => stopChild(proc))
-    let logs = ''
-    proc.stdout!.on('data', (b: Buffer) => {
-      logs += b.toString()
-    })
-    proc.stderr!.on('data', (b: Buffer) => {
-      logs += b.toString()
-    })
     const waitFor = async (pred: () => boolean, what: string) => {
       for (let i = 0; i < 300 && !pred(); i++) await sleep(50)
-      if (!pred()) throw new Error(`${what} did not happen within 15 s:\n${logs}`)
+      if (!pred()) throw new Error(`${what} did not happen within 15 s:\n${output()}`)
     }
     const read = () => {
       try {
@@ -126,7 +99,6 @@ t.test(
     } // not run yet: polled again
     await waitFor(() => reloads() === 'reload\nreload\n', 'the second reload')
     t.equal(reloads(), 'reload\nreload\n', 'the reload command ran after each write')
-    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
     const stoppedAt = Date.now()
     proc.kill('SIGTERM')
     const code = await exited

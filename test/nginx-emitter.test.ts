@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t from 'tap'
 import { loadNginxConfig } from '../src/config/nginx.js'
@@ -13,6 +13,7 @@ import { startConsul } from './helpers/consul.js'
 import { waitFor } from './helpers/docker.js'
 import { dnsOf, type NginxProcess, nginxBinary, renderOptions, sleep, startNginx } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
+import { runCli } from './helpers/process.js'
 import { tempDir } from './helpers/tmp.js'
 
 /**
@@ -21,7 +22,6 @@ import { tempDir } from './helpers/tmp.js'
  * same port, 16 KiB bodies kept in memory, --check naming the nginx it ran, and path prefixes with %XX escapes.
  */
 
-const ROOT = resolve(import.meta.dirname, '..')
 const V130 = parseNginxVersion('nginx/1.30.6')
 
 const consul = await startConsul(t, { enableTruncate: true })
@@ -231,27 +231,17 @@ t.test('a path prefix with %XX escapes routes the requests nginx decodes to it',
 })
 
 t.test('the emitter CLI: --full-prefix, --default-server and --client-body-buffer-size are settings', async (t) => {
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((done) =>
-    execFile(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(ROOT, 'src', 'cli.ts'),
-        'nginx',
-        '--route',
-        '/=web:80',
-        '--full',
-        '--full-prefix',
-        '/srv/lb',
-        '--default-server',
-        '--client-body-buffer-size',
-        '1m',
-      ],
-      { cwd: ROOT, timeout: 60_000 },
-      (err, stdout, stderr) => done({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
-    ),
-  )
+  const r = await runCli([
+    'nginx',
+    '--route',
+    '/=web:80',
+    '--full',
+    '--full-prefix',
+    '/srv/lb',
+    '--default-server',
+    '--client-body-buffer-size',
+    '1m',
+  ])
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, 'pid /srv/lb/nginx.pid;')
   t.match(r.stdout, 'listen 8080 default_server;')

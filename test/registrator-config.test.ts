@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import t from 'tap'
 import { loadRegistratorConfig } from '../src/config/registrator.js'
 import { ConsulClient } from '../src/consul/client.js'
@@ -14,8 +13,7 @@ import { Registrator } from '../src/registrator/index.js'
 import { plainConnection } from './helpers/consul.js'
 import { waitFor } from './helpers/docker.js'
 import { freePort } from './helpers/ports.js'
-
-const ROOT = resolve(import.meta.dirname, '..')
+import { runCli, runCliProcess } from './helpers/process.js'
 
 t.test('defaults, env aliases and scheme-less CONSUL_HTTP_ADDR', async (t) => {
   const c = loadRegistratorConfig({
@@ -146,33 +144,16 @@ t.test(
   },
 )
 
-function runCli(args: string[], env: Record<string, string> = {}) {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'registrator', ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  proc.stdout.on('data', (b: Buffer) => {
-    out += b.toString()
-  })
-  proc.stderr.on('data', (b: Buffer) => {
-    out += b.toString()
-  })
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  return { proc, exited, output: () => out }
-}
-
 t.test('consul-lb registrator: exit 2 on a bad value, naming it', async (t) => {
-  const r = runCli(['--resync', 'soon'])
-  const timer = setTimeout(() => r.proc.kill('SIGKILL'), 30_000)
-  t.equal(await r.exited, 2)
-  clearTimeout(timer)
-  t.match(r.output(), /--resync/)
+  const r = await runCli(['registrator', '--resync', 'soon'], {}, 30_000)
+  t.equal(r.code, 2)
+  t.match(r.stderr, /--resync/)
 })
 
 t.test('consul-lb registrator: serves /status while Docker is away, exits 0 on SIGTERM', async (t) => {
   const port = await freePort()
-  const r = runCli([
+  const r = runCliProcess([
+    'registrator',
     '--docker',
     'unix:///tmp/clb-no-such-docker.sock',
     '--consul',

@@ -1,16 +1,15 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import t, { type Test } from 'tap'
 
 import { META_OWNER } from '../src/registrator/desired.js'
 import { type ConsulAgent, makeTlsMaterial, POLICIES, startConsul, startSecureConsul } from './helpers/consul.js'
 import { startDocker, waitFor } from './helpers/docker.js'
 import { http } from './helpers/http.js'
-import { stopChild } from './helpers/process.js'
+import { type LoggedChild, runCliProcess, stopChild } from './helpers/process.js'
 import { startTestProxy } from './helpers/proxy.js'
 import { agentServicesOf, startRegistrator } from './helpers/registrator.js'
 
@@ -20,32 +19,16 @@ import { agentServicesOf, startRegistrator } from './helpers/registrator.js'
  * over in place while traffic flows through `serve`.
  */
 
-const ROOT = resolve(import.meta.dirname, '..')
 const docker = await startDocker(t, ['clb-busybox:test', 'my_app:1'])
 const HOST = hostname()
 
-interface Cli {
-  proc: ChildProcess
-  exited: Promise<number | null>
-  output: () => string
-}
+type Cli = LoggedChild
 
 /** `consul-lb <args>` from the sources, with the test engine as DOCKER_HOST and no admin listener (no port clash). */
 function cli(t: { teardown(fn: () => unknown): void }, args: string[], env: Record<string, string> = {}): Cli {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), ...args], {
-    env: { ...process.env, CONSUL_HTTP_ADDR: '', DOCKER_HOST: docker.url, CONSUL_LB_ADMIN: 'off', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  proc.stdout!.on('data', (b: Buffer) => {
-    out += b.toString()
-  })
-  proc.stderr!.on('data', (b: Buffer) => {
-    out += b.toString()
-  })
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
-  t.teardown(() => stopChild(proc))
-  return { proc, exited, output: () => out }
+  const c = runCliProcess(args, { CONSUL_HTTP_ADDR: '', DOCKER_HOST: docker.url, CONSUL_LB_ADMIN: 'off', ...env })
+  t.teardown(() => stopChild(c.proc))
+  return c
 }
 
 async function stopped(t: Test, c: Cli): Promise<void> {

@@ -15,12 +15,19 @@ export async function stopChild(proc: ChildProcess | null, graceMs = 5000): Prom
   clearTimeout(timer)
 }
 
+/** A child with its output kept; `exited` resolves with its exit code (null when a signal ended it). */
+export interface LoggedChild {
+  proc: ChildProcess
+  output: () => string
+  exited: Promise<number | null>
+}
+
 /** Spawns a child whose stdout and stderr are kept (the last `keepChars`) for error messages. */
 export function spawnLogged(
   bin: string,
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; keepChars?: number } = {},
-): { proc: ChildProcess; output: () => string } {
+): LoggedChild {
   const keepChars = opts.keepChars ?? 50_000
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) })
   let output = ''
@@ -29,7 +36,8 @@ export function spawnLogged(
   }
   proc.stdout!.on('data', keep)
   proc.stderr!.on('data', keep)
-  return { proc, output: () => output }
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)))
+  return { proc, output: () => output, exited }
 }
 
 const CLI = new URL('../../src/cli.ts', import.meta.url).pathname
@@ -62,9 +70,6 @@ export function runCli(
 }
 
 /** Starts a long-running `consul-lb ARGS` (serve, registrator) with its output kept; stop it with stopChild. */
-export function runCliProcess(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): { proc: ChildProcess; output: () => string } {
+export function runCliProcess(args: string[], env: NodeJS.ProcessEnv = {}): LoggedChild {
   return spawnLogged(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env } })
 }
