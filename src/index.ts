@@ -13,9 +13,23 @@ import type { NoInstanceExplainer } from './proxy/target.js'
 import './config/registrator.js'
 import './config/nginx.js'
 
+// Consul's HTTP API as production runs it (TLS, ACL tokens), the 503 explainer over it, and doctor.
+export { type DoctorConfig, loadDoctorConfig } from './config/doctor.js'
 export { loadNginxConfig, type NginxConfig } from './config/nginx.js'
 export { loadRegistratorConfig } from './config/registrator.js'
 export { loadServeConfig, type ServeConfig } from './config/serve.js'
+export { ConsulClient, type ConsulClientOptions } from './consul/client.js'
+export type { ConsulConnection, ConsulTls } from './consul/connection.js'
+export {
+  ConsulAclError,
+  ConsulApiError,
+  ConsulCredentialError,
+  ConsulTlsError,
+  type TlsProblem,
+} from './consul/errors.js'
+export { ConsulExplainer, type ExplainerOptions } from './consul/explainer.js'
+export { runDoctor } from './doctor/doctor.js'
+export { type Finding, formatReport, type Report, type Severity } from './doctor/report.js'
 export {
   BodyTooLargeError,
   ClientRequestError,
@@ -30,6 +44,7 @@ export * from './nginx/index.js'
 export { type CreatedProxy, type CreateProxyOptions, createProxy } from './proxy/create.js'
 export { LoadBalancer } from './proxy/proxy.js'
 export type { NoInstanceExplainer } from './proxy/target.js'
+export { DockerError, DockerTlsError } from './registrator/errors.js'
 export { Registrator, type RegistratorConfig } from './registrator/index.js'
 export { parseRoute, type Route } from './routes/route.js'
 

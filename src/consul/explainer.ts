@@ -28,44 +28,78 @@ export interface ExplainerOptions {
   log: Logger
   /** How long an explanation is reused before the API is asked again. */
   ttlMs?: number
-  /** Lookups per second at most, over all services: a flood of 503s for made-up Host names must not flood Consul. */
+  /**
+   * Lookups per second at most, for names the catalog does not list (a flood of 503s for made-up Host names must not
+   * flood Consul), and as many again for services it lists.
+   */
   lookupsPerSecond?: number
-  /** Services remembered (LRU): Host routing lets clients choose names. */
+  /** Names remembered (LRU) that the catalog does not list: Host routing lets clients choose them. */
   maxServices?: number
+  /** Services remembered (LRU) that the catalog lists; clients cannot add to these. */
+  maxListed?: number
+}
+
+/** Explanations of services the catalog has instances of: a name a client made up never gets one. */
+const LISTED_KINDS: ReadonlySet<ExplanationKind> = new Set(['all-critical', 'dns-hidden'])
+
+/** Lookups allowed per one-second window. */
+class LookupBudget {
+  private readonly perSecond: number
+  private windowStart = 0
+  private used = 0
+  constructor(perSecond: number) {
+    this.perSecond = perSecond
+  }
+  take(now: number): boolean {
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now
+      this.used = 0
+    }
+    if (this.used >= this.perSecond) return false
+    this.used++
+    return true
+  }
 }
 
 /**
  * Why does Consul list no instance of a service? Asked by the proxy while it writes a no-instance 503 (never for a
  * service that has one), answered synchronously from a cache; a missing or old explanation is looked up in the
- * background through Consul's HTTP API (`/v1/health/service/<name>`), one lookup per service at a time, rate-limited
- * over all services, so the first 503 of a service may carry no explanation and the next ones do. Each new
- * explanation is logged once; /status lists the current ones.
+ * background through Consul's HTTP API (`/v1/health/service/<name>`), one lookup per service at a time, rate-limited,
+ * so the first 503 of a service may carry no explanation and the next ones do. Each new explanation is logged once;
+ * /status lists the current ones.
+ *
+ * Services the catalog lists (instances all critical, or hidden from DNS) are kept apart from names it does not list,
+ * with their own cache and lookup budget: a client flooding 503s with made-up Host names can neither evict the
+ * explanation of a real service that is down nor take the lookups it needs to stay current.
  */
 export class ConsulExplainer {
   private readonly client: ConsulClient
   private readonly log: Logger
   private readonly ttlMs: number
-  private readonly lookupsPerSecond: number
-  private readonly cache: LRUCache<string, Explanation & { service: ExplainedService }>
+  private readonly listed: LRUCache<string, Explanation & { service: ExplainedService }>
+  private readonly unlisted: LRUCache<string, Explanation & { service: ExplainedService }>
+  private readonly listedBudget: LookupBudget
+  private readonly unlistedBudget: LookupBudget
   private readonly inFlight = new Set<string>()
-  private windowStart = 0
-  private windowLookups = 0
   private closed = false
 
   constructor(opts: ExplainerOptions) {
     this.client = opts.client
     this.log = opts.log.child({ module: 'explainer' })
     this.ttlMs = opts.ttlMs ?? 5000
-    this.lookupsPerSecond = opts.lookupsPerSecond ?? 10
-    this.cache = new LRUCache({ max: opts.maxServices ?? 256 })
+    this.listedBudget = new LookupBudget(opts.lookupsPerSecond ?? 10)
+    this.unlistedBudget = new LookupBudget(opts.lookupsPerSecond ?? 10)
+    this.listed = new LRUCache({ max: opts.maxListed ?? 256 })
+    this.unlisted = new LRUCache({ max: opts.maxServices ?? 256 })
   }
 
   /** The cached sentence for this service (null when none yet); starts a lookup when it is missing or old. */
   explain(key: ExplainedService): string | null {
     const id = idOf(key)
-    const cached = this.cache.get(id)
+    const listed = this.listed.get(id)
+    const cached = listed ?? this.unlisted.get(id)
     const now = Date.now()
-    if (!cached || now - cached.at > this.ttlMs) this.lookUp(key, id, now)
+    if (!cached || now - cached.at > this.ttlMs) this.lookUp(key, id, now, listed !== undefined)
     return cached?.text ?? null
   }
 
@@ -86,7 +120,7 @@ export class ConsulExplainer {
     ageMs: number
   }[] {
     const now = Date.now()
-    return [...this.cache.values()].map((e) => ({
+    return [...this.listed.values(), ...this.unlisted.values()].map((e) => ({
       service: e.service.service,
       tag: e.service.tag,
       datacenter: e.service.datacenter,
@@ -100,14 +134,10 @@ export class ConsulExplainer {
     this.closed = true
   }
 
-  private lookUp(key: ExplainedService, id: string, now: number): void {
+  private lookUp(key: ExplainedService, id: string, now: number, isListed: boolean): void {
     if (this.closed || this.inFlight.has(id)) return
-    if (now - this.windowStart >= 1000) {
-      this.windowStart = now
-      this.windowLookups = 0
-    }
-    if (this.windowLookups >= this.lookupsPerSecond) return // the next 503 of this service asks again
-    this.windowLookups++
+    // Over budget: the next 503 of this service asks again.
+    if (!(isListed ? this.listedBudget : this.unlistedBudget).take(now)) return
     this.inFlight.add(id)
     this.compute(key)
       .then((e) => this.remember(id, key, e))
@@ -116,8 +146,12 @@ export class ConsulExplainer {
 
   private remember(id: string, key: ExplainedService, e: Explanation): void {
     if (this.closed) return
-    const previous = this.cache.get(id)
-    this.cache.set(id, { ...e, service: key })
+    const wasListed = this.listed.has(id)
+    const previous = this.listed.get(id) ?? this.unlisted.get(id)
+    // A listed service whose lookup failed stays listed: a failing API must not demote it to the flood's cache.
+    const isListed = LISTED_KINDS.has(e.kind) || (wasListed && e.kind === 'api-failed')
+    ;(isListed ? this.listed : this.unlisted).set(id, { ...e, service: key })
+    ;(isListed ? this.unlisted : this.listed).delete(id)
     if (previous?.text !== e.text)
       this.log.warn(
         {
