@@ -44,14 +44,14 @@ t.test('each TLS problem with the engine is coded CLB_DOCKER_TLS and named', asy
       `https://[::ffff:127.0.0.1]:${port}`,
       good,
       'name-mismatch',
-      /not for the host of DOCKER_HOST: IP: ::ffff:7f00:1 is not in the cert.s list: 127\.0\.0\.1/,
+      /not for the name we expect: IP: ::ffff:7f00:1 is not in the cert.s list: 127\.0\.0\.1; give DOCKER_HOST a name/,
     ],
     [
       'no client certificate',
       `https://127.0.0.1:${port}`,
       { ...good, certFile: null, keyFile: null },
       'client-cert-required',
-      /requires a client certificate \(dockerd --tlsverify\).*cert\.pem and key\.pem/,
+      /requires a client certificate and none was given; the engine runs with --tlsverify: put cert\.pem and key\.pem/,
     ],
     [
       'a client certificate of another CA',
@@ -72,7 +72,7 @@ t.test('each TLS problem with the engine is coded CLB_DOCKER_TLS and named', asy
       `http://127.0.0.1:${port}`,
       null,
       'tls-required',
-      /speaks TLS on this port: set DOCKER_TLS_VERIFY=1/,
+      /speaks HTTPS on this port: set DOCKER_TLS_VERIFY=1/,
     ],
   ]
   for (const [name, url, files, problem, message] of cases)

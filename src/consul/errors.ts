@@ -1,5 +1,12 @@
 import { ConsulLbError } from '../errors.js'
-import { type ClientCertificate, classifyTlsFailure, type TlsFailure, type TlsProblem } from '../tls/failure.js'
+import {
+  type ClientCertificate,
+  classifyTlsFailure,
+  describeTlsFailure,
+  type TlsFailure,
+  type TlsFixes,
+  type TlsProblem,
+} from '../tls/failure.js'
 
 export type ConsulApiErrorCode =
   | 'CLB_CONSUL_UNREACHABLE' // connection refused, reset, no such socket
@@ -86,7 +93,12 @@ export function transportError(
 ): ConsulApiError {
   const at = `Consul at ${address}`
   const opts = { cause: err }
-  if (failure) return new ConsulTlsError(failure.problem, `${at}: ${tlsMessage(failure, tls)}`, opts)
+  if (failure)
+    return new ConsulTlsError(
+      failure.problem,
+      `${at}: ${describeTlsFailure(failure, 'the agent', CONSUL_TLS_FIXES, tls ?? {})}`,
+      opts,
+    )
   const codes: string[] = []
   let first: string | undefined
   for (let e = err as { cause?: unknown; code?: string; message?: string } | undefined, i = 0; e && i < 5; i++) {
@@ -103,26 +115,18 @@ export function transportError(
   )
 }
 
-/** The sentence for a TLS problem with the agent, with the Consul setting that fixes it. */
-function tlsMessage(f: TlsFailure, tls: TlsContext | null): string {
-  switch (f.problem) {
-    case 'unknown-ca':
-      return `the agent's certificate is not signed by a CA we trust (${f.detail}); give the CA that signed it with --consul-ca-file / CONSUL_CACERT (or --consul-ca-path / CONSUL_CAPATH)`
-    case 'name-mismatch':
-      return `the agent's certificate is not for the name we expect${tls?.serverName ? ` (${tls.serverName})` : ''}: ${f.detail}; connect by a name the certificate carries, or set --consul-tls-server-name / CONSUL_TLS_SERVER_NAME to one (Consul's server certificates carry server.<dc>.<domain>)`
-    case 'expired':
-      return `the agent's certificate ${f.detail === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet (clock skew?)'}; the agent needs a new certificate`
-    case 'client-cert-required':
-      return 'the agent requires a client certificate (verify_incoming) and none was given; set --consul-client-cert and --consul-client-key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)'
-    case 'client-cert-expired':
-      return `the agent refused our client certificate because it expired (${f.detail})${tls?.clientCertValidTo ? ` on ${tls.clientCertValidTo.toISOString()}` : ''}; issue a new one (consul tls cert create -client) and write it and its key over the files of --consul-client-cert / --consul-client-key: it is picked up without restart`
-    case 'client-cert-rejected':
-      return `the agent refused our client certificate (${f.detail}): it must be signed by the CA in the agent's tls ca_file, be valid now, and allow client authentication`
-    case 'not-tls':
-      return "the agent answers plain HTTP on this port, not HTTPS; use http:// or the agent's HTTPS port (ports.https)"
-    case 'tls-required':
-      return 'the agent speaks HTTPS on this port: use https:// (or CONSUL_HTTP_SSL=true) with its CA (--consul-ca-file)'
-    case 'handshake':
-      return `TLS handshake failed (${f.detail})`
-  }
+/** How to fix each TLS problem with the agent, in Consul's settings. */
+const CONSUL_TLS_FIXES: TlsFixes = {
+  'unknown-ca':
+    'give the CA that signed it with --consul-ca-file / CONSUL_CACERT (or --consul-ca-path / CONSUL_CAPATH)',
+  'name-mismatch':
+    "connect by a name the certificate carries, or set --consul-tls-server-name / CONSUL_TLS_SERVER_NAME to one (Consul's server certificates carry server.<dc>.<domain>)",
+  'client-cert-required':
+    'the agent has verify_incoming: set --consul-client-cert and --consul-client-key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)',
+  'client-cert-expired':
+    'issue a new one (consul tls cert create -client) and write it and its key over the files of --consul-client-cert / --consul-client-key: it is picked up without restart',
+  'client-cert-rejected':
+    "it must be signed by the CA in the agent's tls ca_file, be valid now, and allow client authentication",
+  'not-tls': "use http:// or the agent's HTTPS port (ports.https)",
+  'tls-required': 'use https:// (or CONSUL_HTTP_SSL=true) with its CA (--consul-ca-file)',
 }

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
 import { Agent, type Dispatcher, request } from 'undici'
-import { type TlsFailure, tlsFailureOf } from '../tls/failure.js'
+import { describeTlsFailure, type TlsFixes, tlsFailureOf } from '../tls/failure.js'
 import { DockerError, DockerTlsError } from './errors.js'
 
 /** The parts of `GET /containers/{id}/json` the registrator reads. */
@@ -133,7 +133,14 @@ export class DockerClient {
           },
         )
       : null
-    if (f) return new DockerTlsError(f.problem, `Docker at ${this.url}: ${dockerTlsMessage(f, tls)}`, { cause: err })
+    if (f)
+      return new DockerTlsError(
+        f.problem,
+        `Docker at ${this.url}: ${describeTlsFailure(f, 'the engine', DOCKER_TLS_FIXES, tls ?? {})}`,
+        {
+          cause: err,
+        },
+      )
     return new DockerError(
       'CLB_DOCKER_UNREACHABLE',
       `Docker at ${this.url} unreachable during ${what} (${code ?? (err as Error).message})`,
@@ -147,7 +154,7 @@ export class DockerClient {
     if (status === 400 && /HTTP request to an HTTPS server/i.test(text))
       return new DockerTlsError(
         'tls-required',
-        `Docker at ${this.url}: ${dockerTlsMessage({ problem: 'tls-required', detail: '' }, null)}`,
+        `Docker at ${this.url}: ${describeTlsFailure({ problem: 'tls-required', detail: '' }, 'the engine', DOCKER_TLS_FIXES)}`,
       )
     return new DockerError('CLB_DOCKER_HTTP', `Docker ${what} answered ${status}: ${text.slice(0, 300).trim()}`, status)
   }
@@ -282,26 +289,14 @@ function parseEvent(line: string): DockerEvent {
   return e
 }
 
-/** The sentence for a TLS problem with the engine, with the docker CLI's setting that fixes it. */
-function dockerTlsMessage(f: TlsFailure, tls: { clientCertValidTo: Date | null } | null): string {
-  switch (f.problem) {
-    case 'unknown-ca':
-      return `the engine's certificate is not signed by a CA we trust (${f.detail}); put the CA that signed it in ca.pem of DOCKER_CERT_PATH (--docker-cert-path)`
-    case 'name-mismatch':
-      return `the engine's certificate is not for the host of DOCKER_HOST: ${f.detail}; connect by a name or address the certificate carries`
-    case 'expired':
-      return `the engine's certificate ${f.detail === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet (clock skew?)'}; the engine needs a new one`
-    case 'client-cert-required':
-      return 'the engine requires a client certificate (dockerd --tlsverify) and none was given; put cert.pem and key.pem in DOCKER_CERT_PATH (--docker-cert-path)'
-    case 'client-cert-expired':
-      return `the engine refused our client certificate because it expired (${f.detail})${tls?.clientCertValidTo ? ` on ${tls.clientCertValidTo.toISOString()}` : ''}; put a new cert.pem and key.pem in DOCKER_CERT_PATH and restart the registrator`
-    case 'client-cert-rejected':
-      return `the engine refused our client certificate (${f.detail}): cert.pem must be signed by the CA of dockerd's --tlscacert and allow client authentication`
-    case 'not-tls':
-      return "the engine answers plain HTTP on this port, not TLS; DOCKER_TLS_VERIFY=0 (--docker-tls-verify=false), or the engine's TLS port"
-    case 'tls-required':
-      return 'the engine speaks TLS on this port: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), as for the docker CLI'
-    case 'handshake':
-      return `TLS handshake failed (${f.detail})`
-  }
+/** How to fix each TLS problem with the engine, in the docker CLI's settings. */
+const DOCKER_TLS_FIXES: TlsFixes = {
+  'unknown-ca': 'put the CA that signed it in ca.pem of DOCKER_CERT_PATH (--docker-cert-path)',
+  'name-mismatch': 'give DOCKER_HOST a name or address the certificate carries',
+  'client-cert-required':
+    'the engine runs with --tlsverify: put cert.pem and key.pem in DOCKER_CERT_PATH (--docker-cert-path)',
+  'client-cert-expired': 'put a new cert.pem and key.pem in DOCKER_CERT_PATH and restart the registrator',
+  'client-cert-rejected': "cert.pem must be signed by the CA of dockerd's --tlscacert and allow client authentication",
+  'not-tls': "DOCKER_TLS_VERIFY=0 (--docker-tls-verify=false), or the engine's TLS port",
+  'tls-required': 'set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), as for the docker CLI',
 }

@@ -109,3 +109,38 @@ export async function tlsFailureOf(
   const alert = await probeTlsAlert(probe.target, probe.connect, probe.timeoutMs)
   return alert ? classifyTlsFailure(alert, client) : null
 }
+
+/** How to fix each problem, in the words of the client's own settings (CONSUL_CACERT, DOCKER_CERT_PATH, …). */
+export type TlsFixes = Record<Exclude<TlsProblem, 'expired' | 'handshake'>, string>
+
+/**
+ * The sentence for a TLS problem with `peer` ("the agent", "the engine"), ending with the client's own fix. `client`
+ * adds what we know of our side: the name we expected, when our client certificate expired.
+ */
+export function describeTlsFailure(
+  f: TlsFailure,
+  peer: string,
+  fixes: TlsFixes,
+  client: { serverName?: string | null; clientCertValidTo?: Date | null } = {},
+): string {
+  switch (f.problem) {
+    case 'unknown-ca':
+      return `${peer}'s certificate is not signed by a CA we trust (${f.detail}); ${fixes['unknown-ca']}`
+    case 'name-mismatch':
+      return `${peer}'s certificate is not for the name we expect${client.serverName ? ` (${client.serverName})` : ''}: ${f.detail}; ${fixes['name-mismatch']}`
+    case 'expired':
+      return `${peer}'s certificate ${f.detail === 'CERT_HAS_EXPIRED' ? 'has expired' : 'is not valid yet (clock skew?)'}; ${peer} needs a new one`
+    case 'client-cert-required':
+      return `${peer} requires a client certificate and none was given; ${fixes['client-cert-required']}`
+    case 'client-cert-expired':
+      return `${peer} refused our client certificate because it expired (${f.detail})${client.clientCertValidTo ? ` on ${client.clientCertValidTo.toISOString()}` : ''}; ${fixes['client-cert-expired']}`
+    case 'client-cert-rejected':
+      return `${peer} refused our client certificate (${f.detail}): ${fixes['client-cert-rejected']}`
+    case 'not-tls':
+      return `${peer} answers plain HTTP on this port, not HTTPS; ${fixes['not-tls']}`
+    case 'tls-required':
+      return `${peer} speaks HTTPS on this port: ${fixes['tls-required']}`
+    case 'handshake':
+      return `TLS handshake failed (${f.detail})`
+  }
+}
