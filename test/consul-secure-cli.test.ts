@@ -1,8 +1,11 @@
+import { X509Certificate } from 'node:crypto'
 import { copyFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { ConsulClient } from '../src/consul/client.js'
+import type { Logger } from '../src/log.js'
 import {
+  makeClientCert,
   makeTlsMaterial,
   POLICIES,
   type SecureConsul,
@@ -291,5 +294,42 @@ t.test(
     const r = await runCli(catalog(join(dir, 'site.conf')), consulEnv({ CONSUL_HTTP_TOKEN_FILE: join(dir, 'nope') }))
     t.equal(r.code, 2, 'a missing token file at start-up is a usage error')
     t.match(r.stderr, /consulTokenFile: .*nope: cannot read it: ENOENT/)
+  },
+)
+
+t.test(
+  'a rotation caught half-way (the new key before its certificate) keeps the old pair until both are there',
+  async (t) => {
+    const dir = tempDir(t, 'consul-lb-half-rotate-')
+    const cert = join(dir, 'client.pem')
+    const key = join(dir, 'client-key.pem')
+    copyFileSync(consul.tls.clientCert, cert)
+    copyFileSync(consul.tls.clientKey, key)
+    const next = makeClientCert(consul.tls, 30)
+    const token = await consul.createToken(POLICIES.catalogRead, 'catalog')
+    const changes: string[] = []
+    const log = {
+      info: () => changes.push('reloaded'),
+      error: (o: { code: string }) => changes.push(o.code),
+    } as unknown as Logger
+    const client = new ConsulClient({
+      connection: secureConnection(consul, { token, tls: { certFile: cert, keyFile: key } }),
+      recheckMs: 0,
+      log,
+    })
+    t.teardown(() => client.close())
+    t.ok('shop' in (await client.catalogServices()).value)
+    copyFileSync(next.key, key)
+    t.ok('shop' in (await client.catalogServices()).value, 'the old pair still in use')
+    t.equal(client.credentials.tls?.generation, 0, 'not reloaded')
+    t.match(client.credentials.lastError, { code: 'CLB_CONSUL_CREDENTIALS', field: 'keyFile', message: /unusable/ })
+    copyFileSync(next.cert, cert)
+    t.ok('shop' in (await client.catalogServices()).value, 'the new pair')
+    t.equal(client.credentials.tls?.generation, 1, 'reloaded once, when the pair matched')
+    t.equal(
+      client.credentials.tls?.material.clientCertValidTo?.getTime(),
+      new Date(new X509Certificate(readFileSync(next.cert)).validTo).getTime(),
+    )
+    t.same(changes, ['CLB_CONSUL_CREDENTIALS', 'reloaded'], 'the half-way state logged once, then the reload')
   },
 )
