@@ -96,7 +96,7 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
   }
 
   /** After `target.ready()` settled: go on, answer 503, or count a client that left while it waited. */
-  readonly proceed = (ready: boolean): void => {
+  proceed(ready: boolean): void {
     if (this.done) return
     if (this.isClientGone()) this.finish(499, null)
     else if (this.bodyError !== null) this.fail(this.bodyError)

@@ -317,7 +317,7 @@ export class LoadBalancer {
     const ready = target.ready(Date.now())
     if (ready === true) ex.start()
     else if (ready === false) ex.proceed(false)
-    else void ready.then(ex.proceed)
+    else void ready.then((ok) => ex.proceed(ok))
   }
 
   /**
