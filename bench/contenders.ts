@@ -116,8 +116,8 @@ function consulLb(
       String(workers),
       '--log-level',
       'warn',
-      '--data-plane',
-      dataPlane,
+      // Classic is the default: builds older than --data-plane (a --variant of an earlier commit) still start.
+      ...(dataPlane === 'classic' ? [] : ['--data-plane', dataPlane]),
     ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)

@@ -59,9 +59,15 @@ export function wantsJson(accept: string | undefined): boolean {
 
 /** The answer as the bytes of an HTTP/1.1 response (for a raw socket); `head`: the request was HEAD, no body. */
 export function answerBytes(a: Answer, head = false): string {
-  let text = `HTTP/1.1 ${a.status} ${STATUS_CODES[a.status] ?? 'Error'}\r\n`
-  for (let i = 0; i < a.headers.length; i += 2) text += `${a.headers[i]}: ${a.headers[i + 1]}\r\n`
-  return `${text}\r\n${head ? '' : a.body}`
+  const text = responseHead(a.status, STATUS_CODES[a.status] ?? 'Error', a.headers)
+  return head ? text : text + a.body
+}
+
+/** An HTTP/1.1 status line and header block from a flat [name, value, …] list, blank line included. */
+export function responseHead(status: number, reason: string, headers: readonly string[]): string {
+  let text = `HTTP/1.1 ${status} ${reason}\r\n`
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
+  return `${text}\r\n`
 }
 
 /** Writes the answer through node:http (a response already under way is cut instead: nothing else is honest). */

@@ -5,7 +5,7 @@ import type { Counter } from 'prom-client'
 import type { Upstream } from '../balancer/upstream.js'
 import { type ConsulLbError, UpstreamError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { answerBytes, errorAnswer } from './answers.js'
+import { answerBytes, errorAnswer, responseHead } from './answers.js'
 import type { ClientConnections } from './connection.js'
 import { forwardResponseHeaders, withClose } from './headers.js'
 import { INSTANCE_FAILURES } from './retry.js'
@@ -162,7 +162,7 @@ export class Tunnel {
     this.upstream?.promoteToTunnel()
     this.tunnelled = true
     const client = this.client
-    client.write(head(101, 'Switching Protocols', forwardResponseHeaders(res.rawHeaders, 101)))
+    client.write(responseHead(101, 'Switching Protocols', forwardResponseHeaders(res.rawHeaders, 101)))
     if (upHead.length > 0) client.write(upHead)
     if (this.head.length > 0) socket.write(this.head)
     socket.once('close', this.onUpstreamClose)
@@ -189,7 +189,7 @@ export class Tunnel {
     const headers = forwardResponseHeaders(res.rawHeaders, status)
     withClose(headers)
     const client = this.client
-    client.write(head(status, res.statusMessage || STATUS_CODES[status] || '', headers))
+    client.write(responseHead(status, res.statusMessage || STATUS_CODES[status] || '', headers))
     res.on('data', (chunk: Buffer) => {
       if (client.write(chunk)) return
       res.pause()
@@ -285,12 +285,6 @@ export class Tunnel {
     this.upSocket?.destroy()
     if (cut) this.client.destroy()
   }
-}
-
-function head(status: number, reason: string, headers: string[]): string {
-  let text = `HTTP/1.1 ${status} ${reason}\r\n`
-  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
-  return `${text}\r\n`
 }
 
 function noop(): void {

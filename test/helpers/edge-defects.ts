@@ -123,7 +123,13 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
   )
 
   t.test('4. slow clients that keep trickling after the 408 are fully released within seconds', async (t) => {
-    const p = await start(t, consul, { clientHeadersTimeoutMs: 500 })
+    const b = await scriptedService(
+      t,
+      consul,
+      'd4',
+      answerEach(() => response('200 OK', 'ok')),
+    )
+    const p = await start(t, consul, { clientHeadersTimeoutMs: 500, routes: ['/=d4'] })
     const fds = openDescriptors()
     const started = Date.now()
     const clients: RawClient[] = []
@@ -151,13 +157,14 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
       'each got the 408 first',
     )
     t.ok(await eventually(() => p.clientConnections() === 0, 2000), 'the proxy holds none of them')
+    t.equal(b.received(), '', 'no unfinished request reached the instance')
     t.ok(await eventually(() => openDescriptors() <= fds, 2000), `descriptors back to ${fds} (${openDescriptors()})`)
     if (p.adminPort !== null)
       t.equal((await fetch(`http://127.0.0.1:${p.adminPort}/healthz`)).status, 200, '/healthz still ok')
   })
 
   t.test('5. a 304 or 204 that carries Content-Length is relayed, and the connection goes on', async (t) => {
-    await scriptedService(
+    const b = await scriptedService(
       t,
       consul,
       'd5',
@@ -186,6 +193,11 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
     c.write('GET /next HTTP/1.1\r\nHost: d5.example\r\n\r\n')
     t.ok(await c.waitFor(/^HTTP\/1\.1 200 [\s\S]*\r\n\r\nafter$/), 'the same connection serves the next request')
     c.destroy()
+    t.same(
+      b.requestLines(),
+      ['GET /304 HTTP/1.1', 'GET /204 HTTP/1.1', 'GET /next HTTP/1.1'],
+      'the instance saw each once',
+    )
     await assertSettled(t, p)
   })
 
@@ -266,11 +278,12 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
     t.ok(await c.waitFor(/HTTP\/1\.1 200 [\s\S]*got 5$/), 'then the answer, the body forwarded whole')
     c.destroy()
     t.notOk(b.received().toLowerCase().includes('expect:'), 'Expect is not forwarded (the proxy answered it)')
+    t.same(b.requestLines(), ['POST /up HTTP/1.1'], 'only the request the proxy accepted reached the instance')
     await assertSettled(t, p)
   })
 
   t.test('9. a 426 keeps its Upgrade header (RFC 9110 §15.5.22)', async (t) => {
-    await scriptedService(
+    const b = await scriptedService(
       t,
       consul,
       'd9',
@@ -287,6 +300,7 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
     t.match(h.connection ?? '', /upgrade/i, 'with Connection: upgrade (RFC 9110 §7.8)')
     t.match(r.text, /\r\n\r\nup!\n$/)
     t.ok(r.closed, 'and the connection closes, as the client asked (Connection: upgrade must not turn it keep-alive)')
+    t.same(b.requestLines(), ['GET / HTTP/1.1'])
     await assertSettled(t, p)
   })
 
@@ -309,7 +323,7 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
   })
 
   t.test('11. every Connection field of a response is honoured: all the headers they name are stripped', async (t) => {
-    await scriptedService(
+    const b = await scriptedService(
       t,
       consul,
       'd11',
@@ -324,6 +338,7 @@ export function defectSuite(t: Test, start: StartEdgeProxy): void {
     t.equal(h['x-c'], '3')
     t.notOk('x-a' in h, 'named by the first Connection field')
     t.notOk('x-b' in h, 'named by the second Connection field')
+    t.same(b.requestLines(), ['GET / HTTP/1.1'])
     await assertSettled(t, p)
   })
 }
