@@ -98,7 +98,7 @@ function resolverFor(
     ttlCeilingMs: 5000,
     staleIfErrorMs: 800,
     negativeTtlMs: 100,
-    idleServiceMs: 60_000,
+    maxLookups: 32,
     log: silentLogger(),
     ...over,
   })
@@ -140,7 +140,11 @@ t.test('stale-if-error: the last good answer is served while DNS fails, then dro
   const e = await firstAnswer(r, 'web')
   t.equal(e.source, 'fresh')
   answering = false
-  await new Promise((res) => setTimeout(res, 800))
+  // Requests keep reading the answer (a name nobody asks for is not refreshed, so never learns DNS is down).
+  for (const until = Date.now() + 800; Date.now() < until; ) {
+    r.touch(e, Date.now())
+    await new Promise((res) => setTimeout(res, 50))
+  }
   t.equal(e.source, 'stale', 'stale while DNS is down')
   t.equal(e.instances.length, 3, 'instances kept')
   t.equal(e.lastError?.code, 'CLB_DNS_TIMEOUT')
@@ -213,3 +217,130 @@ t.test('real Consul: SRV over TCP and UDP+EDNS see all 5 instances; UDP without 
     c.close()
   }
 })
+
+/**
+ * A DnsClient whose queries wait until the test lets them go, counting how many are out at once and in what order
+ * they were asked (a real Consul answers too fast for a queue to be seen).
+ */
+function gatedClient(inner: DnsClient) {
+  const g = {
+    inFlight: 0,
+    maxInFlight: 0,
+    asked: [] as string[],
+    held: [] as (() => void)[],
+    /** Lets the oldest held query go; resolves once it has been sent on. */
+    releaseOne(): void {
+      g.held.shift()?.()
+    },
+    async query(name: string, type: 'SRV' | 'A' | 'AAAA') {
+      g.asked.push(name)
+      g.inFlight++
+      g.maxInFlight = Math.max(g.maxInFlight, g.inFlight)
+      await new Promise<void>((r) => g.held.push(r))
+      try {
+        return await inner.query(name, type)
+      } finally {
+        g.inFlight--
+      }
+    },
+  }
+  return g
+}
+
+async function until(check: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5))
+}
+
+t.test('at most maxLookups lookups in flight; names a request waits for go ahead of refreshes', async (t) => {
+  const fake = await startFakeDns(t, () => ({ srv: srvInstances(1) }))
+  const c = client([fake], 'tcp')
+  const g = gatedClient(c)
+  const r = new ServiceResolver(g as unknown as DnsClient, {
+    domain: 'consul',
+    ttlFloorMs: 60_000,
+    ttlCeilingMs: 60_000,
+    staleIfErrorMs: 1000,
+    negativeTtlMs: 100,
+    maxLookups: 4,
+    log: silentLogger(),
+  })
+  t.teardown(() => {
+    r.close()
+    c.close()
+  })
+  const key = (service: string) => ({ service, tag: null, datacenter: null, port: null })
+  const cold = Array.from({ length: 20 }, (_, i) => r.acquire(key(`cold${i}`)))
+  const waits = cold.map((e) => {
+    r.touch(e, Date.now())
+    return r.waitFor(e, 10_000, 'answer')
+  })
+  await until(() => g.inFlight === 4)
+  t.equal(g.inFlight, 4, '4 lookups out')
+  t.equal(r.queuedLookups, 16, 'the other 16 wait for a slot')
+  while (g.asked.length < 20 || g.held.length > 0) {
+    g.releaseOne()
+    await new Promise((res) => setTimeout(res, 2))
+  }
+  await Promise.all(waits)
+  t.equal(g.maxInFlight, 4, 'never more than maxLookups at once')
+  t.ok(
+    cold.every((e) => e.instances.length === 1),
+    'every name answered',
+  )
+  // Four refreshes hold the slots, four more wait in the background queue; a cold name a request waits for is
+  // asked before them.
+  g.asked.length = 0
+  for (const e of cold.slice(0, 8)) void r.refresh(e)
+  await until(() => g.inFlight === 4)
+  const urgent = r.acquire(key('urgent'))
+  r.touch(urgent, Date.now())
+  const urgentAnswer = r.waitFor(urgent, 10_000, 'answer')
+  g.releaseOne()
+  await until(() => g.asked.length === 5)
+  t.equal(g.asked[4], 'urgent.service.consul', 'the waited-for name takes the first free slot')
+  while (g.asked.length < 9 || g.held.length > 0) {
+    g.releaseOne()
+    await new Promise((res) => setTimeout(res, 2))
+  }
+  await urgentAnswer
+  t.equal(urgent.instances.length, 1)
+})
+
+t.test(
+  'refresh ahead follows demand: a name nobody reads is not asked again; its next request revalidates',
+  async (t) => {
+    let port = 9000
+    const fake = await startFakeDns(t, () => ({ srv: srvInstances(1, port) }))
+    const c = client([fake], 'tcp')
+    const r = resolverFor(c, { ttlFloorMs: 200, ttlCeilingMs: 200 })
+    t.teardown(() => {
+      r.close()
+      c.close()
+    })
+    const read = await firstAnswer(r, 'read')
+    const unread = await firstAnswer(r, 'unread')
+    const asked = (name: string) => fake.queries.filter((q) => q.name === `${name}.service.consul`).length
+    t.equal(asked('read'), 1)
+    t.equal(asked('unread'), 1)
+    // One second: 'read' is read every 20 ms, 'unread' not at all.
+    let waited = 0
+    for (const end = Date.now() + 1000; Date.now() < end; ) {
+      r.touch(read, Date.now())
+      if (read.revalidating) waited++
+      await new Promise((res) => setTimeout(res, 20))
+    }
+    t.equal(waited, 0, 'a name in demand never makes a request wait')
+    t.ok(asked('read') >= 4, `the name in demand was refreshed ahead of expiry (${asked('read')} lookups in 1 s)`)
+    t.ok(asked('read') <= 8, `about one lookup per TTL (${asked('read')} in 1 s at a 200 ms TTL)`)
+    t.equal(asked('unread'), 1, 'the name nobody read was not asked again')
+    t.equal(unread.instances[0]?.port, 9000, 'it keeps its answer')
+    // Its next request finds the answer expired: it waits for a fresh one (and sees the change).
+    port = 9100
+    r.touch(unread, Date.now())
+    t.ok(unread.revalidating, 'an expired answer is revalidated before use')
+    await r.waitFor(unread, 2000, 'revalidated')
+    t.equal(unread.instances[0]?.port, 9100, 'the request sees the current instances')
+    t.equal(asked('unread'), 2)
+  },
+)

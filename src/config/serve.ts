@@ -94,6 +94,15 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     help: 'per-server DNS query timeout before failing over to the next server',
   },
   {
+    key: 'dnsMaxLookups',
+    kind: 'int',
+    default: 32,
+    min: 1,
+    max: 10000,
+    arg: '<n>',
+    help: 'DNS lookups in flight at most; more wait their turn, those a request waits for first',
+  },
+  {
     key: 'ttlFloorMs',
     kind: 'int',
     default: 1000,
@@ -136,7 +145,7 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     min: 1000,
     max: 86400000,
     arg: '<ms>',
-    help: 'stop refreshing a service nobody asked for this long',
+    help: 'forget a Host-routed service (its connections and balancer state) nobody asked for this long',
   },
   {
     key: 'balancer',
@@ -381,6 +390,7 @@ export interface ServeConfig {
   allowConsulService: boolean
   dnsTransport: 'tcp' | 'udp'
   dnsTimeoutMs: number
+  dnsMaxLookups: number
   ttlFloorMs: number
   ttlCeilingMs: number
   staleIfErrorMs: number

@@ -93,7 +93,7 @@ export class LoadBalancer {
       ttlCeilingMs: config.ttlCeilingMs,
       staleIfErrorMs: config.staleIfErrorMs,
       negativeTtlMs: config.negativeTtlMs,
-      idleServiceMs: config.idleServiceMs,
+      maxLookups: config.dnsMaxLookups,
       log: this.log.child({ module: 'resolver' }),
       metrics: this.metrics.resolverMetrics(),
     })

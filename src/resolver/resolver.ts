@@ -9,7 +9,11 @@ export interface ResolverOptions {
   ttlCeilingMs: number
   staleIfErrorMs: number
   negativeTtlMs: number
-  idleServiceMs: number
+  /**
+   * DNS lookups in flight at most (a lookup is one SRV query, or an A and an AAAA query); more wait their turn, those
+   * a request waits for ahead of refreshes ahead of expiry.
+   */
+  maxLookups: number
   log: Logger
   metrics?: ResolverMetrics
 }
@@ -29,8 +33,8 @@ export interface ServiceKey {
 export type AnswerSource = 'fresh' | 'stale' | 'negative' | 'none'
 
 /**
- * The cached answer for one service name (and port mode), kept fresh in the background while it is used.
- * The request path reads `instances` and never waits on DNS when an answer exists.
+ * The cached answer for one service name (and port mode), refreshed ahead of expiry while requests keep reading it.
+ * The request path reads `instances` and never waits on DNS when a current answer exists.
  */
 export class ServiceEntry {
   readonly key: string
@@ -51,6 +55,11 @@ export class ServiceEntry {
   capped = false
   lastError: { code: string; message: string; at: number } | null = null
   lastAccess = Date.now()
+  /**
+   * A request read this answer since it arrived: the refresh ahead of expiry happens only then, so background DNS
+   * work follows demand (a name nobody asks for costs no query, however many names there are).
+   */
+  requested = false
   /** Bumped each time `instances` changes; the balancer rebuilds its pool when it moves. */
   version = 0
   refreshCount = 0
@@ -58,15 +67,19 @@ export class ServiceEntry {
   references = 0
   /** @internal */ timer: NodeJS.Timeout | null = null
   /** @internal */ inflight: Promise<void> | null = null
-  /** @internal */ dormant = true
+  /** @internal */ endInflight: (() => void) | null = null
+  /** @internal Waiting for a lookup slot: in the urgent queue (a request waits on it) or the background one. */
+  queued: 'urgent' | 'background' | null = null
+  /** @internal Not being refreshed: never resolved, or no request read the last answer; the next request wakes it. */
+  dormant = true
   /** @internal */ closed = false
   /** @internal */ waiters = new Set<() => void>()
   /** @internal */ failures = 0
   private listeners: ((e: ServiceEntry) => void)[] = []
   /**
-   * Woken from idleness with an expired answer: the next requests wait (up to the DNS timeout) for the refresh in
-   * flight instead of using an answer that may be minutes old; if the refresh fails, the old answer is used
-   * (stale-if-error) while it is within its window.
+   * Woken with an expired answer: the next requests wait (up to the DNS timeout) for the refresh in flight instead
+   * of using an answer that may be minutes old; if the refresh fails, the old answer is used (stale-if-error) while
+   * it is within its window.
    */
   revalidating = false
 
@@ -99,13 +112,25 @@ export class ServiceEntry {
 }
 
 /**
- * The cache over dns/: TTL floor and ceiling, refresh ahead of expiry, one query in flight per name,
- * stale-if-error, negative caching. Answers "which instances does service X have now?".
+ * The cache over dns/: TTL floor and ceiling, refresh ahead of expiry for names in demand, one lookup in flight per
+ * name and at most `maxLookups` in all, stale-if-error, negative caching. Answers "which instances does service X
+ * have now?".
+ *
+ * Background DNS work follows demand, not the number of names: a name is refreshed ahead of expiry only when a
+ * request read its answer since that answer arrived. One nobody asked for keeps its answer until expiry and is not
+ * queried; the next request after expiry waits (bounded) for a revalidation, or, when the last lookup failed, is
+ * served the stale answer while one runs. So 5 000 services of which 10 are used cost about 10 lookups per TTL.
  */
 export class ServiceResolver {
   private readonly dns: DnsClient
   private readonly opts: ResolverOptions
   private readonly map = new Map<string, ServiceEntry>()
+  /** Lookups running now (each holds one of maxLookups slots). */
+  private running = 0
+  /** Entries waiting for a slot: requests wait on the urgent ones; background ones are refreshes ahead of expiry. */
+  private readonly urgent = new Fifo<ServiceEntry>()
+  private readonly background = new Fifo<ServiceEntry>()
+  private queuedCount = 0
   private closed = false
 
   constructor(dns: DnsClient, opts: ResolverOptions) {
@@ -139,14 +164,17 @@ export class ServiceResolver {
   }
 
   /**
-   * Marks the entry as used now. A dormant entry (never resolved, or idle long enough that refreshing stopped)
-   * starts refreshing. Cheap when the entry is active: a timestamp store and a boolean check.
+   * A request reads the entry now. A dormant entry (never resolved, or not requested since its last answer) is
+   * looked up; when its answer has expired, requests wait for that lookup (`revalidating`) unless the last lookup
+   * failed and the answer is within its stale-if-error window. Cheap when the entry is active: two stores and a check.
    */
   touch(e: ServiceEntry, now: number): void {
     e.lastAccess = now
+    e.requested = true
     if (e.dormant && !this.closed) {
       e.dormant = false
-      if (e.hasAnswer && now > e.expiresAt) e.revalidating = true
+      if (e.hasAnswer && now > e.expiresAt && (e.lastError === null || now - e.expiresAt > this.opts.staleIfErrorMs))
+        e.revalidating = true
       void this.refresh(e)
     }
   }
@@ -179,23 +207,74 @@ export class ServiceResolver {
       // An empty-pool wait asks again sooner than the negative TTL would, but at most every 250 ms per service
       // however many requests wait (each waiter must not become a DNS query).
       if (until === 'instances' && e.hasAnswer && !e.inflight && Date.now() - e.fetchedAt >= 250) void this.refresh(e)
+      // A request waits on this lookup now: it goes ahead of the refreshes waiting for a slot.
+      else if (e.queued === 'background') this.enqueue(e, 'urgent')
     })
   }
 
-  /** Refreshes now (single flight: concurrent callers share the query in flight). */
+  /**
+   * Looks the name up now, or as soon as a lookup slot is free (single flight: concurrent callers share the lookup
+   * in flight or queued). Lookups a request waits for (a first answer, a revalidation) go ahead of the others.
+   */
   refresh(e: ServiceEntry): Promise<void> {
     if (e.inflight) return e.inflight
     if (e.timer) {
       clearTimeout(e.timer)
       e.timer = null
     }
-    e.inflight = this.doRefresh(e).finally(() => {
-      e.inflight = null
-      e.revalidating = false
-      e.wakeWaiters()
-      this.schedule(e)
+    e.inflight = new Promise<void>((resolve) => {
+      e.endInflight = resolve
     })
+    if (this.running < this.opts.maxLookups) this.run(e)
+    else this.enqueue(e, !e.hasAnswer || e.revalidating || e.waiters.size > 0 ? 'urgent' : 'background')
     return e.inflight
+  }
+
+  private enqueue(e: ServiceEntry, queue: 'urgent' | 'background'): void {
+    // An entry promoted to urgent stays in the background queue too; it is skipped there (queued no longer matches).
+    if (e.queued === null) this.queuedCount++
+    e.queued = queue
+    ;(queue === 'urgent' ? this.urgent : this.background).push(e)
+  }
+
+  /** Runs the lookup of `e` in a slot; when it ends, the next queued entry takes the slot. */
+  private run(e: ServiceEntry): void {
+    if (e.queued !== null) this.queuedCount--
+    e.queued = null
+    this.running++
+    void this.doRefresh(e).finally(() => {
+      this.running--
+      this.settle(e)
+      this.next()
+    })
+  }
+
+  /** The lookup of `e` ended (or it was retired while queued): wake its waiters, schedule the next refresh. */
+  private settle(e: ServiceEntry): void {
+    const end = e.endInflight
+    e.inflight = null
+    e.endInflight = null
+    e.revalidating = false
+    // What requests read from now on is the answer just received (or kept): demand is counted afresh.
+    e.requested = false
+    e.wakeWaiters()
+    end?.()
+    this.schedule(e)
+  }
+
+  private next(): void {
+    while (this.running < this.opts.maxLookups) {
+      const e = this.urgent.shift() ?? this.background.shift()
+      if (e === undefined) return
+      if (e.queued === null) continue // promoted to urgent and run from there already
+      if (e.closed || this.closed) {
+        this.queuedCount--
+        e.queued = null
+        this.settle(e)
+        continue
+      }
+      this.run(e)
+    }
   }
 
   private async doRefresh(e: ServiceEntry): Promise<void> {
@@ -330,11 +409,6 @@ export class ServiceResolver {
   private schedule(e: ServiceEntry): void {
     if (this.closed || e.closed) return
     const now = Date.now()
-    if (now - e.lastAccess > this.opts.idleServiceMs) {
-      // Nobody asked for this service for a while: stop refreshing; the next request wakes it (touch()).
-      e.dormant = true
-      return
-    }
     let delay: number
     if (e.lastError) {
       // Consul DNS failing: retry soon (so recovery is seen quickly) with a capped back-off.
@@ -346,7 +420,10 @@ export class ServiceResolver {
     }
     e.timer = setTimeout(() => {
       e.timer = null
-      void this.refresh(e)
+      // No request read the answer since it came, and none waits for an instance: no query now; the next request
+      // wakes the entry (touch()).
+      if (e.requested || e.waiters.size > 0) void this.refresh(e)
+      else e.dormant = true
     }, delay)
     e.timer.unref()
   }
@@ -365,10 +442,55 @@ export class ServiceResolver {
     return [...this.map.values()]
   }
 
+  /** Lookups waiting for a slot now (a queue that stays long means Consul DNS answers slower than names are asked). */
+  get queuedLookups(): number {
+    return this.queuedCount
+  }
+
   close(): void {
     this.closed = true
     for (const e of this.map.values()) this.retire(e)
     this.map.clear()
+    // Queued lookups end unanswered: their waiters were woken by retire().
+    for (
+      let e = this.urgent.shift() ?? this.background.shift();
+      e !== undefined;
+      e = this.urgent.shift() ?? this.background.shift()
+    )
+      if (e.queued !== null) {
+        this.queuedCount--
+        e.queued = null
+        e.inflight = null
+        e.endInflight?.()
+      }
+  }
+}
+
+/** A first-in first-out queue with O(1) shift (an array's shift() moves every element). */
+class Fifo<T> {
+  private items: (T | undefined)[] = []
+  private head = 0
+
+  push(x: T): void {
+    this.items.push(x)
+  }
+
+  shift(): T | undefined {
+    if (this.head === this.items.length) return undefined
+    const x = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return x
+  }
+
+  get length(): number {
+    return this.items.length - this.head
   }
 }
 
