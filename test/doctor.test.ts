@@ -90,6 +90,11 @@ t.test('no token: a warning, and what the anonymous token cannot do', async (t) 
   t.equal(code, 1)
   t.match(find(report, 'consul.token'), { severity: 'warn', summary: /anonymous token/ })
   t.match(find(report, 'consul.agent'), { severity: 'warn', summary: /agent:read/ })
+  t.match(
+    find(report, 'dns.acl'),
+    { severity: 'warn', summary: /the anonymous token .* may not read "consul"/, fix: /service_prefix ""/ },
+    "the anonymous token's blindness, not a DNS failure",
+  )
 })
 
 t.test(

@@ -369,9 +369,13 @@ async function visibilityFindings(
       })
       continue
     }
+    // Every cluster has a passing `consul` service: an empty answer for it under deny is the token, like any service
+    // that DNS shows and the API does not.
     const unreadable =
       api.entries.length === 0 &&
-      (api.filteredByAcls || (client.aclDefaultPolicy === 'deny' && typeof dnsCount === 'number' && dnsCount > 0))
+      (api.filteredByAcls ||
+        (client.aclDefaultPolicy === 'deny' &&
+          (target.service === 'consul' || (typeof dnsCount === 'number' && dnsCount > 0))))
     if (unreadable) {
       // DNS (the agent's DNS token) sees instances the doctor's own token may not read: not a DNS problem.
       add({
