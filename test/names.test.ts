@@ -1,5 +1,4 @@
 import t from 'tap'
-import { loadNginxConfig } from '../src/config/nginx.js'
 import { silentLogger } from '../src/log.js'
 import {
   emitNginxConfig,
@@ -9,12 +8,21 @@ import {
   renderOptionsFrom,
 } from '../src/nginx/index.js'
 import { selectCatalogServices } from '../src/nginx/validate.js'
-import { isHostName, isServiceName } from '../src/routes/names.js'
+import { isDnsTag, isHostName, isServiceName } from '../src/routes/names.js'
 import { parseRoute } from '../src/routes/route.js'
 import { startBackend } from './helpers/backends.js'
 import { startConsul } from './helpers/consul.js'
 import { http } from './helpers/http.js'
-import { dnsOf, freePortOn, type NginxProcess, nginxBinary, renderOptions, sleep, startNginx } from './helpers/nginx.js'
+import {
+  catalogConfig,
+  dnsOf,
+  freePortOn,
+  type NginxProcess,
+  nginxBinary,
+  renderOptions,
+  sleep,
+  startNginx,
+} from './helpers/nginx.js'
 import { startTestProxy } from './helpers/proxy.js'
 
 /**
@@ -149,18 +157,7 @@ t.test('zhibo_service through serve, nginx 1.22 (resolver) and nginx 1.30 (upstr
   })
 
   t.test('nginx 1.30, catalog mode: zhibo_service gets its location', async (t) => {
-    const cfgFor = (listen: string) =>
-      loadNginxConfig({
-        flags: {
-          mode: 'catalog',
-          dns: [consul.dnsAddr],
-          consul: consul.httpAddr,
-          listen,
-          nginxBin: nginxBinary('1.30'),
-          check: true,
-          resolverValidS: 1,
-        },
-      })
+    const cfgFor = (listen: string) => catalogConfig(consul, listen)
     const emitted = await emitNginxConfig(cfgFor('8080'), silentLogger(), async () => {})
     t.ok(emitted.services?.includes('zhibo_service'), `catalog services: ${emitted.services}`)
     const nginx = await startNginx(t, '1.30', (p) =>
@@ -170,6 +167,36 @@ t.test('zhibo_service through serve, nginx 1.22 (resolver) and nginx 1.30 (upstr
     t.same(await reach(() => nginx.get('/zhibo_service/x')), all)
   })
 })
+
+t.test(
+  'a tag may not start with `_`: Consul reads `_a._b` as RFC 2782 (service a), which Host routing would reach',
+  async (t) => {
+    t.ok(isDnsTag('v_2'))
+    t.notOk(isDnsTag('_a'), 'a leading underscore')
+    t.notOk(isDnsTag('_'))
+    t.ok(isServiceName('_b'), 'a service may still start with one (a one-label lookup is never RFC 2782)')
+    t.throws(() => parseRoute('/x=_b,tag=_a'), { code: 'CLB_CONFIG_INVALID', message: /no underscore first/ })
+
+    // Consul 1.22.7 answers `_secret._pub.service.consul` with service `secret` tagged `pub`, and
+    // `_consul._tcp.service.consul` with its own servers' RPC port: without the rule, the Host below reaches `secret`.
+    const consul = await startConsul(t)
+    const pub = await startBackend('pub', '127.0.0.1', 0, t)
+    const secret = await startBackend('secret', '127.0.0.1', 0, t)
+    await consul.register({ ID: 'pub', Name: '_pub', Tags: ['_secret'], Address: '127.0.0.1', Port: pub.port })
+    await consul.register({ ID: 'secret', Name: 'secret', Tags: ['pub'], Address: '127.0.0.1', Port: secret.port })
+    await consul.waitPassing('secret', 1)
+    const proxy = await startTestProxy(t, consul, { allowServices: ['_pub'] })
+    const viaHost = (host: string) => http(proxy.port, '/v1/status/leader', { host })
+    t.equal((await viaHost('_pub.service.consul')).body, 'pub', 'the allowed service is reached by its own name')
+    const smuggled = await viaHost('_secret._pub.service.consul')
+    t.not(smuggled.body, 'secret', 'tag `_secret` of the allowed `_pub` does not reach service `secret`')
+    t.equal(smuggled.status, 404)
+    t.equal(secret.hits, 0, 'the service outside allowServices saw nothing')
+    const open = await startTestProxy(t, consul, {})
+    const rpc = await http(open.port, '/', { host: '_consul._tcp.service.consul' })
+    t.equal(rpc.status, 404, '`_consul._tcp` is no way past the guard of the `consul` service (its server RPC port)')
+  },
+)
 
 /** nginx resolves upstream servers in the background after start: wait until the upstream answers. */
 async function waitServing(nginx: NginxProcess, path: string): Promise<void> {

@@ -1,14 +1,13 @@
 import t from 'tap'
-import { loadNginxConfig } from '../src/config/nginx.js'
 import { silentLogger } from '../src/log.js'
 import { emitNginxConfig, parseNginxVersion, renderNginxHttp, renderOptionsFrom } from '../src/nginx/index.js'
 import { parseRoute } from '../src/routes/route.js'
 import { startBackend } from './helpers/backends.js'
 import { startConsul } from './helpers/consul.js'
 import {
+  catalogConfig,
   dnsOf,
   type NginxProcess,
-  nginxBinary,
   renderOptions,
   sleep,
   spread,
@@ -130,18 +129,7 @@ t.test(
       await consul.register({ ID: id, Name: id.split('-')[0]!, Address: '127.0.0.1', Port: port })
     }
     await consul.waitPassing('alpha', 2)
-    const cfgFor = (listen: string) =>
-      loadNginxConfig({
-        flags: {
-          mode: 'catalog',
-          dns: [consul.dnsAddr],
-          consul: consul.httpAddr,
-          listen,
-          nginxBin: nginxBinary('1.30'),
-          check: true,
-          resolverValidS: 1,
-        },
-      })
+    const cfgFor = (listen: string) => catalogConfig(consul, listen)
     // The emitter as the CLI runs it: version from `nginx -v` of the 1.30 wrapper, catalog from Consul, nginx -t.
     const emitted = await emitNginxConfig(cfgFor('8080'), silentLogger(), async () => {})
     t.same(emitted.services, ['alpha', 'beta'])

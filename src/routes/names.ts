@@ -24,9 +24,14 @@ export function isServiceName(name: string): boolean {
   return NAME_LABEL.test(name)
 }
 
-/** Consul tags are free text; only label-shaped ones can be asked for in `<tag>.<svc>.service.consul`. */
+/**
+ * Consul tags are free text; only label-shaped ones can be asked for in `<tag>.<svc>.service.consul`, and not one that
+ * starts with `_`: Consul reads `_a._b.service.consul` as RFC 2782's `_<service>._<protocol>`, service `a` with tag
+ * `b` (and `_consul._tcp` as the `consul` service itself, its server RPC port), so a route or Host for tag `_a` of
+ * service `_b` would reach another service than the one it names, past `allowServices` and the `consul` guard.
+ */
 export function isDnsTag(tag: string): boolean {
-  return NAME_LABEL.test(tag)
+  return NAME_LABEL.test(tag) && !tag.startsWith('_')
 }
 
 export function isDatacenterName(dc: string): boolean {
@@ -52,3 +57,5 @@ export function isPort(n: number): boolean {
 
 /** What the validators above accept, for error messages. */
 export const NAME_RULE = 'letters, digits, dashes and underscores; at most 63; no dash first or last'
+/** The same for tags, which also may not start with `_` (see isDnsTag). */
+export const TAG_RULE = `${NAME_RULE}; no underscore first`

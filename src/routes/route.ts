@@ -1,5 +1,14 @@
 import { ConfigError } from '../errors.js'
-import { isDatacenterName, isDnsTag, isHostName, isPathPrefix, isPort, isServiceName, NAME_RULE } from './names.js'
+import {
+  isDatacenterName,
+  isDnsTag,
+  isHostName,
+  isPathPrefix,
+  isPort,
+  isServiceName,
+  NAME_RULE,
+  TAG_RULE,
+} from './names.js'
 
 /**
  * One configured route: which requests (Host and/or path prefix) go to which Consul service, and how its instances
@@ -91,7 +100,7 @@ export function routeFromObject(obj: RouteObject, where: string, source?: string
   if (obj.port !== undefined && !isPort(obj.port))
     throw new ConfigError(where, `port ${obj.port} is out of range 1-65535`)
   if (obj.tag !== undefined && !isDnsTag(obj.tag))
-    throw new ConfigError(where, `tag "${obj.tag}" is not a tag DNS can ask for (${NAME_RULE})`)
+    throw new ConfigError(where, `tag "${obj.tag}" is not a tag DNS can ask for (${TAG_RULE})`)
   if (obj.datacenter !== undefined && !isDatacenterName(obj.datacenter))
     throw new ConfigError(where, `datacenter "${obj.datacenter}" is not a datacenter name (${NAME_RULE})`)
   if (obj.stripPrefix === true && pathPrefix === '/')

@@ -4,6 +4,7 @@ import { createServer, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { loadNginxConfig, type NginxConfig } from '../../src/config/nginx.js'
 import type { DnsServer } from '../../src/config/serve.js'
 import { type RenderOptions, wrapFullConfig } from '../../src/nginx/render.js'
 import { freePort } from './ports.js'
@@ -236,6 +237,24 @@ export function renderOptions(over: Partial<RenderOptions> = {}): RenderOptions 
     nginxVersion: null,
     ...over,
   }
+}
+
+/**
+ * `consul-lb nginx --mode catalog --check` against a test agent, for nginx 1.30 (SRV ports: upstream style),
+ * listening on `listen`; nginx's answers cached 1 s so a test sees Consul's changes quickly.
+ */
+export function catalogConfig(consul: { dnsAddr: string; httpAddr: string }, listen: string): NginxConfig {
+  return loadNginxConfig({
+    flags: {
+      mode: 'catalog',
+      dns: [consul.dnsAddr],
+      consul: consul.httpAddr,
+      listen,
+      nginxBin: nginxBinary('1.30'),
+      check: true,
+      resolverValidS: 1,
+    },
+  })
 }
 
 /** The DnsServer for a test Consul agent's `dnsAddr` ("127.0.0.1:PORT"). */
