@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs'
 import { type ClientRequest, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
 import t from 'tap'
-import { startAdmin } from '../src/admin/server.js'
+import { FOREIGN_HOST_CODE, startAdmin } from '../src/admin/server.js'
+import { loadRegistratorConfig } from '../src/config/registrator.js'
+import { loadServeConfig } from '../src/config/serve.js'
 import { silentLogger } from '../src/log.js'
 import { startBackend } from './helpers/backends.js'
 import { sleep, startConsul } from './helpers/consul.js'
@@ -138,7 +140,7 @@ t.test('a viewer that stops reading is disconnected instead of buffered without 
   const sock = connect(admin.port, '127.0.0.1')
   t.teardown(() => sock.destroy())
   await new Promise<void>((r) => sock.once('connect', () => r()))
-  sock.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n')
+  sock.write('GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
   // Read the first bytes, then stop reading: the kernel buffers fill, then the server's own.
   await new Promise<void>((r) => sock.once('data', () => r()))
   sock.pause()
@@ -187,3 +189,145 @@ t.test('one snapshot per interval for every viewer together, and none while nobo
   t.equal(collected, after, 'the timer stops when the last page closes')
   t.equal(admin.feed.openStreams, 0, 'no stream left open')
 })
+
+/** One raw HTTP/1.1 exchange on a new connection: the answer's status line and headers (or '' when it was closed). */
+function rawHead(port: number, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1')
+    let got = ''
+    const done = () => {
+      sock.destroy()
+      resolve(got.split('\r\n\r\n')[0] ?? '')
+    }
+    sock.setTimeout(5000, done)
+    sock.on('data', (b: Buffer) => {
+      got += b.toString('latin1')
+      if (got.includes('\r\n\r\n')) done()
+    })
+    sock.on('error', done)
+    sock.on('close', done)
+    sock.write(request)
+  })
+}
+
+t.test('read-only: every admin path refuses every method but GET and HEAD, and changes nothing', async (t) => {
+  let reads = 0
+  const admin = await startAdmin({
+    host: '127.0.0.1',
+    port: 0,
+    log: silentLogger(),
+    status: { n: () => ++reads },
+  })
+  t.teardown(() => admin.close())
+  const paths = ['/', '/events', '/healthz', '/status', '/metrics', '/nothing', '/status?x=1']
+  for (const path of paths)
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE']) {
+      const head = await rawHead(
+        admin.port,
+        `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+      )
+      if (!/^HTTP\/1\.1 405 /.test(head) || !/\r\nallow: GET, HEAD/i.test(head))
+        t.fail(`${method} ${path}: ${head.split('\r\n')[0]}`)
+    }
+  t.pass(`${paths.length} paths × 6 methods: 405 with Allow: GET, HEAD`)
+  t.equal(reads, 0, 'no refused request read the status')
+  t.equal(admin.feed.openStreams, 0, 'nor opened a stream')
+  const connectHead = await rawHead(admin.port, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n')
+  t.notMatch(connectHead, /^HTTP\/1\.1 2/, `CONNECT tunnels nowhere (${connectHead.split('\r\n')[0] || 'closed'})`)
+  const upgrade = await rawHead(
+    admin.port,
+    'GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+  )
+  t.notMatch(upgrade, /^HTTP\/1\.1 101/, `an Upgrade is not switched (${upgrade.split('\r\n')[0] || 'closed'})`)
+  const s = loadServeConfig({ object: {} })
+  t.same(s.admin, { host: '127.0.0.1', port: 8081 }, "serve's admin listener is on loopback by default")
+  t.same(loadRegistratorConfig({ object: {} }).admin, { host: '127.0.0.1', port: 8082 }, "the registrator's too")
+})
+
+t.test('HEAD /events answers the head a stream gets and holds no stream', async (t) => {
+  const admin = await startAdmin({
+    host: '127.0.0.1',
+    port: 0,
+    log: silentLogger(),
+    status: {},
+    live: { intervalMs: 100, maxStreams: 2, maxBufferedBytes: 1 << 20 },
+  })
+  t.teardown(() => admin.close())
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`http://127.0.0.1:${admin.port}/events`, { method: 'HEAD' })
+    t.equal(res.status, 200)
+    t.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+  }
+  t.equal(admin.feed.openStreams, 0, 'five HEADs hold none of the two streams')
+  const v = await openViewer(admin.port)
+  t.teardown(() => v.req.destroy())
+  t.equal(v.status, 200, 'a page still gets a stream')
+})
+
+t.test(
+  'a client that opens and drops streams in a loop: bounded snapshots, every slot and connection given back',
+  async (t) => {
+    let collected = 0
+    const admin = await startAdmin({
+      host: '127.0.0.1',
+      port: 0,
+      log: silentLogger(),
+      status: { n: () => ++collected },
+      live: { intervalMs: 200, maxStreams: 8, maxBufferedBytes: 1 << 20 },
+    })
+    t.teardown(() => admin.close())
+    // Bounded: 2,000 cycles or 20 s, 8 at a time, each dropping its stream as soon as the head arrived.
+    const start = Date.now()
+    let cycles = 0
+    while (cycles < 2000 && Date.now() - start < 20_000) {
+      const vs = await Promise.all(Array.from({ length: 8 }, () => openViewer(admin.port)))
+      for (const v of vs) v.req.destroy()
+      cycles += vs.length
+    }
+    const elapsed = Date.now() - start
+    t.ok(cycles >= 200, `${cycles} streams opened and dropped in ${elapsed} ms`)
+    t.ok(
+      collected <= Math.ceil(elapsed / 180) + 2,
+      `${collected} snapshots: at most one per interval, not one per stream`,
+    )
+    const deadline = Date.now() + 5000
+    while (admin.feed.openStreams > 0 && Date.now() < deadline) await sleep(20)
+    t.equal(admin.feed.openStreams, 0, 'every stream slot is free again')
+    const after = collected
+    await sleep(600)
+    t.equal(collected, after, 'and the timer stopped: nothing is computed for no one')
+    const next = await openViewer(admin.port)
+    t.teardown(() => next.req.destroy())
+    t.equal(next.status, 200, 'the next page is served')
+  },
+)
+
+t.test(
+  'DNS rebinding: on loopback, a request naming another host (a web page whose name now resolves to 127.0.0.1) is refused',
+  async (t) => {
+    const admin = await startAdmin({ host: '127.0.0.1', port: 0, log: silentLogger(), status: { secret: () => 1 } })
+    t.teardown(() => admin.close())
+    for (const path of ['/', '/events', '/status', '/metrics', '/healthz']) {
+      const head = await rawHead(
+        admin.port,
+        `GET ${path} HTTP/1.1\r\nHost: attacker.example:${admin.port}\r\nConnection: close\r\n\r\n`,
+      )
+      t.match(head, /^HTTP\/1\.1 403 /, `${path}: 403`)
+      t.match(head, new RegExp(`x-consul-lb-error: ${FOREIGN_HOST_CODE}`, 'i'), `${path}: says why`)
+    }
+    for (const host of [
+      `127.0.0.1:${admin.port}`,
+      `localhost:${admin.port}`,
+      `[::1]:${admin.port}`,
+      'LOCALHOST',
+      'app.localhost',
+      '10.1.2.3',
+    ]) {
+      const head = await rawHead(admin.port, `GET /status HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+      t.match(head, /^HTTP\/1\.1 200 /, `Host ${host}: 200 (an address or localhost, as a person types it)`)
+    }
+    const noHost = await rawHead(admin.port, 'GET /healthz HTTP/1.0\r\n\r\n')
+    t.match(noHost, /^HTTP\/1\.1 200 /, 'HTTP/1.0 without Host (a script, not a browser): 200')
+    t.equal(admin.feed.openStreams, 0)
+  },
+)

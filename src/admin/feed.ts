@@ -77,6 +77,11 @@ export class StatusFeed {
       'cache-control': 'no-store',
       'x-content-type-options': 'nosniff',
     })
+    // HEAD: the head a stream would get, and no stream (it would hold a slot and send nothing).
+    if (req.method === 'HEAD') {
+      res.end()
+      return
+    }
     // The browser reconnects by itself after a dropped connection; `retry` sets how soon.
     res.write(`retry: ${Math.max(1000, this.opts.intervalMs * 2)}\n\n`)
     this.streams.add(res)

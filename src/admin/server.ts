@@ -1,4 +1,5 @@
-import { createServer, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { isIP } from 'node:net'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from '../log.js'
 import { StatusFeed } from './feed.js'
@@ -40,6 +41,13 @@ export const LIVE_DEFAULTS: LiveOptions = { intervalMs: 1000, maxStreams: 64, ma
  */
 const ADMIN_MAX_CONNECTIONS = 2048
 
+/**
+ * The answer to a request whose Host names no local address while the listener is on loopback: what a web page gets
+ * after DNS rebinding (its own name now resolving to 127.0.0.1) when it tries to read /status or /events from the
+ * operator's browser. The browser sends the page's name as Host, which no one reaching the listener directly does.
+ */
+export const FOREIGN_HOST_CODE = 'CLB_ADMIN_FOREIGN_HOST'
+
 export interface AdminServer {
   readonly port: number
   /** The status page's event streams: snapshots computed, streams open, viewers refused. */
@@ -55,8 +63,23 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
   const live = { ...LIVE_DEFAULTS, ...opts.live }
   const feed = new StatusFeed({ ...live, collect: () => collectStatus(opts).then(pageView), log: opts.log })
   if (opts.registry) registerFeedMetrics(opts.registry, feed)
+  const loopback = isLoopback(opts.host)
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
+    if (loopback && !isLocalHost(req)) {
+      res
+        .writeHead(403, {
+          'content-type': 'text/plain; charset=utf-8',
+          'x-content-type-options': 'nosniff',
+          'x-consul-lb-error': FOREIGN_HOST_CODE,
+        })
+        .end(
+          `${FOREIGN_HOST_CODE}: this admin listener is on loopback and answers only to an IP address or localhost ` +
+            `as Host, not ${JSON.stringify(req.headers.host)}; to reach it by name from elsewhere, give --admin a ` +
+            'non-loopback address\n',
+        )
+      return
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n')
       return
@@ -140,6 +163,10 @@ async function collectStatus(opts: AdminOptions): Promise<Record<string, unknown
   return body
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
+}
+
 /**
  * What the page renders, out of the /status view: every open page receives it each second, so the per-worker views
  * (`--workers`: the page shows their sum, `proxy`) and anything else the page does not draw stay out of the stream.
@@ -147,6 +174,18 @@ async function collectStatus(opts: AdminOptions): Promise<Record<string, unknown
 function pageView(status: Record<string, unknown>): Record<string, unknown> {
   const { at, proxy, registrator, error } = status
   return { at, proxy, registrator, error }
+}
+
+/**
+ * Whether a request names this machine: no Host at all (not a browser), an IP address (typed by a person; a rebinding
+ * page can only send its own DNS name), or localhost.
+ */
+function isLocalHost(req: IncomingMessage): boolean {
+  const host = req.headers.host
+  if (host === undefined) return true
+  const close = host.startsWith('[') ? host.indexOf(']') : -1
+  const name = (close > 0 ? host.slice(1, close) : host.replace(/:\d*$/, '')).toLowerCase()
+  return isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost')
 }
 
 function sendJson(res: ServerResponse, body: unknown): void {
