@@ -61,12 +61,19 @@ function container(over: {
   }
 }
 
-t.test('a label wins over an env var of the same name', async (t) => {
-  const c = readConventions(['SERVICE_NAME=from-env', 'SERVICE_TAGS=a'], { SERVICE_NAME: 'from-label' })
+t.test("an env var wins over a label of the same name, and the prefix is upper case, as gliderlabs'", async (t) => {
+  const c = readConventions(['SERVICE_NAME=from-env', 'SERVICE_TAGS=a'], {
+    SERVICE_NAME: 'from-label',
+    SERVICE_region: 'eu',
+    service_ignore: 'true',
+    Service_Port: '1',
+  })
   const w: ConventionWarning[] = []
   const s = serviceSettings(c, 80, w)
-  t.equal(s.name, 'from-label')
+  t.equal(s.name, 'from-env', 'bridge/util.go: "Env take precedence over labels"')
   t.same(s.tags, ['a'])
+  t.same(s.meta, { region: 'eu' }, 'the key after the prefix is read in any case')
+  t.equal(s.ignore, false, 'service_ignore is not SERVICE_IGNORE (gliderlabs matched the prefix as written)')
   t.same(w, [])
 })
 
@@ -441,17 +448,13 @@ t.test('--deregister: on-success deregisters exits by a signal as gliderlabs; ne
   t.equal(keepsRegistration('never', 143), true)
 })
 
+/** An agent service as gliderlabs wrote it: no Meta mark, an address; `web` on the container's published port. */
+function reg(id: string, over: Partial<AgentService> = {}): AgentService {
+  return { ID: id, Service: 'web', Address: '192.0.2.1', Port: 32768, Tags: [], Meta: {}, ...over }
+}
+
 t.test('reconcile: gliderlabs registrations of this host are adopted or removed; others never', async (t) => {
   const desired = desiredForContainer(container({}), OPTS).services
-  const reg = (id: string, over: Partial<AgentService> = {}): AgentService => ({
-    ID: id,
-    Service: 'web',
-    Address: '192.0.2.1',
-    Port: 32768,
-    Tags: [],
-    Meta: {},
-    ...over,
-  })
   const agent = {
     'host1:web-1:80': reg('host1:web-1:80'),
     'host1:gone:80': reg('host1:gone:80', { Service: 'gone' }),
@@ -468,6 +471,7 @@ t.test('reconcile: gliderlabs registrations of this host are adopted or removed;
       ['alive', 'alive-id'],
     ]),
     running: new Set(['web-1', 'alive']),
+    cleanup: true,
   }
   const plan = planReconcile(desired, agent, 'host1', {
     mayRemove: (o) => o.containerId !== 'kept-id',
@@ -510,4 +514,41 @@ t.test('reconcile: gliderlabs registrations of this host are adopted or removed;
     containers,
   })
   t.same(kept.deregister, [], 'a container --deregister keeps is not removed')
+})
+
+t.test('reconcile: what only looks like gliderlabs is never adopted, and gone ones wait for --cleanup', async (t) => {
+  const desired = desiredForContainer(container({}), OPTS).services
+  const adopt = (existing: AgentService, d = desired) =>
+    planReconcile(d, { [existing.ID]: existing }, 'host1', { mayRemove: () => true })
+  // Same ID, name and port as the container wants, but no address: a person's entry, never gliderlabs'.
+  const noAddress = adopt(reg('host1:web-1:80', { Address: '' }))
+  t.same([noAddress.adopted, noAddress.register.length], [0, 0])
+  t.match(noAddress.conflicts, [{ id: 'host1:web-1:80', reason: /without an address/ }])
+  // A container's SERVICE_ID copying another host's gliderlabs ID (its registrator may register on this agent).
+  const copied = desiredForContainer(container({ env: ['SERVICE_ID=host2:web-1:80'] }), OPTS).services
+  const otherHost = adopt(reg('host2:web-1:80'), copied)
+  t.equal(otherHost.adopted, 0)
+  t.match(otherHost.conflicts, [{ reason: /another host's name \(host2\)/ }])
+  // Host names that are prefixes of each other, or hold a colon, are other hosts.
+  for (const id of ['host10:web-1:80', 'host1:x:web-1:80', 'host:web-1:80']) {
+    const other = planReconcile([], { [id]: reg(id) }, 'host1', {
+      mayRemove: () => true,
+      containers: { byName: new Map(), running: new Set(), cleanup: true },
+    })
+    t.same([other.deregister, other.conflicts], [[], []], `${id}: not this host's`)
+  }
+  // Without --cleanup a gone container's gliderlabs entry stays (as with gliderlabs) and is reported.
+  const gone = { 'host1:gone:80': reg('host1:gone:80', { Service: 'gone' }) }
+  const scope = (cleanup: boolean) => ({
+    mayRemove: () => true,
+    containers: { byName: new Map<string, string>(), running: new Set<string>(), cleanup },
+  })
+  const kept = planReconcile([], gone, 'host1', scope(false))
+  t.same(kept.deregister, [], 'no --cleanup: left in place')
+  t.match(kept.conflicts, [{ id: 'host1:gone:80', reason: /only with --cleanup/ }])
+  t.same(
+    planReconcile([], gone, 'host1', scope(true)).deregister.map((o) => o.id),
+    ['host1:gone:80'],
+    '--cleanup: removed',
+  )
 })

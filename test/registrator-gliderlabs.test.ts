@@ -367,3 +367,49 @@ async function startTlsServer(t: Test): Promise<{ port: number; method: () => st
   t.teardown(() => new Promise<void>((r) => server.close(() => r())))
   return { port: (server.address() as AddressInfo).port, method: () => last }
 }
+
+t.test('without -cleanup nothing that only looks like gliderlabs’ is touched, however many resyncs pass', async (t) => {
+  const consul = await startConsul(t)
+  const hostId = 'lookalike'
+  docker.removeOnTeardown(t, 'la-web', 'la-copy', 'la-noaddr')
+  // gliderlabs reads env over labels: the env var names the service.
+  await docker.run({
+    name: 'la-web',
+    publish: ['80'],
+    env: { SERVICE_NAME: 'laweb' },
+    labels: { SERVICE_NAME: 'fromlabel' },
+  })
+  await docker.run({
+    name: 'la-copy',
+    publish: ['80'],
+    env: { SERVICE_NAME: 'lacopy', SERVICE_ID: 'otherhost:la-copy:80' },
+  })
+  await docker.run({ name: 'la-noaddr', publish: ['80'], env: { SERVICE_NAME: 'lanoaddr' } })
+  // A database outside Docker registered by hand in gliderlabs' ID form; another host's gliderlabs registering on
+  // this agent (its ID copied by a container's SERVICE_ID); a hand-made entry with a container's ID, name and port
+  // but no address.
+  await consul.register({ ID: `${hostId}:postgres:5432`, Name: 'postgres', Address: '127.0.0.1', Port: 5432 })
+  const copyPort = await docker.hostPort('la-copy')
+  await consul.register({ ID: 'otherhost:la-copy:80', Name: 'lacopy', Address: '127.0.0.2', Port: copyPort })
+  const noAddrPort = await docker.hostPort('la-noaddr')
+  await consul.register({ ID: `${hostId}:la-noaddr:80`, Name: 'lanoaddr', Port: noAddrPort })
+  const before = await agentServicesOf(consul, '')
+
+  const registrator = await startRegistrator(t, docker, consul, { hostId, ip: '127.0.0.1', resync: 1 })
+  const web = await waitFor(
+    'la-web registered',
+    async () => (await agentServicesOf(consul, hostId))[`${hostId}:la-web:80`],
+  )
+  t.equal(web.Service, 'laweb', 'env over label, as gliderlabs')
+  const periodic = () => {
+    const s = registrator.status() as { lastSync: { reason: string; at: string; conflicts: number } }
+    return s.lastSync.reason === 'periodic' ? s.lastSync : null
+  }
+  const first = await waitFor('a periodic resync', async () => periodic())
+  await waitFor('a second periodic resync', async () => (periodic()?.at ?? '') > first.at && periodic())
+  const after = await agentServicesOf(consul, '')
+  for (const id of [`${hostId}:postgres:5432`, 'otherhost:la-copy:80', `${hostId}:la-noaddr:80`])
+    t.same(after[id], before[id], `${id}: untouched`)
+  t.ok(periodic()!.conflicts >= 3, 'each reported as a conflict with its reason')
+  await docker.docker(['rm', '-f', 'la-web', 'la-copy', 'la-noaddr'])
+})

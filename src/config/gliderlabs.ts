@@ -205,7 +205,7 @@ export function gliderlabsUsage(): string {
     '  -explicit                only containers with SERVICE_NAME / SERVICE_<port>_NAME',
     '  -tags <tags>             tags for every service (comma list, \\, escapes, Go templates)',
     '  -resync <seconds>        full reconcile period (consul-lb default 30; 0: off)',
-    '  -cleanup                 remove registrations of this host whose containers are gone, at start',
+    "  -cleanup                 remove registrations of this host whose containers are gone (gliderlabs' own: only with it)",
     '  -deregister <mode>       always, on-success (exit 0 or by a signal) or never',
     '  -retry-attempts <n>      Consul retries at start (-1: forever, the consul-lb default)',
     '  -retry-interval <ms>     first delay between retries',

@@ -91,7 +91,7 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     key: 'cleanup',
     kind: 'bool',
     default: false,
-    help: 'on start, also deregister services this host owns (or gliderlabs/registrator registered on it) whose containers are gone (resyncs always do)',
+    help: "on start, also deregister services this host owns whose containers are gone (resyncs always do); at start and every resync, deregister gliderlabs/registrator's registrations of this host whose containers are gone (as its -cleanup)",
   },
   {
     key: 'deregister',

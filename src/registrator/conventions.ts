@@ -5,8 +5,10 @@ import { splitTags } from './tags.js'
 
 /**
  * gliderlabs/registrator's container conventions: `SERVICE_<KEY>` for every port and `SERVICE_<port>_<KEY>` for one
- * port, read from the environment and from labels (a label wins over an env var of the same name). Keys are matched
- * case-insensitively after the prefix, as registrator lower-cased them.
+ * port, read from labels and from the environment, an env var winning over a label of the same name (bridge/util.go
+ * serviceMetaData: "Env take precedence over labels"). The prefix is matched as written, upper case (`service_name` is
+ * nobody's setting there either); the key after it case-insensitively, as registrator lower-cased it. Both as
+ * gliderlabs, so a container keeps the name and settings it had when its registrations are taken over.
  *
  * Parsing never fails: a bad value becomes a ConventionWarning naming the env var/label, and the setting falls back to
  * what registrator would have done without it, so one typo does not take a container out of Consul.
@@ -33,13 +35,13 @@ export function readConventions(
   env: readonly string[] | null | undefined,
   labels: Readonly<Record<string, string>> | null | undefined,
 ): ContainerConventions {
-  // Env first, labels second: a later write wins, which is the documented precedence.
+  // Labels first, env second: a later write wins, which is gliderlabs' precedence.
   const raw = new Map<string, RawAttr>()
+  for (const [k, v] of Object.entries(labels ?? {})) addRaw(raw, k, v)
   for (const entry of env ?? []) {
     const eq = entry.indexOf('=')
     if (eq > 0) addRaw(raw, entry.slice(0, eq), entry.slice(eq + 1))
   }
-  for (const [k, v] of Object.entries(labels ?? {})) addRaw(raw, k, v)
 
   const base = new Map<string, RawAttr>()
   const ports = new Map<number, Map<string, RawAttr>>()
@@ -73,7 +75,7 @@ export function readConventions(
 }
 
 function addRaw(raw: Map<string, RawAttr>, field: string, value: string): void {
-  if (field.length > PREFIX.length && field.toUpperCase().startsWith(PREFIX))
+  if (field.length > PREFIX.length && field.startsWith(PREFIX))
     raw.set(field.slice(PREFIX.length).toUpperCase(), { value, field })
 }
 

@@ -76,11 +76,17 @@ export function gliderlabsServices(
 ): Map<string, { id: string; name: string; containerName: string }> {
   const out = new Map<string, { id: string; name: string; containerName: string }>()
   for (const svc of Object.values(agent)) {
-    if (!isUnmarked(svc) || !svc.Address) continue
-    const m = GLIDERLABS_ID.exec(svc.ID)
-    if (m && m[1] === hostId) out.set(svc.ID, { id: svc.ID, name: svc.Service, containerName: m[2]! })
+    const containerName = gliderlabsContainer(svc, hostId)
+    if (containerName !== null) out.set(svc.ID, { id: svc.ID, name: svc.Service, containerName })
   }
   return out
+}
+
+/** The container name in a registration gliderlabs wrote on this host (see gliderlabsServices); null if it is not one. */
+function gliderlabsContainer(svc: AgentService, hostId: string): string | null {
+  if (!isUnmarked(svc) || !svc.Address) return null
+  const m = GLIDERLABS_ID.exec(svc.ID)
+  return m && m[1] === hostId ? m[2]! : null
 }
 
 export interface PlanScope {
@@ -88,10 +94,19 @@ export interface PlanScope {
   readonly mayRemove: (owned: OwnedService) => boolean
   /**
    * Full syncs only: the containers Docker has (running or not) by name → id, and the running ones, so that gliderlabs
-   * registrations of containers that are gone are removed (under `mayRemove`), and those of running containers that
-   * this registrator does not want are left alone.
+   * registrations of containers that are gone are removed (with `cleanup`, then under `mayRemove`), and those of
+   * running containers that this registrator does not want are left alone.
    */
-  readonly containers?: { readonly byName: ReadonlyMap<string, string>; readonly running: ReadonlySet<string> }
+  readonly containers?: {
+    readonly byName: ReadonlyMap<string, string>
+    readonly running: ReadonlySet<string>
+    /**
+     * --cleanup. gliderlabs removed its dangling registrations only with -cleanup: a registration that merely looks
+     * like one of its own (a person's `<host>:postgres:5432` for a database outside Docker) is removed only when the
+     * user asked for exactly that, never by a plain resync.
+     */
+    readonly cleanup: boolean
+  }
 }
 
 export function planReconcile(
@@ -121,7 +136,7 @@ export function planReconcile(
     } else if (!existing) {
       register.push(d)
     } else {
-      const why = whyNotAdoptable(existing, d)
+      const why = whyNotAdoptable(existing, d, hostId)
       if (why === null) {
         // Same ID, registered again: Consul updates the entry in place and keeps the status of checks with the same
         // ID, so the service never loses the instance (no deregister/register flap).
@@ -135,7 +150,7 @@ export function planReconcile(
   }
   const deregister = [...owned.values()].filter((o) => !wanted.has(o.id) && scope.mayRemove(o))
   if (scope.containers) {
-    const { byName, running } = scope.containers
+    const { byName, running, cleanup } = scope.containers
     for (const g of gliderlabsServices(agent, hostId).values()) {
       if (wanted.has(g.id)) continue
       if (running.has(g.containerName)) {
@@ -148,6 +163,13 @@ export function planReconcile(
         continue
       }
       const o: OwnedService = { id: g.id, name: g.name, containerId: byName.get(g.containerName) ?? '', hash: null }
+      if (!cleanup) {
+        conflicts.push({
+          id: g.id,
+          reason: `gliderlabs registration of the container ${g.containerName}, which is not running; removed only with --cleanup, as gliderlabs did`,
+        })
+        continue
+      }
       if (scope.mayRemove(o)) deregister.push(o)
     }
   }
@@ -155,15 +177,20 @@ export function planReconcile(
 }
 
 /**
- * A registration with the ID a container wants is taken over when it carries no registrator's mark and says what
- * this registrator would: same service name and port (the address may differ: gliderlabs resolved the host name). A
- * hand-made entry that only borrows the ID shape differs in one of them, and stays a conflict.
+ * A registration with the ID a container wants is taken over when it carries no registrator's mark, has an address
+ * (gliderlabs always wrote one), does not name another host in gliderlabs' ID form (a container's SERVICE_ID could
+ * copy one: another host's gliderlabs may register on this agent), and says what this registrator would: same service
+ * name and port (the address may differ: gliderlabs resolved the host name). A hand-made entry that only borrows the
+ * ID shape differs in one of them, and stays a conflict.
  */
-function whyNotAdoptable(existing: AgentService, d: DesiredService): string | null {
+function whyNotAdoptable(existing: AgentService, d: DesiredService, hostId: string): string | null {
   if (!isUnmarked(existing)) {
     const owner = existing.Meta?.[META_OWNER]
     return owner ? `registered by the registrator of host ${owner}` : 'a Consul service of another kind'
   }
+  if (!existing.Address) return 'registered without an address, which gliderlabs never wrote'
+  const host = GLIDERLABS_ID.exec(existing.ID)?.[1]
+  if (host !== undefined && host !== hostId) return `gliderlabs' ID form with another host's name (${host})`
   const reg = d.registration
   if (existing.Service !== reg.Name || existing.Port !== reg.Port)
     return `registered as ${existing.Service}:${existing.Port} where this container gives ${reg.Name}:${reg.Port}`

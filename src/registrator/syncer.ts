@@ -55,7 +55,10 @@ export interface SyncerDeps {
 }
 
 export interface SyncerOptions extends DesiredOptions {
-  /** --cleanup: the first sync also removes registrations of ours whose containers are gone. */
+  /**
+   * --cleanup: the first sync also removes registrations of ours whose containers are gone, and every sync removes
+   * gliderlabs' registrations of containers that are gone (without it, those are left as gliderlabs left them).
+   */
   readonly cleanup: boolean
 }
 
@@ -128,7 +131,10 @@ export class Syncer {
         views.flatMap((v) => v.services),
         agent,
         this.opts.hostId,
-        { mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId), containers: { byName, running } },
+        {
+          mayRemove: (o) => mayRemoveGone && !retained.has(o.containerId),
+          containers: { byName, running, cleanup: this.opts.cleanup },
+        },
       )
       this.ownedIds.clear()
       for (const o of ownedServices(agent, this.opts.hostId).values()) this.ownedIds.set(o.id, o.containerId)
