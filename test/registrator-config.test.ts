@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { loadRegistratorConfig } from '../src/config/registrator.js'
+import { isGliderlabsSyntax, parseGliderlabsCommandLine } from '../src/config/gliderlabs.js'
+import { loadRegistratorConfig, REGISTRATOR_COMMAND_FIELDS } from '../src/config/registrator.js'
 import { ConsulClient } from '../src/consul/client.js'
 import { ConfigError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
@@ -59,6 +60,41 @@ t.test('bad values fail at the edge with a ConfigError naming the field', async 
   bad({ flags: { hostId: 'a:b' } }, /hostId/)
   bad({ flags: { admin: 'localhost' } }, /admin/)
   bad({ object: { resyncc: 3 } }, /resyncc/)
+})
+
+t.test("gliderlabs' command line on odd inputs: Go's flag rules, and gliderlabs' meaning of its values", async (t) => {
+  const load = (...args: string[]) => {
+    const p = parseGliderlabsCommandLine(args, REGISTRATOR_COMMAND_FIELDS, {})
+    return { config: loadRegistratorConfig({ flags: p.flags, env: {} }), notes: p.notes }
+  }
+  const fails = (args: string[], re: RegExp) =>
+    t.throws(() => load(...args), { code: 'CLB_CONFIG_INVALID', message: re }, args.join(' '))
+  fails(['-ip'], /-ip: flag needs an argument/)
+  fails(['-ip', 'consul://127.0.0.1:8500'], /registry URI: missing/)
+  fails(['consul://127.0.0.1:8500', '-ip=10.0.0.5'], /options come before the registry URI/)
+  fails(['-cleanup', 'false', 'consul://127.0.0.1:8500'], /extra arguments/)
+  fails(['-retry-interval=0', 'consul://127.0.0.1:8500'], /retry-interval/)
+  // `-ip=$HOST_IP` with the variable unset: gliderlabs took "" as no forced address.
+  t.equal(load('-ip=', 'consul://127.0.0.1:8500').config.ip, null)
+  t.equal(load('--ip=', '-tags', '', 'consul://127.0.0.1:8500').config.tags.length, 0)
+  t.equal(load('-useIpFromLabel=', 'consul://127.0.0.1:8500').config.useIpFromLabel, null)
+  t.equal(
+    load('-resync=-1', 'consul://127.0.0.1:8500').config.resyncMs,
+    0,
+    'a negative -resync is off, as in gliderlabs',
+  )
+  t.equal(load('-resync', '0', 'consul://127.0.0.1:8500').config.resyncMs, 0)
+  const twice = load('-tags', 'a', '-ip=10.0.0.1', '-tags', 'b,c', '-ip=10.0.0.2', 'consul://127.0.0.1:8500').config
+  t.same([twice.tags, twice.ip], [['b,c'], '10.0.0.2'], 'a flag given twice keeps its last value (flag.String)')
+  t.same(load('-tags', 'prod, eu', 'consul://127.0.0.1:8500').config.tags, ['prod, eu'], 'spaces around commas')
+  fails(['-tags', 'a b', 'consul://127.0.0.1:8500'], /whitespace/)
+  t.equal(load('--', 'consul://10.0.0.9:8500').config.consul.address, 'http://10.0.0.9:8500', '`--` ends the flags')
+  t.ok(isGliderlabsSyntax(['--', 'consul://10.0.0.9:8500']))
+  t.notOk(isGliderlabsSyntax(['--', '-ip=1.2.3.4']), 'after `--`, only a registry URI tells')
+  const uri = load('consul://user:pw@10.0.0.9:8500/v1?prefix=x#y')
+  t.equal(uri.config.consul.address, 'http://10.0.0.9:8500', "only the host, as gliderlabs' adapter read it")
+  t.match(uri.notes, [/the rest of .* is ignored/])
+  t.equal(load('consul://10.0.0.9:8500?prefix=x').config.consul.address, 'http://10.0.0.9:8500')
 })
 
 t.test('a shared config file may hold keys of other subcommands', async (t) => {

@@ -9,13 +9,20 @@ import { type FieldSpec, flagName } from './fields.js'
  * one or two dashes; `-name=value` or `-name value`, except boolean flags, which never take a separate value
  * (`-cleanup false` is the flag and then a positional argument); parsing stops at the first non-flag argument or `--`;
  * then exactly one positional argument, the registry URI (registrator.go: "Options should come before the registry URI
- * argument"). Our own settings are accepted the same way under their flag names (`-host-id`, `-consul-token-file`).
+ * argument"). A flag given twice takes its last value, `-tags` included (Go's flag.String keeps one). Our own settings
+ * are accepted the same way under their flag names (`-host-id`, `-consul-token-file`).
+ *
+ * Values that gliderlabs took and we would refuse mean what they meant there: an empty `-ip`, `-tags` or
+ * `-useIpFromLabel` is gliderlabs' default (none; `-ip=$HOST_IP` with the variable unset), and `-resync` of 0 or less
+ * is no periodic resync (registrator.go starts its ticker only above 0).
  */
 
 /** gliderlabs' flags that are not ours by name, → our field key (or a handler of their own below). */
 const GLIDERLABS_NAMES: Record<string, string> = {
   useIpFromLabel: 'useIpFromLabel',
 }
+/** gliderlabs' string flags whose default is "": an empty value given for one is that default. */
+const EMPTY_IS_UNSET = new Set(['ip', 'tags', 'useIpFromLabel'])
 /** gliderlabs' TTL flags: used by its etcd and skydns2 backends only; its Consul adapter ignores them (Refresh is a
  * no-op), and so does this registrator, after checking them as gliderlabs does. */
 const TTL_FLAGS = ['ttl', 'ttl-refresh'] as const
@@ -49,13 +56,19 @@ export interface GliderlabsCommandLine {
  * had: etcd://…, for its error). Our own syntax has only `--long` flags and `-c`, whose values are http:// URLs.
  */
 export function isGliderlabsSyntax(args: readonly string[]): boolean {
+  let afterDashes = false
   for (const a of args) {
-    if (a === '--') return false
-    if (/^-[A-Za-z][A-Za-z-]+(=|$)/.test(a)) return true
-    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(a)?.[1]?.toLowerCase()
-    if (scheme && (REGISTRY_SCHEMES.includes(scheme) || scheme in OTHER_BACKENDS)) return true
+    // After `--` only the registry URI can tell (Go's flag package stops there; commander would see one argument).
+    if (a === '--') afterDashes = true
+    else if (!afterDashes && /^-[A-Za-z][A-Za-z-]+(=|$)/.test(a)) return true
+    else if (registryScheme(a) !== null) return true
   }
   return false
+}
+
+function registryScheme(arg: string): string | null {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(arg)?.[1]?.toLowerCase()
+  return scheme && (REGISTRY_SCHEMES.includes(scheme) || scheme in OTHER_BACKENDS) ? scheme : null
 }
 
 /** Go's strconv.ParseBool, which flag uses for `-name=value` on a boolean flag. */
@@ -118,10 +131,15 @@ export function parseGliderlabsCommandLine(
     }
     const f = byFlag.get(name)
     if (!f) throw new ConfigError(`-${name}`, 'flag provided but not defined (run with -h for the flags)')
-    if (f.kind === 'bool') flags[f.key] = inline === undefined ? true : parseGoBool(name, inline)
-    // One item: gliderlabs evaluates -tags as one template, then splits it (tags.ts).
-    else if (f.kind === 'list') flags[f.key] = [...((flags[f.key] as string[] | undefined) ?? []), takeValue()]
-    else flags[f.key] = takeValue()
+    if (f.kind === 'bool') {
+      flags[f.key] = inline === undefined ? true : parseGoBool(name, inline)
+      continue
+    }
+    const value = takeValue()
+    if (value === '' && EMPTY_IS_UNSET.has(f.key)) delete flags[f.key]
+    else if (f.key === 'resync' && /^-\d+$/.test(value)) flags[f.key] = '0'
+    // One item, the last given: gliderlabs evaluates -tags as one template, then splits it (tags.ts).
+    else flags[f.key] = f.kind === 'list' ? [value] : value
   }
   const rest = args.slice(i)
   if (help || version) return { flags, notes, configFile, help, version }
@@ -131,7 +149,9 @@ export function parseGliderlabsCommandLine(
       'registry URI',
       `extra arguments after it: ${rest.slice(1).join(' ')} (options come before the registry URI, as in gliderlabs)`,
     )
-  Object.assign(flags, consulFromRegistryUri(rest[0]!, env))
+  const registry = consulFromRegistryUri(rest[0]!, env)
+  Object.assign(flags, registry.flags)
+  notes.push(...registry.notes)
   // registrator.go's own checks of the TTL flags, then the reason they change nothing here.
   const t = ttl.ttl ?? 0
   const r = ttl['ttl-refresh'] ?? 0
@@ -153,9 +173,13 @@ export function parseGliderlabsCommandLine(
  * `consul://HOST:PORT` → http://HOST:PORT (no host: CONSUL_HTTP_ADDR or the default, as gliderlabs' DefaultConfig);
  * `consul-tls://HOST:PORT` → https://HOST:PORT with the CA and client certificate from CONSUL_CACERT,
  * CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY (Consul's names), or gliderlabs' own CONSUL_TLSCERT and CONSUL_TLSKEY;
- * `consul-unix:///path/agent.sock` → the agent's unix socket. Other backends get a clear error.
+ * `consul-unix:///path/agent.sock` → the agent's unix socket. Other backends get a clear error. gliderlabs' Consul
+ * adapter read only the URI's host (Go's url.URL.Host): a user name, path, query or fragment is left out, with a note.
  */
-export function consulFromRegistryUri(uri: string, env: NodeJS.ProcessEnv): Record<string, unknown> {
+export function consulFromRegistryUri(
+  uri: string,
+  env: NodeJS.ProcessEnv,
+): { flags: Record<string, unknown>; notes: string[] } {
   const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(uri)
   if (!m)
     throw new ConfigError('registry URI', `"${uri}": expected consul://HOST:PORT (or consul-tls://, consul-unix://)`)
@@ -170,14 +194,19 @@ export function consulFromRegistryUri(uri: string, env: NodeJS.ProcessEnv): Reco
   if (scheme === 'consul-unix') {
     const path = rest.startsWith('/') ? rest : `/${rest}`
     if (path === '/') throw new ConfigError('registry URI', `"${uri}": expected consul-unix:///path/to/agent.sock`)
-    return { consul: `unix://${path}` }
+    return { flags: { consul: `unix://${path}` }, notes: [] }
   }
   if (scheme !== 'consul' && scheme !== 'consul-tls')
     throw new ConfigError(
       'registry URI',
       `"${uri}": unknown registry backend "${scheme}" (consul://, consul-tls://, consul-unix://)`,
     )
-  const host = rest.split('/')[0]!
+  const authority = /^[^/?#]*/.exec(rest)![0]
+  const host = authority.slice(authority.lastIndexOf('@') + 1)
+  const notes =
+    host === rest
+      ? []
+      : [`registry URI ${scheme}://${host}: the rest of "${uri}" is ignored, as gliderlabs' Consul adapter ignored it`]
   const out: Record<string, unknown> = {}
   if (scheme === 'consul-tls') {
     if (!host) throw new ConfigError('registry URI', `"${uri}": consul-tls:// needs HOST:PORT`)
@@ -187,7 +216,7 @@ export function consulFromRegistryUri(uri: string, env: NodeJS.ProcessEnv): Reco
   } else if (host) {
     out.consul = `http://${host}`
   }
-  return out
+  return { flags: out, notes }
 }
 
 /** The usage text of the gliderlabs syntax, for -h. */

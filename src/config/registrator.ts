@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { ConsulConnection } from '../consul/connection.js'
 import { ConfigError } from '../errors.js'
 import type { DockerTls } from '../registrator/docker.js'
+import { splitTags } from '../registrator/tags.js'
 import { compileTemplate, TemplateError } from '../registrator/template.js'
 import { CONSUL_FIELDS, consulConnectionFrom } from './consul.js'
 import { type FieldSpec, fieldSchema, splitHostPort } from './fields.js'
@@ -190,8 +191,9 @@ export function loadRegistratorConfig(sources: ConfigSources): RegistratorConfig
     throw new ConfigError('ip', `"${ip}": expected an IPv4 or IPv6 address`)
   const tags = v.tags as string[]
   for (const t of tags) {
-    // Spaces belong inside a template's actions only; outside them a tag with a space cannot be asked for.
-    if (/\s/.test(t.replace(/\{\{[\s\S]*?\}\}/g, '')))
+    // Spaces belong inside a template's actions, or around a comma (`-tags "prod, eu"`: trimmed, as the container's
+    // SERVICE_TAGS are); inside a tag, one with a space cannot be asked for.
+    if (splitTags(t.replace(/\{\{[\s\S]*?\}\}/g, 'x')).some((tag) => /\s/.test(tag.trim())))
       throw new ConfigError('tags', `"${t}": tags must not contain whitespace`)
     try {
       compileTemplate(t)
