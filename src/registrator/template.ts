@@ -14,8 +14,24 @@
  *
  * Data follows go-dockerclient's field names, which are Docker's JSON names except `.ID` (Docker's `Id`). A missing
  * key of a map-typed field (`.Config.Labels.team`) is the empty string, as for Go's map[string]string; any other
- * missing field is an error, as in Go, so a typo is reported instead of silently producing an empty tag.
+ * missing field is an error, as in Go, so a typo is reported instead of silently producing an empty tag. Only the
+ * data's own keys are fields (never `constructor` or `__proto__` of a JavaScript object), and Go's methods on
+ * go-dockerclient's types (`.State.String`) are missing fields.
+ *
+ * The template is the operator's, but the data is the container's: labels and env vars of any size. Evaluation is
+ * therefore bounded: at most MAX_OUTPUT characters out (and in any value a function makes), MAX_STEPS actions and
+ * iterations, MAX_DEPTH nesting; regular expressions run on RE2 (re2js), linear in their input and with Go's own
+ * syntax, as gliderlabs' regexp did. Whatever goes wrong is a TemplateError: a hostile label costs its container its
+ * `-tags` item (tags.ts), never the sync of every other container.
  */
+import { RE2JS } from 're2js'
+
+/** Characters one evaluation may produce: far beyond any tag list Consul would take, far below a memory problem. */
+export const MAX_OUTPUT = 64 * 1024
+/** Actions, commands and range iterations per evaluation (a range over a range of a 10 000-entry Env stops here). */
+export const MAX_STEPS = 100_000
+/** Nesting of blocks and parentheses in a template. */
+export const MAX_DEPTH = 64
 
 export class TemplateError extends Error {
   constructor(message: string) {
@@ -71,9 +87,15 @@ export function compileTemplate(source: string): CompiledTemplate {
     source,
     isTemplate,
     execute: (data) => {
-      const out: string[] = []
-      new Exec(data).run(nodes, data, new Map([['$', data]]), out)
-      return out.join('')
+      const exec = new Exec(data)
+      try {
+        exec.run(nodes, data, new Map([['$', data]]))
+      } catch (err) {
+        if (err instanceof TemplateError) throw err
+        // A limit of the engine itself (a string or stack too large): still this template's failure for this data.
+        throw new TemplateError(`evaluation failed: ${(err as Error).message}`)
+      }
+      return exec.output()
     },
   }
 }
@@ -88,6 +110,7 @@ type Token =
 
 class Parser {
   private pos = 0
+  private depth = 0
   constructor(private readonly src: string) {}
 
   parseAll(): Node[] {
@@ -136,6 +159,7 @@ class Parser {
   }
 
   private parseBlock(word: 'if' | 'with' | 'range', rest: string): Node {
+    if (++this.depth > MAX_DEPTH) throw new TemplateError(`blocks nested deeper than ${MAX_DEPTH}`)
     const pipe = parsePipeline(tokenize(rest))
     const first = this.parseList()
     if (first.end === null) throw new TemplateError(`{{${word}}} without {{end}}`)
@@ -153,6 +177,7 @@ class Parser {
         throw new TemplateError(`unsupported {{${first.end}}}`)
       }
     }
+    this.depth--
     return { kind: word, pipe, body: first.nodes, else: elseNodes }
   }
 }
@@ -245,12 +270,15 @@ function parsePipeline(tokens: Token[]): Pipeline {
     }
     pos = declEnd + 1
   }
+  let depth = 0
   const parse = (stopAtParen: boolean): Pipeline['commands'] => {
+    if (stopAtParen && ++depth > MAX_DEPTH) throw new TemplateError(`parentheses nested deeper than ${MAX_DEPTH}`)
     const commands: Command[] = [{ operands: [] }]
     while (pos < tokens.length) {
       const t = tokens[pos++]!
       if (t.t === 'rparen') {
         if (!stopAtParen) throw new TemplateError('unexpected ")"')
+        depth--
         return commands
       }
       if (t.t === 'pipe') {
@@ -276,7 +304,7 @@ function parsePipeline(tokens: Token[]): Pipeline {
       if (o.kind === 'ident') throw new TemplateError(`function "${o.name}" used as an argument: wrap it in ( )`)
   for (const c of commands) {
     const head = c.operands[0]!
-    if (head.kind === 'ident' && !(head.name! in FUNCS)) {
+    if (head.kind === 'ident' && !Object.hasOwn(FUNCS, head.name!)) {
       throw new TemplateError(
         REFUSED.has(head.name!)
           ? `${head.name} is not available: consul-lb does not fetch URLs from tag templates`
@@ -290,24 +318,43 @@ function parsePipeline(tokens: Token[]): Pipeline {
 // ---- execution ----
 
 class Exec {
+  private readonly out: string[] = []
+  private outLength = 0
+  private steps = 0
+
   constructor(private readonly root: Value) {}
 
-  run(nodes: Node[], dot: Value, vars: Map<string, Value>, out: string[]): void {
+  output(): string {
+    return this.out.join('')
+  }
+
+  private write(text: string): void {
+    this.outLength += text.length
+    if (this.outLength > MAX_OUTPUT) fail(`output longer than ${MAX_OUTPUT} characters`)
+    this.out.push(text)
+  }
+
+  private step(): void {
+    if (++this.steps > MAX_STEPS) fail(`more than ${MAX_STEPS} steps (a range over large data?)`)
+  }
+
+  run(nodes: Node[], dot: Value, vars: Map<string, Value>): void {
     for (const n of nodes) {
+      this.step()
       switch (n.kind) {
         case 'text':
-          out.push(n.text)
+          this.write(n.text)
           break
         case 'action': {
           const v = this.pipeline(n.pipe, dot, vars)
-          if (n.pipe.decl.length === 0) out.push(printValue(v))
+          if (n.pipe.decl.length === 0) this.write(printValue(v))
           break
         }
         case 'if':
         case 'with': {
           const v = this.pipeline(n.pipe, dot, vars)
-          if (isTrue(v)) this.run(n.body, n.kind === 'with' ? v : dot, new Map(vars), out)
-          else this.run(n.else, dot, new Map(vars), out)
+          if (isTrue(v)) this.run(n.body, n.kind === 'with' ? v : dot, new Map(vars))
+          else this.run(n.else, dot, new Map(vars))
           break
         }
         case 'range': {
@@ -321,15 +368,16 @@ class Exec {
               : v === null || v === undefined
                 ? []
                 : fail(`range can't iterate over ${printValue(v)}`)
-          if (entries.length === 0) this.run(n.else, dot, new Map(vars), out)
+          if (entries.length === 0) this.run(n.else, dot, new Map(vars))
           for (const [k, e] of entries) {
+            this.step()
             const scope = new Map(vars)
             if (n.pipe.decl.length === 1) scope.set(n.pipe.decl[0]!, e)
             if (n.pipe.decl.length === 2) {
               scope.set(n.pipe.decl[0]!, k)
               scope.set(n.pipe.decl[1]!, e)
             }
-            this.run(n.body, e, scope, out)
+            this.run(n.body, e, scope)
           }
           break
         }
@@ -350,9 +398,14 @@ class Exec {
 
   private command(c: Command, dot: Value, vars: Map<string, Value>, piped: Value[]): Value {
     const head = c.operands[0]!
+    this.step()
     if (head.kind === 'ident') {
       const args = [...c.operands.slice(1).map((o) => this.operand(o, dot, vars)), ...piped]
-      return FUNCS[head.name!]!(...args)
+      const v = FUNCS[head.name!]!(...args)
+      // No value a function makes may outgrow the output: chains (`replace … | replace …`) stop at the first.
+      if ((typeof v === 'string' || Array.isArray(v)) && v.length > MAX_OUTPUT)
+        fail(`${head.name}: result longer than ${MAX_OUTPUT}`)
+      return v
     }
     if (c.operands.length > 1 || piped.length > 0) fail(`can't give arguments to a non-function ${describe(head)}`)
     return this.operand(head, dot, vars)
@@ -385,7 +438,7 @@ function walk(base: Value, path: readonly string[], from: string | null): Value 
     const isMap = at !== null && MAP_FIELDS.has(at)
     const name = !isMap && key === 'ID' && at === '' ? 'Id' : key
     if (!isObject(v)) fail(`can't evaluate field ${key} in ${v === null || v === undefined ? 'nil' : typeof v}`)
-    if (!(name in v)) {
+    if (!Object.hasOwn(v, name)) {
       if (isMap) return ''
       fail(`can't evaluate field ${key}`)
     }
@@ -447,13 +500,18 @@ const clampIndex = (i: number, l: readonly string[], what: string): string => {
   if (i < 0) return -i >= l.length ? l[0]! : l[l.length + i]!
   return i >= l.length ? l[l.length - 1]! : l[i]!
 }
-const regex = (r: Value, what: string): RegExp => {
+/** Go's regexp is RE2: linear in the input whatever the pattern, and its syntax. A JavaScript RegExp is neither. */
+const regex = (r: Value, what: string): ((s: string) => boolean) => {
+  let re: RE2JS
   try {
-    return new RegExp(str(r, what))
+    re = RE2JS.compile(str(r, what))
   } catch (err) {
     return fail(`${what}: ${(err as Error).message}`)
   }
+  return (s) => re.matcher(s).find()
 }
+/** A key's own value in a map (never an inherited `constructor`); absent: undefined. */
+const own = (m: Record<string, Value>, k: string): Value => (Object.hasOwn(m, k) ? m[k] : undefined)
 const compare = (a: Value, b: Value, what: string): number => {
   if (typeof a === 'number' && typeof b === 'number') return a - b
   if (typeof a === 'string' && typeof b === 'string') return a < b ? -1 : a > b ? 1 : 0
@@ -467,6 +525,8 @@ const FUNCS: Record<string, Fn> = {
   strSlice: (v, ...i) => {
     const s = str(v, 'strSlice')
     const [a, b] = i.map((x) => int(x, 'strSlice'))
+    // Go slices with a negative index panic (an execution error); JavaScript would count from the end.
+    if (i.some((x) => (x as number) < 0)) return fail('strSlice: negative index')
     if (i.length === 1) return s.length >= a! ? s.slice(a) : s
     if (i.length === 2 && s.length >= a! && s.length >= b!)
       return a === 0 ? s.slice(0, b) : b! < a! ? s.slice(a) : s.slice(a, b)
@@ -475,7 +535,7 @@ const FUNCS: Record<string, Fn> = {
   sIndex: (i, s) => clampIndex(int(i, 'sIndex'), list(s, 'sIndex'), 'sIndex'),
   mIndex: (k, m) => {
     if (!isObject(m)) return fail('mIndex: expected a map')
-    const v = m[str(k, 'mIndex')]
+    const v = own(m, str(k, 'mIndex'))
     return v === undefined || v === null ? '' : v
   },
   toUpper: (v) => str(v, 'toUpper').toUpperCase(),
@@ -485,6 +545,17 @@ const FUNCS: Record<string, Fn> = {
     const s = str(v, 'replace')
     const from = str(o, 'replace')
     const to = str(nw, 'replace')
+    // The result's length before it is built: an empty `old` matches between every character, so a long label
+    // replaced into itself would otherwise be a string of its length squared.
+    const found = from === '' ? s.length + 1 : s.split(from).length - 1
+    const times = count < 0 ? found : Math.min(count, found)
+    if (s.length + times * (to.length - from.length) > MAX_OUTPUT) fail(`replace: result longer than ${MAX_OUTPUT}`)
+    if (from === '') {
+      // Go: before every character (rune) and at the end, up to `count` times.
+      const chars = [...s]
+      const n = count < 0 ? chars.length + 1 : Math.min(count, chars.length + 1)
+      return chars.map((c, i) => (i < n ? to + c : c)).join('') + (n > chars.length ? to : '')
+    }
     if (count < 0) return s.split(from).join(to)
     let out = s
     let at = 0
@@ -492,7 +563,7 @@ const FUNCS: Record<string, Fn> = {
       const idx = out.indexOf(from, at)
       if (idx === -1) break
       out = out.slice(0, idx) + to + out.slice(idx + from.length)
-      at = idx + to.length + (from === '' ? 1 : 0)
+      at = idx + to.length
     }
     return out
   },
@@ -501,12 +572,12 @@ const FUNCS: Record<string, Fn> = {
   splitIndex: (i, sep, v) =>
     clampIndex(int(i, 'splitIndex'), str(v, 'splitIndex').split(str(sep, 'splitIndex')), 'splitIndex'),
   matchFirstElement: (r, s) => {
-    const re = regex(r, 'matchFirstElement')
-    return list(s, 'matchFirstElement').find((e) => re.test(e)) ?? ''
+    const matches = regex(r, 'matchFirstElement')
+    return list(s, 'matchFirstElement').find(matches) ?? ''
   },
   matchAllElements: (r, s) => {
-    const re = regex(r, 'matchAllElements')
-    return list(s, 'matchAllElements').filter((e) => re.test(e))
+    const matches = regex(r, 'matchAllElements')
+    return list(s, 'matchAllElements').filter(matches)
   },
   // Go's builtins.
   index: (v, ...keys) => {
@@ -517,7 +588,7 @@ const FUNCS: Record<string, Fn> = {
         if (i < 0 || i >= cur.length) fail(`index: ${i} out of range`)
         cur = cur[i]
       } else if (isObject(cur)) {
-        const e = cur[str(k, 'index')]
+        const e = own(cur, str(k, 'index'))
         cur = e === undefined ? '' : e
       } else {
         fail(`index of ${printValue(cur)}`)
@@ -540,9 +611,11 @@ const FUNCS: Record<string, Fn> = {
   printf: (f, ...a) => {
     let k = 0
     return str(f, 'printf').replace(
-      /%(-?)(\d*)(?:\.(\d+))?([svdq%])/g,
-      (_m, left: string, width: string, prec, verb) => {
+      /%(-?)(\d*)(?:\.(\d+))?(.?)/g,
+      (_m, left: string, width: string, prec, verb: string) => {
         if (verb === '%') return '%'
+        if (!'svdq'.includes(verb) || verb === '') fail(`printf: verb %${verb} is not supported (%s %v %d %q)`)
+        if (Number(width || 0) > MAX_OUTPUT) fail(`printf: width ${width} is beyond ${MAX_OUTPUT}`)
         const v = a[k++]
         let text = verb === 'q' ? JSON.stringify(printValue(v)) : printValue(v)
         if (prec !== undefined && verb !== 'd') text = text.slice(0, Number(prec))
