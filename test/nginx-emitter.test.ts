@@ -1,6 +1,5 @@
 import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t from 'tap'
@@ -11,6 +10,7 @@ import { parseRoute } from '../src/routes/route.js'
 import { startBackend } from './helpers/backends.js'
 import { startConsul } from './helpers/consul.js'
 import { waitFor } from './helpers/docker.js'
+import { http } from './helpers/http.js'
 import { dnsOf, type NginxProcess, nginxBinary, renderOptions, sleep, startNginx } from './helpers/nginx.js'
 import { freePort } from './helpers/ports.js'
 import { runCli } from './helpers/process.js'
@@ -32,31 +32,9 @@ await consul.register({ ID: 'cafe-1', Name: 'cafe', Address: '127.0.0.1', Port: 
 await consul.waitPassing('web', 1)
 await consul.waitPassing('cafe', 1)
 
-/** One request to 127.0.0.1:port; resolves status and body. */
-function send(
-  port: number,
-  path: string,
-  opts: { host?: string; method?: string; body?: Buffer } = {},
-): Promise<{ status: number; body: string }> {
-  return new Promise((done, fail) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        path,
-        method: opts.method ?? 'GET',
-        headers: { host: opts.host ?? 'localhost' },
-        agent: false,
-      },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => done({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
-      },
-    )
-    req.on('error', fail)
-    req.end(opts.body)
-  })
+/** One request to 127.0.0.1:port on a fresh connection (Host `localhost` unless given). */
+function send(port: number, path: string, opts: { host?: string; method?: string; body?: Buffer } = {}) {
+  return http(port, path, { ...opts, host: opts.host ?? 'localhost', keepAlive: false })
 }
 
 async function waitServing(port: number, path: string, host = 'localhost'): Promise<void> {
@@ -231,19 +209,27 @@ t.test('a path prefix with %XX escapes routes the requests nginx decodes to it',
 })
 
 t.test('the emitter CLI: --full-prefix, --default-server and --client-body-buffer-size are settings', async (t) => {
-  const r = await runCli([
-    'nginx',
-    '--route',
-    '/=web:80',
-    '--full',
-    '--full-prefix',
-    '/srv/lb',
-    '--default-server',
-    '--client-body-buffer-size',
-    '1m',
-  ])
+  const dir = tempDir(t, 'clb-full-cli-')
+  const cli = (...args: string[]) => runCli(['nginx', '--route', '/=web:80', '--full', ...args])
+  const prefix = join(dir, 'lb')
+  const r = await cli('--full-prefix', prefix, '--default-server', '--client-body-buffer-size', '1m')
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, 'pid /srv/lb/nginx.pid;')
+  t.match(r.stdout, `pid ${prefix}/nginx.pid;`)
   t.match(r.stdout, 'listen 8080 default_server;')
   t.match(r.stdout, 'client_body_buffer_size 1m;')
+  t.ok(existsSync(prefix), 'written to stdout (`> nginx.conf`), the prefix is created too: nginx -c runs as is')
+  // A prefix this user cannot create (a non-root user and the default /var/lib/consul-lb/nginx; here a file in the
+  // way, which stops root too): a clear error naming the setting, nothing written; a warning when printing.
+  const blocker = join(dir, 'a-file')
+  writeFileSync(blocker, '')
+  const out = join(dir, 'nginx.conf')
+  const refused = await cli('--full-prefix', `${blocker}/nginx`, '--out', out)
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /CLB_NGINX_WRITE_FAILED: cannot create --full-prefix .*a-file\/nginx \(ENOTDIR\)/)
+  t.notMatch(refused.stderr, /at async/, 'no stack trace')
+  t.notOk(existsSync(out), 'nothing written')
+  const printed = await cli('--full-prefix', `${blocker}/nginx`)
+  t.equal(printed.code, 0)
+  t.match(printed.stdout, `pid ${blocker}/nginx/nginx.pid;`)
+  t.match(printed.stderr, /CLB_NGINX_WRITE_FAILED/)
 })

@@ -4,6 +4,7 @@ import t from 'tap'
 import { loadNginxConfig } from '../src/config/nginx.js'
 import { ConfigError } from '../src/errors.js'
 import { silentLogger } from '../src/log.js'
+import { checkNginxConfig } from '../src/nginx/check.js'
 import {
   emitNginxConfig,
   type NginxError,
@@ -12,8 +13,9 @@ import {
   selectCatalogServices,
   supportsUpstreamResolve,
 } from '../src/nginx/index.js'
+import { renderNginxHttp } from '../src/nginx/render.js'
 import { parseRoute, type Route } from '../src/routes/route.js'
-import { renderOptions } from './helpers/nginx.js'
+import { nginxBinary, renderOptions } from './helpers/nginx.js'
 import { tempDir } from './helpers/tmp.js'
 
 const ROUTES = [
@@ -90,6 +92,34 @@ t.test('the upstream mode reads SRV ports through Consul’s RFC 2782 names', as
   t.match(text, 'proxy_pass http://consul_web.on.8080;')
   t.match(text, /upstream consul_web\.on\.8080 \{\n {4}zone [^\n]+\n {4}resolver 127\.0\.0\.1:8600 valid=5s ipv6=off;/)
 })
+
+t.test(
+  'upstream names keep listen addresses apart: a file for 8080 and one for [::]:8080 share one nginx',
+  async (t) => {
+    const names = (listen: string) =>
+      [
+        ...renderNginxConfig(renderOptions({ mode: 'upstream', routes: [parseRoute('/=web')], listen })).matchAll(
+          /upstream (\S+) \{/g,
+        ),
+      ].map((m) => m[1])
+    const listens = ['8080', '[::]:8080', '*:8080', '127.0.0.1:8080', '[::1]:8080', '[1::]:8080', 'lb-1.local:8080']
+    const all = listens.map((l) => names(l)[0])
+    t.same(new Set(all).size, listens.length, `one name per listen address: ${all.join(' ')}`)
+    t.equal(all[0], 'consul_web.on.8080')
+    // Both files in one nginx 1.30 (nginx -t does not bind): a duplicate upstream would be [emerg].
+    const body = (listen: string) =>
+      renderNginxHttp(
+        renderOptions({
+          mode: 'upstream',
+          routes: [parseRoute('/=web')],
+          listen,
+          nginxVersion: parseNginxVersion('nginx/1.30.0'),
+        }),
+      )
+    const res = await checkNginxConfig(`${body('8080')}\n${body('[::]:8080')}`, nginxBinary('1.30'))
+    t.ok(res.ok, res.output)
+  },
+)
 
 t.test('the resolver mode refuses a route without a fixed port and says what to do', async (t) => {
   const err = (() => {

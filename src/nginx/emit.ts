@@ -82,7 +82,7 @@ function consulClientFor(cfg: NginxConfig): ConsulClient {
 export async function emitNginxConfig(
   cfg: NginxConfig,
   log: Logger,
-  write: (text: string) => Promise<void> = defaultWriter(cfg),
+  write: (text: string) => Promise<void> = defaultWriter(cfg, log),
 ): Promise<EmitResult> {
   const opts = await supportedRenderOptions(cfg)
   let services: string[] | null = null
@@ -131,14 +131,28 @@ async function truncateWarnings(client: ConsulClient, log: Logger): Promise<stri
   return [TRUNCATE_WARNING]
 }
 
-function defaultWriter(cfg: NginxConfig): (text: string) => Promise<void> {
-  if (cfg.out === '-')
-    return (text) =>
-      new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
+function defaultWriter(cfg: NginxConfig, log: Logger): (text: string) => Promise<void> {
   return async (text) => {
-    // A whole nginx.conf names its pid file and logs under --full-prefix; nginx creates neither folder.
-    if (cfg.full) await mkdir(cfg.fullPrefix, { recursive: true })
-    await writeFileAtomically(cfg.out, text)
+    await createFullPrefix(cfg, log)
+    if (cfg.out !== '-') return writeFileAtomically(cfg.out, text)
+    return new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())))
+  }
+}
+
+/**
+ * A whole nginx.conf names its pid file, logs and temp folders under --full-prefix, and nginx creates none of those
+ * folders' parents: the prefix is made with the file, so that `nginx -c FILE` runs as is (also after `> FILE`). A user
+ * who may not create it (a non-root user and the default under /var/lib) is told so, naming the setting: an error
+ * when the file is written (nothing is written), a warning for stdout (the text may be meant for another machine).
+ */
+async function createFullPrefix(cfg: NginxConfig, log: Logger): Promise<void> {
+  if (!cfg.full) return
+  try {
+    await mkdir(cfg.fullPrefix, { recursive: true })
+  } catch (err) {
+    const message = `cannot create --full-prefix ${cfg.fullPrefix} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): nginx would fail to open its pid file and logs there; give --full-prefix a folder this user may create (for a non-root user, one under its home)`
+    if (cfg.out !== '-') throw new NginxError('CLB_NGINX_WRITE_FAILED', message, { cause: err })
+    log.warn({ code: 'CLB_NGINX_WRITE_FAILED', fullPrefix: cfg.fullPrefix }, message)
   }
 }
 
@@ -152,7 +166,7 @@ export async function createCatalogWatcher(
   extra: { waitS?: number } = {},
 ): Promise<{ watcher: CatalogWatcher; client: ConsulClient }> {
   const opts = await supportedRenderOptions(cfg)
-  if (cfg.full) await mkdir(cfg.fullPrefix, { recursive: true })
+  await createFullPrefix(cfg, log)
   const client = consulClientFor(cfg)
   const reloadCommand = cfg.reloadCommand
   const watcher = new CatalogWatcher({

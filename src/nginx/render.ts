@@ -221,9 +221,14 @@ function upstreamName(r: Route, listen: string): string {
   return `consul_${r.service}${r.tag === null ? '' : `.tag.${r.tag}`}${r.datacenter === null ? '' : `.dc.${r.datacenter}`}${r.port === null ? '' : `.port.${r.port}`}.on.${listenTag(listen)}`
 }
 
-/** `8080` → `8080`, `127.0.0.1:8080` → `127-0-0-1-8080`, `[::1]:8080` → `1-8080`. */
+/**
+ * The listen address as part of a name, one to one (validate.ts LISTEN: a port, or `*`, an IPv4 address, a host name
+ * or a bracketed IPv6 address, then the port): brackets dropped, `:` and `*` written `_`. `8080` → `8080`,
+ * `127.0.0.1:8080` → `127.0.0.1_8080`, `[::]:8080` → `___8080`, `*:8080` → `__8080`: a file for `8080` and one for
+ * `[::]:8080` (IPv4 and IPv6 beside each other) never define the same upstream.
+ */
 function listenTag(listen: string): string {
-  return listen.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-+|-+$/g, '')
+  return listen.replace(/[[\]]/g, '').replace(/[:*]/g, '_')
 }
 
 function upstreams(opts: RenderOptions, routes: readonly Route[]): string[] {
