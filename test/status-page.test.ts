@@ -18,6 +18,11 @@ function secondsLeft(text: string): number | null {
   return m ? Number(m[1] ?? 0) * 60 + Number(m[2]) : null
 }
 
+/** The registrator's flags for these pages: this test's Docker and Consul, host ID `pagehost`. */
+function registratorFlags(dockerUrl: string, consulAddr: string): string[] {
+  return ['--docker', dockerUrl, '--consul', consulAddr, '--ip', '127.0.0.1', '--host-id', 'pagehost']
+}
+
 t.test(
   'the status page: instances with their state and traffic, maintenance, a killed instance and a stopped Consul, live',
   async (t) => {
@@ -250,14 +255,7 @@ t.test("the registrator's own admin listener: containers with their service IDs 
     t,
     [
       'registrator',
-      '--docker',
-      docker.url,
-      '--consul',
-      consul.httpAddr,
-      '--ip',
-      '127.0.0.1',
-      '--host-id',
-      'pagehost',
+      ...registratorFlags(docker.url, consul.httpAddr),
       '--admin',
       `127.0.0.1:${admin}`,
       '--log-level',
@@ -289,3 +287,120 @@ t.test("the registrator's own admin listener: containers with their service IDs 
     'no request to anything but the admin listener',
   )
 })
+
+t.test(
+  'what Consul and Docker carry reaches the page as text; lookups by tag and dc, conflicts, reasons said once',
+  async (t) => {
+    const docker = await startDocker(t)
+    const consul = await startConsul(t)
+    const b = await startBackend('tagged-1', '127.0.0.1', 0, t)
+    await consul.register({ ID: b.id, Name: 'shop', Address: b.host, Port: b.port, Tags: ['v1'] })
+    // A service whose only instance fails a check that its owner named and fills: the 503's explanation quotes both.
+    const MARKUP = `<img src=x onerror="window.__pwned='check'"><script>window.__pwned='script'</script>`
+    await consul.register({
+      ID: 'bad-1',
+      Name: 'bad',
+      Address: '127.0.0.1',
+      Port: 9,
+      Check: { Name: `${MARKUP} \u202Eevil`, TTL: '600s', Status: 'critical' },
+    })
+    await consul.waitPassing('shop', 1)
+    // The ID this container's port 80 would get, taken by someone else's registration: a conflict, left alone.
+    await consul.register({ ID: 'pagehost:page-conflict:80', Name: 'handmade', Address: '127.0.0.1', Port: 1 })
+    docker.removeOnTeardown(t, 'page-hostile', 'page-conflict')
+    const s = await startServe(t, [
+      '--dns',
+      consul.dnsAddr,
+      '--route',
+      '/=shop',
+      '--route',
+      '/v1=shop,tag=v1',
+      '--route',
+      '/eu=shop,dc=dc1',
+      '--route',
+      '/bad=bad',
+      '--registrator',
+      ...registratorFlags(docker.url, consul.httpAddr),
+      '--log-level',
+      'warn',
+    ])
+    await docker.run({
+      name: 'page-hostile',
+      publish: ['80'],
+      labels: { SERVICE_NAME: 'hostile', SERVICE_TAGS: `${MARKUP},ok` },
+    })
+    await docker.run({ name: 'page-conflict', publish: ['80'] })
+    for (const path of ['/', '/v1/', '/eu/']) t.equal((await http(s.port, path)).status, 200, `GET ${path}`)
+    // The explanation comes from a background lookup in Consul's HTTP API: ask until the 503 carries it (bounded).
+    const explained = await until(
+      'the 503 explains itself',
+      async () => {
+        const r = await http(s.port, '/bad')
+        return r.body.includes('onerror') ? r.body.trim() : false
+      },
+      15_000,
+    )
+
+    const { page, errors, requests } = await openTab(t)
+    await page.goto(`http://127.0.0.1:${s.admin}/`)
+    const shop = page.locator('article.service', { has: page.locator('h3', { hasText: /^shop$/ }) })
+    await until(
+      'the shop card with its three lookups',
+      async () => (await shop.locator('.lookup').count()) === 3,
+      10_000,
+    )
+    const lookups = await shop.locator('.lookup .service-head').allInnerTexts()
+    t.match(lookups.join('\n'), /v1\.shop\.service\.consul\s+tag v1/, 'the tag lookup is titled by its name and tag')
+    t.match(lookups.join('\n'), /shop\.service\.dc1\.consul\s+dc dc1/, 'the dc lookup by its name and datacenter')
+    t.equal(await shop.locator('svg.chart').count(), 1, 'one chart: the three lookups count under one name')
+    t.equal(await page.locator('article.service h3', { hasText: /^shop$/ }).count(), 1, 'one card for shop')
+
+    const bad = page.locator('article.service', { has: page.locator('h3', { hasText: /^bad$/ }) })
+    await until('the reason with the explanation', async () => /onerror/.test(await bad.innerText()), 10_000)
+    const reason = await bad.locator('.reason').first().innerText()
+    t.ok(
+      reason.includes(explained.value.replace('\u202E', '⟨U+202E⟩')),
+      'the reason is the body the client got, as text (markup and all)',
+    )
+    t.equal(reason.split('CLB_NO_HEALTHY_INSTANCE').length - 1, 1, `the code is said once: ${reason}`)
+    t.match(reason, /⟨U\+202E⟩/, "the check's right-to-left override is shown, not obeyed")
+
+    const reg = page.locator('#registrator')
+    const { value: regText } = await until(
+      'both containers on the page',
+      async () => {
+        const text = await reg.innerText()
+        return /page-hostile/.test(text) && /page-conflict/.test(text) ? text : false
+      },
+      20_000,
+    )
+    t.ok(regText.includes(MARKUP), "the label's markup is in its warning, as text")
+    const conflictRow = reg.locator('tr', { hasText: 'page-conflict' })
+    await until('the conflict is marked', async () => /conflict/.test(await conflictRow.innerText()), 20_000)
+    t.match(
+      await conflictRow.innerText(),
+      /pagehost:page-conflict:80[\s\S]*conflict[\s\S]*registered as handmade:1/,
+      'the conflicting service ID is marked on its container, with why',
+    )
+    t.equal(await page.evaluate('window.__pwned'), undefined, 'nothing from Consul or Docker ran')
+    t.equal(await page.evaluate('document.querySelectorAll("img").length'), 0, 'no element made from their text')
+
+    // A phone: the routes' options (tag, dc) are on screen, not in a column scrolled out of view.
+    await page.setViewportSize({ width: 390, height: 844 })
+    await sleep(1200)
+    const cell = page.locator('#routes td[data-label="options"]', { hasText: 'tag v1' })
+    const box = await cell.boundingBox()
+    t.ok(
+      box !== null && box.x >= 0 && box.x + box.width <= 390,
+      `"tag v1" is within the screen (${JSON.stringify(box)})`,
+    )
+    const overflow = Number(await page.evaluate('document.documentElement.scrollWidth - window.innerWidth'))
+    t.ok(overflow <= 0, `nothing wider than the phone (overflow ${overflow} px)`)
+    t.same(errors, [], 'no console errors')
+    t.same(
+      requests.filter((u) => !u.startsWith(`http://127.0.0.1:${s.admin}/`)),
+      [],
+      'no request to anything but the admin listener',
+    )
+  },
+)

@@ -1,11 +1,12 @@
 import t from 'tap'
 import { sumProxyViews } from '../src/admin/cluster-view.js'
+import { PAGE_LIMITS, pageProxyView } from '../src/admin/page-view.js'
 import { LATENCY_BOUNDS_MS, latencyBucket, latencyQuantile, SecondRing } from '../src/balancer/recent.js'
 import { UpstreamRegistry } from '../src/balancer/upstream.js'
 import { NoHealthyInstanceError } from '../src/errors.js'
 import { ServiceStats } from '../src/proxy/metrics.js'
-import type { InstanceStatus, ProxyStatus, ServiceStatus } from '../src/proxy/status.js'
 import { instanceKey } from '../src/resolver/instances.js'
+import { instance, service, view } from './helpers/status-fixtures.js'
 
 // The numbers behind the status page, as pure cores: per-second rings, percentiles from buckets, and the sum over
 // --workers. The page itself is tested in a browser (status-page.test.ts).
@@ -76,7 +77,7 @@ t.test("an instance's recent traffic: attempts per second, latency, failures of 
 })
 
 t.test('a service keeps its error answers by code, with the last one, and 5 minutes of history', async (t) => {
-  const st = new ServiceStats()
+  const st = new ServiceStats('web')
   for (let i = 0; i < 3; i++) st.count(200, T0 + i * 1000)
   const e1 = new NoHealthyInstanceError('web', 'Consul lists no passing instance')
   const e2 = new NoHealthyInstanceError('web', 'every instance is at its connection cap')
@@ -94,84 +95,6 @@ t.test('a service keeps its error answers by code, with the last one, and 5 minu
   t.same(h.requests.slice(-1), [5], 'the last step holds seconds 0-4: five answers')
   t.same(h.errors.slice(-1), [2], 'two of them 5xx')
 })
-
-function instance(over: Partial<InstanceStatus>): InstanceStatus {
-  return {
-    instance: '127.0.0.1:9001',
-    priority: 1,
-    weight: 1,
-    inflight: 0,
-    maxConnections: 256,
-    full: false,
-    available: true,
-    requests: 0,
-    failures: 0,
-    rps: 0,
-    latency: new Array<number>(LATENCY_BOUNDS_MS.length + 1).fill(0),
-    p50Ms: null,
-    p99Ms: null,
-    recentFailures: 0,
-    ejected: false,
-    ejectedForMs: 0,
-    ejectReason: null,
-    lastFailure: null,
-    ...over,
-  }
-}
-
-function service(over: Partial<ServiceStatus>): ServiceStatus {
-  return {
-    key: 'web.service.consul',
-    service: 'web',
-    dnsName: 'web.service.consul',
-    lookup: 'SRV',
-    answer: 'fresh',
-    answerMeaning: undefined,
-    dnsState: 'fresh',
-    staleLeftMs: null,
-    transport: 'udp',
-    server: '127.0.0.1:8600',
-    capped: false,
-    cappedMeaning: undefined,
-    ageMs: 100,
-    ttlMs: 1000,
-    expiresInMs: 900,
-    refreshes: 1,
-    lastError: null,
-    panicPicks: 0,
-    responses: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 },
-    retries: 0,
-    ejections: 0,
-    errorAnswers: [],
-    unavailable: null,
-    history: { stepS: 5, requests: [0, 0], errors: [0, 0] },
-    instances: [],
-    ...over,
-  }
-}
-
-function view(pid: number, services: ServiceStatus[]): ProxyStatus {
-  return {
-    state: 'serving',
-    uptimeS: 10,
-    pid,
-    listen: '127.0.0.1:8080',
-    inflight: 1,
-    openUpgrades: 0,
-    clientConnections: 2,
-    retryBudget: { retriesInFlight: 1, limit: 32, percent: 20, min: 32 },
-    dns: { servers: [], transport: 'udp', domain: 'consul', ttlFloorMs: 1000, ttlCeilingMs: 5000, staleIfErrorMs: 1 },
-    balancer: 'round-robin',
-    passiveHealth: { maxFails: 3, failWindowMs: 10_000, ejectForMs: 30_000 },
-    routes: [],
-    routing: [],
-    hostRouting: false,
-    rateWindowS: 10,
-    failureWindowS: 60,
-    latencyBoundsMs: LATENCY_BOUNDS_MS,
-    services,
-  }
-}
 
 t.test(
   '--workers: the views add up; percentiles come from summed buckets; an ejection by any worker shows',
@@ -236,5 +159,60 @@ t.test(
     t.equal(i.ejectedInWorkers, 1)
     t.equal(i.ejectReason, '3 failures (ECONNREFUSED) within 10000 ms')
     t.same(i.lastFailure, { code: 'ECONNREFUSED', agoMs: 50 })
+  },
+)
+
+t.test(
+  'the page view is bounded: invented Host names fold into one entry, the rest past 40 cards are lines',
+  async (t) => {
+    const known = Array.from({ length: 500 }, (_, i) =>
+      service({
+        key: `s${i}.service.consul`,
+        service: `s${i}`,
+        countedAs: `s${i}`,
+        dnsName: `s${i}.service.consul`,
+        history: { stepS: 5, requests: new Array(60).fill(i), errors: new Array(60).fill(0) },
+        instances: [instance({ instance: `127.0.0.1:${10_000 + i}`, rps: i })],
+      }),
+    )
+    // The last one listed needs a look: one of its instances is ejected.
+    known[499]!.instances[0]!.ejected = true
+    const invented = Array.from({ length: 256 }, (_, i) =>
+      service({ key: `x${i}.service.consul`, service: `x${i}`, countedAs: '_unresolved', dnsState: 'negative' }),
+    )
+    const p = view(1, [...known, ...invented])
+    p.routing = known.slice(0, 300).map((s) => ({
+      route: `/${s.service}=${s.service}`,
+      key: s.key,
+      host: null,
+      path: `/${s.service}`,
+      service: s.service,
+      tag: null,
+      datacenter: null,
+      port: null,
+      strip: false,
+      websocket: false,
+    }))
+    const full = JSON.stringify(p).length
+    const page = pageProxyView(p)
+    const size = JSON.stringify(page).length
+    t.equal(page.services.length, PAGE_LIMITS.cards, `${PAGE_LIMITS.cards} services drawn as cards`)
+    t.ok(
+      page.services.some((s) => s.key === 's499.service.consul'),
+      'the one with an ejected instance is among them, though listed last',
+    )
+    t.same(
+      page.services.slice(0, 3).map((s) => s.key),
+      ['s261.service.consul', 's262.service.consul', 's263.service.consul'],
+      'then routed services with the most traffic, in the order /status lists them (cards do not jump)',
+    )
+    t.equal(page.serviceLines.length, PAGE_LIMITS.lines, `the next ${PAGE_LIMITS.lines} as one line each`)
+    t.equal(page.servicesOmitted, 500 - PAGE_LIMITS.cards - PAGE_LIMITS.lines, 'the rest counted')
+    t.equal(page.unknownHostNames?.count, 256, 'the 256 invented Host names are one entry')
+    t.equal(page.unknownHostNames?.names.length, PAGE_LIMITS.unknownNames, 'naming the first few')
+    t.equal(page.routing.length, PAGE_LIMITS.routes)
+    t.equal(page.routesOmitted, 300 - PAGE_LIMITS.routes)
+    t.notOk('latency' in page.services[0]!.instances[0]!, 'latency buckets stay out (the page shows p50/p99)')
+    t.ok(size < 100_000, `one frame is ${size} bytes, /status ${full}`)
   },
 )

@@ -4,6 +4,7 @@ import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from '../log.js'
 import { StatusFeed } from './feed.js'
 import { statusPage } from './page.js'
+import { pageView } from './page-view.js'
 
 export interface AdminOptions {
   host: string
@@ -165,15 +166,6 @@ async function collectStatus(opts: AdminOptions): Promise<Record<string, unknown
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
-}
-
-/**
- * What the page renders, out of the /status view: every open page receives it each second, so the per-worker views
- * (`--workers`: the page shows their sum, `proxy`) and anything else the page does not draw stay out of the stream.
- */
-function pageView(status: Record<string, unknown>): Record<string, unknown> {
-  const { at, proxy, registrator, error } = status
-  return { at, proxy, registrator, error }
 }
 
 /**

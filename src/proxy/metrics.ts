@@ -24,6 +24,8 @@ export interface ErrorAnswers {
  * and /metrics reads them when scraped. prom-client's labelled `inc`/`observe` cost about 0.5 µs per call.
  */
 export class ServiceStats {
+  /** The `service` label these counters carry: the service's name, or `_unrouted`, `_unresolved`, `_other`. */
+  readonly label: string
   readonly byClass = [0, 0, 0, 0, 0]
   retries = 0
   ejections = 0
@@ -44,6 +46,10 @@ export class ServiceStats {
   private readonly perSecond = new SecondRing(2, HISTORY_STEP_S * HISTORY_STEPS + 1)
   /** By code; bounded by the set of codes the proxy answers with, whatever clients send. */
   private readonly errorAnswers = new Map<string, ErrorAnswers>()
+
+  constructor(label: string) {
+    this.label = label
+  }
 
   count(status: number, now = Date.now()): void {
     const cls = status >= 100 && status < 600 ? ((status / 100) | 0) - 1 : 4
@@ -90,9 +96,9 @@ export class ProxyMetrics {
   readonly cacheServes: Counter<'result'>
   readonly proxyErrors: Counter<'code'>
   /** Requests answered before a service was known (404, 403). */
-  readonly unrouted: ServiceStats = new ServiceStats()
-  readonly unresolved: ServiceStats = new ServiceStats()
-  private readonly other: ServiceStats = new ServiceStats()
+  readonly unrouted: ServiceStats = new ServiceStats('_unrouted')
+  readonly unresolved: ServiceStats = new ServiceStats('_unresolved')
+  private readonly other: ServiceStats = new ServiceStats('_other')
   private readonly perService = new Map<string, ServiceStats>()
   /** Bound children: the request path increments these without a label lookup. */
   readonly cacheHit: Counter.Internal
@@ -177,7 +183,7 @@ export class ProxyMetrics {
     let m = this.perService.get(name)
     if (m === undefined) {
       if (this.perService.size >= MAX_SERVICES) return this.other
-      m = new ServiceStats()
+      m = new ServiceStats(name)
       this.perService.set(name, m)
     }
     return m

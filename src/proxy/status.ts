@@ -35,6 +35,15 @@ export interface ServiceStatus {
   /** The resolver's key: DNS name, and `:port` for a fixed-port lookup. */
   key: string
   service: string
+  /** The lookup's tag and datacenter (a route's `tag=`, `dc=`, or a Host name's), null when it has none. */
+  tag: string | null
+  datacenter: string | null
+  /**
+   * The `service` label its answers are counted under: its name, or `_unresolved` for a Host-routed name Consul never
+   * listed an instance for (every such name shares those counters), or `_other` past the services' label cap. The
+   * answers, error answers and chart of all lookups of one service name are the same counters.
+   */
+  countedAs: string
   dnsName: string
   lookup: string
   answer: string
@@ -127,6 +136,9 @@ export function proxyStatus(p: LoadBalancer): ProxyStatus {
     services.push({
       key: e.key,
       service: e.service,
+      tag: t.key.tag,
+      datacenter: t.key.datacenter,
+      countedAs: t.stats.label,
       dnsName: e.name,
       lookup: e.port === null ? 'SRV (ports from Consul)' : `A/AAAA, fixed port ${e.port}`,
       answer: e.source,

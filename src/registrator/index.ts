@@ -204,6 +204,7 @@ export class Registrator {
         skipped: v.skipped,
         warnings: v.warnings.map((w) => ({ code: w.code, field: w.field, message: w.message })),
       })),
+      conflicts: [...this.syncer.conflicts].map(([id, reason]) => ({ id, reason })),
       registrationsOwned: owned.size,
       owned: [...owned.keys()].sort(),
       lastSync: this.syncer.lastSync,

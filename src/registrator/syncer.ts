@@ -73,7 +73,8 @@ export class Syncer {
   private readonly ownedIds = new Map<string, string>()
   /** Convention warnings already logged per container, so a resync does not repeat them every period. */
   private readonly warned = new Map<string, Set<string>>()
-  private readonly conflictsWarned = new Set<string>()
+  /** Service IDs we would register that someone else's registration holds, and why (warned once each). */
+  private readonly conflictsWarned = new Map<string, string>()
   /** Service names Consul refused to register for want of an ACL permission (tried first next time). */
   private readonly denied = new Set<string>()
   private last: SyncSummary | null = null
@@ -87,6 +88,11 @@ export class Syncer {
   /** Service ID → container ID of the registrations this registrator holds. */
   get owned(): ReadonlyMap<string, string> {
     return this.ownedIds
+  }
+
+  /** Service IDs left alone because another registration holds them, with the reason (as of the last full sync). */
+  get conflicts(): ReadonlyMap<string, string> {
+    return this.conflictsWarned
   }
 
   get lastSync(): SyncSummary | null {
@@ -145,7 +151,7 @@ export class Syncer {
       for (const id of this.warned.keys()) if (!this.containers.has(id)) this.warned.delete(id)
       drainer.retainOnly(new Set(this.containers.keys()))
       const conflicting = new Set(plan.conflicts.map((c) => c.id))
-      for (const id of this.conflictsWarned) if (!conflicting.has(id)) this.conflictsWarned.delete(id)
+      for (const id of this.conflictsWarned.keys()) if (!conflicting.has(id)) this.conflictsWarned.delete(id)
       const wanted = new Set(views.flatMap((v) => v.services.map((s) => s.registration.Name)))
       for (const name of this.denied) if (!wanted.has(name)) this.denied.delete(name)
       failures += await drainer.settle(views, retained, this.ownedIds)
@@ -314,8 +320,10 @@ export class Syncer {
       else failures++
     }
     for (const { id, reason } of plan.conflicts) {
-      if (this.conflictsWarned.has(id)) continue
-      this.conflictsWarned.add(id)
+      // The reason is kept current for the status page; the warning is logged once per conflict.
+      const warned = this.conflictsWarned.has(id)
+      this.conflictsWarned.set(id, reason)
+      if (warned) continue
       errors.record(new RegistratorError('CLB_REG_CONFLICT', `service ID ${id}: ${reason}; left alone`))
       log.warn(
         { code: 'CLB_REG_CONFLICT', id, reason },

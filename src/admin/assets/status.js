@@ -14,7 +14,8 @@
  * }} InstanceView
  * @typedef {{ status: number, code: string, count: number, message: string, agoMs: number }} ErrorAnswerView
  * @typedef {{
- *   key: string, service: string, dnsName: string, lookup: string, answer: string, answerMeaning: string, dnsState: string,
+ *   key: string, service: string, tag: string | null, datacenter: string | null, countedAs: string,
+ *   dnsName: string, lookup: string, answer: string, answerMeaning: string, dnsState: string,
  *   staleLeftMs: number | null, transport: string | null, server: string | null, capped: boolean,
  *   ageMs: number | null, ttlMs: number, refreshes: number,
  *   lastError: { code: string, message: string, agoMs: number } | null, panicPicks: number,
@@ -28,10 +29,19 @@
  *   datacenter: string | null, port: number | null, strip: boolean, websocket: boolean
  * }} RouteView
  * @typedef {{
+ *   key: string, dnsState: string, instances: number, ejected: number, rps: number, errors: number
+ * }} ServiceLine
+ * @typedef {{
+ *   count: number, names: string[], countedAs: string, responses: ServiceView['responses'],
+ *   errorAnswers: ErrorAnswerView[]
+ * }} UnknownHostNames
+ * @typedef {{
  *   state: string, uptimeS: number, pid: number | number[], listen: string, inflight: number,
  *   openUpgrades: number, workers?: number, retryBudget: { retriesInFlight: number, limit: number },
- *   routing: RouteView[], hostRouting: false | { domain: string, allowServices: string[] | string },
- *   services: ServiceView[]
+ *   routing: RouteView[], routesOmitted: number,
+ *   hostRouting: false | { domain: string, allowServices: string[] | string },
+ *   services: ServiceView[], serviceLines: ServiceLine[], servicesOmitted: number,
+ *   unknownHostNames: UnknownHostNames | null
  * }} ProxyView
  * @typedef {{ at: string, code: string, message: string }} RegistratorError
  * @typedef {{
@@ -42,6 +52,7 @@
  *     message: string, count: number } | null },
  *   containers: { id: string, name: string, paused: boolean, draining: boolean, services: string[],
  *     skipped: string | null, warnings: { code: string, field: string, message: string }[] }[],
+ *   conflicts?: { id: string, reason: string }[],
  *   registrationsOwned: number,
  *   lastSync: { reason: string, at: string, durationMs: number, ok: boolean, registered: number,
  *     deregistered: number, conflicts: number, error: { code: string, message: string } | null } | null,
@@ -55,6 +66,21 @@ const SVG = 'http://www.w3.org/2000/svg'
 const RETRY_MS = 10_000
 
 /**
+ * Characters that act instead of showing: C0/C1 controls (but tab and newline), bidirectional embeddings, overrides
+ * and isolates, and invisible spaces. In a name or message from Consul, Docker or a client, an override would make the
+ * rest of its line read backwards and an invisible character would hide a difference; they are shown as ⟨U+202E⟩.
+ */
+const UNSEEN =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]/g
+
+/** @param {string} text */
+function visible(text) {
+  return text.replace(UNSEEN, (c) => `⟨U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}⟩`)
+}
+
+/**
+ * An element; string children become text nodes (never HTML), with `visible()` applied.
  * @param {string} tag
  * @param {Record<string, string | number | boolean | null | undefined> | null} [props]
  * @param {...(Node | string | null | undefined | false | (Node | string | null | undefined | false)[])} children
@@ -68,7 +94,8 @@ function h(tag, props, ...children) {
       if (k === 'class') el.className = String(v)
       else el.setAttribute(k, String(v))
     }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c)
+  for (const c of children.flat())
+    if (c !== null && c !== undefined && c !== false) el.append(typeof c === 'string' ? visible(c) : c)
   return el
 }
 
@@ -114,9 +141,13 @@ function count(n) {
   return n.toLocaleString('en-US')
 }
 
-/** An id fragment for anchors, from a DNS name (letters, digits, hyphens). @param {string} text */
-function slug(text) {
-  return text.toLowerCase().replace(/[^a-z0-9]+/g, '-')
+/**
+ * An element id (and URL fragment) from a name: DNS names and error codes keep their letters, digits, dots, colons and
+ * hyphens, so two names never share an id.
+ * @param {string} prefix @param {string} text
+ */
+function anchor(prefix, text) {
+  return `${prefix}-${text.toLowerCase().replace(/[^a-z0-9.:_-]/g, '-')}`
 }
 
 /**
@@ -137,12 +168,55 @@ function tickCountdowns() {
   }
 }
 
+/**
+ * @typedef {{ label: string, numeric?: boolean, mono?: boolean, address?: boolean }} Column
+ * @typedef {{ cells: (Node | string)[], class?: string | null, attrs?: Record<string, string> }} Row
+ */
+
+/**
+ * A table that becomes a stack of small cards of `label value` lines on a phone (each cell carries its column's label).
+ * @param {Column[]} columns @param {Row[]} rows @param {string} cls @param {string} empty
+ */
+function cardTable(columns, rows, cls, empty) {
+  const head = h(
+    'thead',
+    null,
+    h(
+      'tr',
+      null,
+      columns.map((c) => h('th', { class: c.numeric ? 'num' : null }, c.label)),
+    ),
+  )
+  const body = rows.map((r) =>
+    h(
+      'tr',
+      { class: r.class ?? null, ...r.attrs },
+      r.cells.map((cell, i) => {
+        const c = columns[i]
+        const classes = [c?.numeric ? 'num' : '', c?.mono ? 'mono' : '', c?.address ? 'addr' : ''].join(' ').trim()
+        return h('td', { 'data-label': c?.label ?? '', class: classes || null }, cell)
+      }),
+    ),
+  )
+  if (body.length === 0) body.push(h('tr', null, h('td', { colspan: columns.length, class: 'empty' }, empty)))
+  return h('div', { class: 'scroll' }, h('table', { class: `cards ${cls}` }, head, h('tbody', null, body)))
+}
+
+/** `label value` pairs in a wrapping line. @param {string} label @param {string} value */
+function fact(label, value) {
+  return h('span', null, `${label} `, h('b', null, value))
+}
+
 // ---- the proxy ----
 
 /** @param {ProxyView} p */
 function summaryText(p) {
-  const instances = p.services.reduce((n, svc) => n + svc.instances.length, 0)
-  const ejected = p.services.reduce((n, svc) => n + svc.instances.filter((i) => i.ejected).length, 0)
+  const all = [...p.services.map((svc) => svc.instances.length), ...p.serviceLines.map((l) => l.instances)]
+  const instances = all.reduce((a, b) => a + b, 0)
+  const ejected =
+    p.services.reduce((n, svc) => n + svc.instances.filter((i) => i.ejected).length, 0) +
+    p.serviceLines.reduce((n, l) => n + l.ejected, 0)
+  const services = p.services.length + p.serviceLines.length + p.servicesOmitted
   const parts = [
     p.state,
     `listening on ${p.listen}`,
@@ -150,61 +224,43 @@ function summaryText(p) {
     p.workers ? `${p.workers} workers (sum shown)` : null,
     `${count(p.inflight)} in flight`,
     `retries in flight ${p.retryBudget.retriesInFlight} of ${Math.floor(p.retryBudget.limit)} allowed`,
-    `${p.services.length} service${p.services.length === 1 ? '' : 's'}, ${instances} instance${instances === 1 ? '' : 's'}${ejected ? ` (${ejected} ejected)` : ''}`,
+    `${services} service${services === 1 ? '' : 's'}, ${instances} instance${instances === 1 ? '' : 's'}${ejected ? ` (${ejected} ejected)` : ''}`,
   ]
   return parts.filter(Boolean).join(' · ')
 }
 
 /** @param {ProxyView} p */
 function routesTable(p) {
-  const head = h(
-    'thead',
-    null,
-    h(
-      'tr',
-      null,
-      h('th', null, 'match'),
-      h('th', null, 'service'),
-      h('th', null, 'instances from'),
-      h('th', null, 'options'),
-    ),
-  )
-  const rows = p.routing.map((r) =>
-    h(
-      'tr',
-      null,
-      h('td', { class: 'mono' }, `${r.host ?? '*'}${r.path}`),
-      h('td', null, h('a', { href: `#svc-${slug(r.key)}` }, r.service)),
-      h('td', null, r.port === null ? 'SRV (ports from Consul)' : `A/AAAA, port ${r.port}`),
-      h(
-        'td',
-        null,
-        [
-          r.tag ? `tag ${r.tag}` : null,
-          r.datacenter ? `dc ${r.datacenter}` : null,
-          r.strip ? 'strip prefix' : null,
-          r.websocket ? 'websocket' : null,
-        ]
-          .filter(Boolean)
-          .join(', ') || '–',
-      ),
-    ),
-  )
+  /** @type {Row[]} */
+  const rows = p.routing.map((r) => ({
+    cells: [
+      `${r.host ?? '*'}${r.path}`,
+      h('a', { href: `#${anchor('svc', r.key)}` }, r.service),
+      r.port === null ? 'SRV (ports from Consul)' : `A/AAAA, port ${r.port}`,
+      [
+        r.tag ? `tag ${r.tag}` : null,
+        r.datacenter ? `dc ${r.datacenter}` : null,
+        r.strip ? 'strip prefix' : null,
+        r.websocket ? 'websocket' : null,
+      ]
+        .filter(Boolean)
+        .join(', ') || '–',
+    ],
+  }))
+  if (p.routesOmitted > 0)
+    rows.push({ cells: [`… and ${count(p.routesOmitted)} more routes (all in /status)`, '', '', ''], class: 'more' })
   if (p.hostRouting) {
     const allowed = Array.isArray(p.hostRouting.allowServices) ? p.hostRouting.allowServices.join(', ') : 'any service'
-    rows.push(
-      h(
-        'tr',
-        null,
-        h('td', { class: 'mono' }, `<svc>.service.${p.hostRouting.domain}`),
-        h('td', null, allowed),
-        h('td', null, 'SRV (ports from Consul)'),
-        h('td', null, 'Host routing'),
-      ),
-    )
+    rows.push({
+      cells: [`<svc>.service.${p.hostRouting.domain}`, allowed, 'SRV (ports from Consul)', 'Host routing'],
+    })
   }
-  if (rows.length === 0) rows.push(h('tr', null, h('td', { colspan: 4, class: 'empty' }, 'no routes')))
-  return [head, h('tbody', null, rows)]
+  return cardTable(
+    [{ label: 'match', mono: true }, { label: 'service' }, { label: 'instances from' }, { label: 'options' }],
+    rows,
+    'routes',
+    'no routes',
+  )
 }
 
 /** @param {ServiceView} svc */
@@ -225,14 +281,12 @@ function dnsBadge(svc) {
   }
 }
 
-/** @param {ServiceView} svc */
-function dnsFacts(svc) {
-  /** @param {string} label @param {string} value */
-  const fact = (label, value) => h('span', null, `${label} `, h('b', null, value))
+/** @param {ServiceView} svc @param {boolean} named */
+function dnsFacts(svc, named) {
   return h(
     'div',
     { class: 'facts' },
-    fact('name', svc.dnsName),
+    named ? fact('name', svc.dnsName) : null,
     fact('lookup', svc.lookup),
     fact('answer age', svc.ageMs === null ? '–' : duration(svc.ageMs)),
     fact('TTL in use', duration(svc.ttlMs)),
@@ -295,24 +349,30 @@ function chart(svc, uptimeS) {
         h('span', { class: 'swatch swatch-rps' }),
         `req/s, last ${duration(n * stepS * 1000)} (peak ${rate(peak)})`,
       ),
-      h('span', null, h('span', { class: 'swatch swatch-err' }), `errors ${count(errTotal)}`),
+      h('span', null, h('span', { class: 'swatch swatch-err' }), `5xx ${count(errTotal)}`),
     ),
   )
 }
 
-/** @param {ServiceView} svc @param {string} id */
-function answers(svc, id) {
-  const r = svc.responses
-  const list = h(
+/**
+ * Answers by class, and each error answer the proxy made with its code, count and a link to its reason.
+ * @param {{ responses: ServiceView['responses'], errorAnswers: ErrorAnswerView[] }} t
+ * @param {ServiceView | null} svc @param {string} id
+ */
+function answers(t, svc, id) {
+  const r = t.responses
+  return h(
     'ul',
     { class: 'answers' },
     h('li', null, `2xx ${count(r['2xx'])} · 3xx ${count(r['3xx'])} · 4xx ${count(r['4xx'])} · 5xx ${count(r['5xx'])}`),
-    h(
-      'li',
-      null,
-      `retries ${count(svc.retries)} · ejections ${count(svc.ejections)} · panic picks ${count(svc.panicPicks)}`,
-    ),
-    svc.errorAnswers.map((e) =>
+    svc
+      ? h(
+          'li',
+          null,
+          `retries ${count(svc.retries)} · ejections ${count(svc.ejections)} · panic picks ${count(svc.panicPicks)}`,
+        )
+      : null,
+    t.errorAnswers.map((e) =>
       h(
         'li',
         null,
@@ -320,33 +380,29 @@ function answers(svc, id) {
         ' ',
         h('span', { class: 'mono' }, e.code),
         ` × ${count(e.count)} · `,
-        h('a', { href: `#${id}-why-${slug(e.code)}` }, 'why'),
+        h('a', { href: `#${anchor(`${id}-why`, e.code)}` }, 'why'),
       ),
     ),
   )
-  return list
 }
 
-/** @param {ServiceView} svc @param {string} id */
-function reasons(svc, id) {
-  const items = svc.errorAnswers.map((e) =>
-    h(
-      'li',
-      { class: 'reason', id: `${id}-why-${slug(e.code)}` },
-      h('b', null, `${e.status} ${e.code}`),
-      ` (last ${duration(e.agoMs)} ago): `,
-      e.message,
-    ),
+/**
+ * The text behind each error answer, as its body gave it (the body names its status and code itself, so the line
+ * above it only says when), and, for a lookup with no instance, what a request would get now.
+ * @param {ErrorAnswerView[]} errorAnswers @param {ServiceView[]} lookups @param {string} id
+ */
+function reasons(errorAnswers, lookups, id) {
+  /** @param {string} anchorId @param {string} intro @param {string} body */
+  const reason = (anchorId, intro, body) =>
+    h('li', { class: 'reason', id: anchorId }, h('div', { class: 'muted' }, intro), h('div', { class: 'body' }, body))
+  const items = errorAnswers.map((e) =>
+    reason(anchor(`${id}-why`, e.code), `the last one, ${duration(e.agoMs)} ago, answered:`, e.message),
   )
-  if (svc.unavailable && !svc.errorAnswers.some((e) => e.code === svc.unavailable?.code))
-    items.push(
-      h(
-        'li',
-        { class: 'reason', id: `${id}-why-${slug(svc.unavailable.code)}` },
-        h('b', null, `a request now gets ${svc.unavailable.status} ${svc.unavailable.code}: `),
-        svc.unavailable.message,
-      ),
-    )
+  for (const svc of lookups) {
+    const now = svc.unavailable
+    if (now && !errorAnswers.some((e) => e.code === now.code))
+      items.push(reason(anchor(`${id}-why`, now.code), `a request to ${svc.key} now gets:`, now.message))
+  }
   return items.length ? h('ul', { class: 'reasons' }, items) : null
 }
 
@@ -364,65 +420,162 @@ function instanceState(i) {
   return badge('in rotation', 'ok')
 }
 
+/** @type {Column[]} */
+const INSTANCE_COLUMNS = [
+  { label: 'instance', mono: true, address: true },
+  { label: 'state' },
+  { label: 'tier', numeric: true },
+  { label: 'weight', numeric: true },
+  { label: 'in flight', numeric: true },
+  { label: 'req/s', numeric: true },
+  { label: 'p50', numeric: true },
+  { label: 'p99', numeric: true },
+  { label: 'failures', numeric: true },
+  { label: 'last error' },
+]
+
 /** @param {ServiceView} svc */
 function instancesTable(svc) {
   if (svc.instances.length === 0) return h('p', { class: 'empty' }, 'no instances')
-  const cols = ['instance', 'state', 'tier', 'weight', 'in flight', 'req/s', 'p50', 'p99', 'failures', 'last error']
-  const numeric = new Set(['tier', 'weight', 'in flight', 'req/s', 'p50', 'p99', 'failures'])
-  /** @param {string} label @param {Node | string} value @param {string} [cls] */
-  const cell = (label, value, cls) =>
-    h(
-      'td',
-      { 'data-label': label, class: [numeric.has(label) ? 'num' : '', cls ?? ''].join(' ').trim() || null },
-      value,
-    )
-  const rows = svc.instances.map((i) =>
-    h(
-      'tr',
-      { class: i.ejected ? 'out' : i.full ? 'full' : null, 'data-instance': i.instance },
-      cell('instance', i.instance, 'mono'),
-      cell('state', instanceState(i)),
-      cell('tier', String(i.priority)),
-      cell('weight', String(i.weight)),
-      cell('in flight', `${i.inflight} / ${i.maxConnections}`),
-      cell('req/s', rate(i.rps)),
-      cell('p50', latency(i.p50Ms)),
-      cell('p99', latency(i.p99Ms)),
-      cell('failures', `${i.recentFailures} last min · ${count(i.failures)} total`),
-      cell('last error', i.lastFailure ? `${i.lastFailure.code} ${duration(i.lastFailure.agoMs)} ago` : '–'),
-    ),
-  )
-  return h(
-    'div',
-    { class: 'scroll' },
-    h(
-      'table',
-      { class: 'instances' },
-      h(
-        'thead',
-        null,
-        h(
-          'tr',
-          null,
-          cols.map((c) => h('th', { class: numeric.has(c) ? 'num' : null }, c)),
-        ),
-      ),
-      h('tbody', null, rows),
-    ),
+  return cardTable(
+    INSTANCE_COLUMNS,
+    svc.instances.map((i) => ({
+      class: i.ejected ? 'out' : i.full ? 'full' : null,
+      attrs: { 'data-instance': i.instance },
+      cells: [
+        i.instance,
+        instanceState(i),
+        String(i.priority),
+        String(i.weight),
+        `${i.inflight} / ${i.maxConnections}`,
+        rate(i.rps),
+        latency(i.p50Ms),
+        latency(i.p99Ms),
+        `${i.recentFailures} last min · ${count(i.failures)} total`,
+        i.lastFailure ? `${i.lastFailure.code} ${duration(i.lastFailure.agoMs)} ago` : '–',
+      ],
+    })),
+    'instances',
+    'no instances',
   )
 }
 
-/** @param {ServiceView} svc @param {number} uptimeS */
-function serviceCard(svc, uptimeS) {
-  const id = `svc-${slug(svc.key)}`
+/**
+ * One lookup of a service (a route's tag, datacenter or fixed port): its DNS view and instances, under its DNS name.
+ * @param {ServiceView} svc
+ */
+function lookupBlock(svc) {
+  const options = [svc.tag ? `tag ${svc.tag}` : null, svc.datacenter ? `dc ${svc.datacenter}` : null].filter(Boolean)
+  return h(
+    'section',
+    { class: 'lookup', id: anchor('svc', svc.key), 'data-key': svc.key },
+    h(
+      'div',
+      { class: 'service-head' },
+      h('h4', { class: 'mono' }, svc.key),
+      options.length ? h('span', { class: 'muted' }, options.join(' · ')) : null,
+      dnsBadge(svc),
+    ),
+    dnsFacts(svc, false),
+    instancesTable(svc),
+  )
+}
+
+/**
+ * A card per service name: every lookup of one name counts its answers under the same counters, so they share one
+ * chart and one list of error answers; each lookup (a tag, a datacenter, a fixed port) keeps its own DNS view and
+ * instances. A name looked up one way only reads as one block: DNS view, chart, answers, instances.
+ * @param {ServiceView[]} lookups @param {number} uptimeS
+ */
+function serviceCard(lookups, uptimeS) {
+  const first = /** @type {ServiceView} */ (lookups[0])
+  const single = lookups.length === 1 && first.tag === null && first.datacenter === null && first.key === first.dnsName
+  const id = single ? anchor('svc', first.key) : anchor('service', `${first.service}.${first.countedAs}`)
   return h(
     'article',
-    { class: 'service', id, 'data-service': svc.service },
-    h('div', { class: 'service-head' }, h('h3', null, svc.service), dnsBadge(svc)),
-    dnsFacts(svc),
-    h('div', { class: 'grid' }, chart(svc, uptimeS), answers(svc, id)),
-    reasons(svc, id),
-    instancesTable(svc),
+    { class: 'service', id, 'data-service': first.service, 'data-key': single ? first.key : null },
+    h(
+      'div',
+      { class: 'service-head' },
+      h('h3', null, first.service),
+      single ? dnsBadge(first) : h('span', { class: 'muted' }, `${lookups.length} lookups`),
+    ),
+    single ? dnsFacts(first, true) : null,
+    first.countedAs !== first.service
+      ? h('p', { class: 'muted' }, `answers counted under ${first.countedAs}, with other services`)
+      : null,
+    h('div', { class: 'grid' }, chart(first, uptimeS), answers(first, first, id)),
+    reasons(first.errorAnswers, lookups, id),
+    single ? instancesTable(first) : lookups.map(lookupBlock),
+  )
+}
+
+/** @param {ServiceView[]} services */
+function byCounters(services) {
+  /** @type {Map<string, ServiceView[]>} */
+  const groups = new Map()
+  for (const svc of services) {
+    const k = `${svc.service}\n${svc.countedAs}`
+    const g = groups.get(k)
+    if (g) g.push(svc)
+    else groups.set(k, [svc])
+  }
+  return [...groups.values()]
+}
+
+/** Host names Consul does not know: one card, however many a client invented. @param {UnknownHostNames} u */
+function unknownCard(u) {
+  const id = 'unknown-hosts'
+  const more = u.count - u.names.length
+  return h(
+    'article',
+    { class: 'service unknown', id },
+    h(
+      'div',
+      { class: 'service-head' },
+      h('h3', null, 'Host names Consul does not know'),
+      badge(`${count(u.count)} name${u.count === 1 ? '' : 's'}`, 'warn'),
+    ),
+    h(
+      'p',
+      { class: 'muted' },
+      `Requests by Host for names Consul has never listed an instance for. Their answers are counted together (${u.countedAs}). Latest: `,
+      h('span', { class: 'mono' }, u.names.join(', ')),
+      more > 0 ? ` and ${count(more)} more (all in /status)` : '',
+    ),
+    answers(u, null, id),
+    reasons(u.errorAnswers, [], id),
+  )
+}
+
+/** The services past the cards, one line each. @param {ProxyView} p */
+function serviceLines(p) {
+  if (p.serviceLines.length === 0) return null
+  return h(
+    'div',
+    { class: 'service' },
+    h('h3', null, `${count(p.serviceLines.length + p.servicesOmitted)} more services, one line each`),
+    h(
+      'p',
+      { class: 'muted' },
+      `The page draws the ${p.services.length} services that most need a look (ejections, DNS trouble, error answers, then routes and traffic); all of them are in /status.`,
+    ),
+    cardTable(
+      [
+        { label: 'service', mono: true },
+        { label: 'DNS' },
+        { label: 'instances', numeric: true },
+        { label: 'ejected', numeric: true },
+        { label: 'req/s', numeric: true },
+        { label: '5xx, 5 min', numeric: true },
+      ],
+      p.serviceLines.map((l) => ({
+        cells: [l.key, l.dnsState, String(l.instances), String(l.ejected), rate(l.rps), count(l.errors)],
+      })),
+      'lines',
+      '',
+    ),
+    p.servicesOmitted > 0 ? h('p', { class: 'muted' }, `… and ${count(p.servicesOmitted)} more in /status`) : null,
   )
 }
 
@@ -430,9 +583,8 @@ function serviceCard(svc, uptimeS) {
 
 /** @param {RegistratorView} r */
 function registratorView(r) {
-  /** @param {string} label @param {string} value */
-  const fact = (label, value) => h('span', null, `${label} `, h('b', null, value))
   const sync = r.lastSync
+  const conflicts = new Map((r.conflicts ?? []).map((c) => [c.id, c.reason]))
   const facts = h(
     'div',
     { class: 'facts' },
@@ -451,25 +603,34 @@ function registratorView(r) {
         )
       : fact('last sync', 'none yet'),
   )
-  const rows = r.containers.map((c) =>
-    h(
-      'tr',
+  /** @param {string} id */
+  const serviceId = (id) => {
+    const why = conflicts.get(id)
+    return h(
+      'div',
       null,
-      h('td', null, c.name, h('div', { class: 'muted mono' }, c.id)),
-      h('td', { class: 'mono' }, c.services.length ? c.services.join('\n') : c.skipped ? `skipped: ${c.skipped}` : '–'),
-      h(
-        'td',
-        null,
+      id,
+      why === undefined ? null : [' ', badge('conflict', 'bad'), h('div', { class: 'muted' }, `${why}; left alone`)],
+    )
+  }
+  const containers = cardTable(
+    [{ label: 'container' }, { label: 'service IDs', mono: true }, { label: 'state' }, { label: 'warnings' }],
+    r.containers.map((c) => ({
+      cells: [
+        h('span', null, c.name, h('div', { class: 'muted mono' }, c.id)),
+        c.services.length ? h('span', null, c.services.map(serviceId)) : c.skipped ? `skipped: ${c.skipped}` : '–',
         c.paused ? badge('paused', 'warn') : c.draining ? badge('draining', 'warn') : badge('running', 'ok'),
-      ),
-      h(
-        'td',
-        null,
-        c.warnings.map((w) => h('div', null, h('span', { class: 'mono' }, w.code), ` ${w.field}: ${w.message}`)),
-      ),
-    ),
+        h(
+          'span',
+          null,
+          c.warnings.map((w) => h('div', null, h('span', { class: 'mono' }, w.code), ` ${w.field}: ${w.message}`)),
+        ),
+      ],
+    })),
+    'containers',
+    'no containers seen',
   )
-  if (rows.length === 0) rows.push(h('tr', null, h('td', { colspan: 4, class: 'empty' }, 'no containers seen')))
+  /** @type {Map<string, { n: number, last: RegistratorError }>} */
   const byCode = new Map()
   for (const e of r.errors) byCode.set(e.code, { n: (byCode.get(e.code)?.n ?? 0) + 1, last: e })
   return [
@@ -486,33 +647,18 @@ function registratorView(r) {
             `${r.consul.aclDenied.permission ? ` needs ${r.consul.aclDenied.permission}` : ''} (${r.consul.aclDenied.message})`,
         )
       : null,
-    h(
-      'div',
-      { class: 'scroll' },
-      h(
-        'table',
-        null,
-        h(
-          'thead',
-          null,
-          h(
-            'tr',
-            null,
-            h('th', null, 'container'),
-            h('th', null, 'service IDs'),
-            h('th', null, 'state'),
-            h('th', null, 'warnings'),
-          ),
-        ),
-        h('tbody', null, rows),
-      ),
-    ),
+    containers,
     byCode.size
       ? h(
           'ul',
           { class: 'reasons' },
           [...byCode].map(([code, { n, last }]) =>
-            h('li', { class: 'reason' }, h('b', null, `${code} × ${n}`), ` (last ${last.at}): ${last.message}`),
+            h(
+              'li',
+              { class: 'reason' },
+              h('div', { class: 'muted' }, `${code} × ${n}, the last at ${last.at}:`),
+              h('div', { class: 'body' }, last.message),
+            ),
           ),
         )
       : null,
@@ -525,7 +671,7 @@ function registratorView(r) {
 function setConnection(state, text) {
   const el = byId('connection')
   el.className = `conn conn-${state}`
-  el.textContent = text
+  el.textContent = visible(text)
 }
 
 /** @param {string} id */
@@ -543,18 +689,22 @@ function render(snap) {
   const p = snap.proxy
   byId('proxy').hidden = !p
   if (p) {
-    byId('summary').textContent = summaryText(p)
-    byId('routes').replaceChildren(...routesTable(p))
-    const cards = p.services.map((svc) => serviceCard(svc, p.uptimeS))
+    byId('summary').textContent = visible(summaryText(p))
+    byId('routes').replaceChildren(routesTable(p))
+    const cards = [
+      ...byCounters(p.services).map((g) => serviceCard(g, p.uptimeS)),
+      serviceLines(p),
+      p.unknownHostNames ? unknownCard(p.unknownHostNames) : null,
+    ].filter((x) => x !== null)
     byId('services').replaceChildren(
       ...(cards.length ? cards : [h('p', { class: 'empty' }, 'no service has been asked for yet')]),
     )
-  } else byId('summary').textContent = snap.registrator ? `registrator on ${snap.registrator.hostId}` : ''
+  } else byId('summary').textContent = snap.registrator ? visible(`registrator on ${snap.registrator.hostId}`) : ''
   byId('registrator').hidden = !snap.registrator
   if (snap.registrator)
     byId('registrator-body').replaceChildren(...registratorView(snap.registrator).filter((x) => x !== null))
   // The reason a link pointed at was redrawn: mark the new element (`:target` does not follow a replaced node).
-  if (location.hash) document.getElementById(location.hash.slice(1))?.classList.add('target')
+  if (location.hash) document.getElementById(decodeURIComponent(location.hash.slice(1)))?.classList.add('target')
 }
 
 function connect() {
