@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
-import { startAdmin } from '../src/admin/server.js'
+import { FOREIGN_HOST_CODE, startAdmin } from '../src/admin/server.js'
 import { silentLogger } from '../src/log.js'
 import { openTab, until } from './helpers/browser.js'
 import { instance, service, view } from './helpers/status-fixtures.js'
@@ -223,5 +223,49 @@ t.test(
     t.equal(res.headers.get('x-content-type-options'), 'nosniff')
     t.equal(res.headers.get('referrer-policy'), 'no-referrer')
     t.equal(res.headers.get('cache-control'), 'no-store')
+  },
+)
+
+t.test(
+  'DNS rebinding: a page on a name that now resolves to 127.0.0.1 reads neither the page nor /status, /events',
+  async (t) => {
+    const admin = await startAdmin({
+      host: '127.0.0.1',
+      port: 0,
+      log: silentLogger(),
+      status: { proxy: () => ({ secret: 'instance 10.0.0.7:8080' }) },
+    })
+    t.teardown(() => admin.close())
+    // The attacker's name, pointed at loopback inside this browser only: what a rebinding DNS server does after the
+    // operator opened the attacker's page. The page's script is then same-origin with the admin listener.
+    const { page } = await openTab(t, undefined, { 'rebind.test': '127.0.0.1' })
+    const origin = `http://rebind.test:${admin.port}`
+    const res = await page.goto(`${origin}/`)
+    t.equal(res?.status(), 403, 'the status page itself is refused under that name')
+    t.equal(res?.headers()['x-consul-lb-error'], FOREIGN_HOST_CODE)
+    // What the attacker's script would do: read each path until it sees the data or the body ends (an event stream
+    // does not end: 3 s at most).
+    const read = (await page.evaluate(`Promise.all(['/status', '/events', '/metrics'].map(async (p) => {
+      const r = await fetch(p, { signal: AbortSignal.timeout(3000) })
+      const reader = r.body.getReader()
+      let text = ''
+      try {
+        for (let c = await reader.read(); !c.done && !text.includes('10.0.0.7'); c = await reader.read())
+          text += new TextDecoder().decode(c.value)
+      } catch {}
+      return [r.status, text.includes('10.0.0.7')]
+    }))`)) as [number, boolean][]
+    t.same(
+      read,
+      [
+        [403, false],
+        [403, false],
+        [403, false],
+      ],
+      "the page's same-origin fetches get 403 and none of the listener's data",
+    )
+    const direct = await page.goto(`http://127.0.0.1:${admin.port}/status`)
+    t.equal(direct?.status(), 200, 'the same browser by address: served')
+    t.match(await direct?.text(), /10\.0\.0\.7/)
   },
 )

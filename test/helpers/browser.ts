@@ -31,20 +31,23 @@ export interface BrowserTab {
 
 /**
  * A fresh headless Chromium (own --user-data-dir) with one tab; closed and its folder removed in teardown, even when
- * the test fails. `viewport` defaults to a laptop screen.
+ * the test fails. `viewport` defaults to a laptop screen. `resolve` maps host names to addresses inside this browser
+ * only (Chromium's --host-resolver-rules), e.g. a name that a DNS-rebinding attacker pointed at 127.0.0.1.
  */
 export async function openTab(
   t: { teardown(fn: () => unknown): void },
   viewport: { width: number; height: number } = { width: 1280, height: 900 },
+  resolve: Record<string, string> = {},
 ): Promise<BrowserTab> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} missing: scripts/setup.sh installs Debian's chromium`)
+  const rules = Object.entries(resolve).map(([name, address]) => `MAP ${name} ${address}`)
   const dir = mkdtempSync(join(tmpdir(), 'consul-lb-chromium-'))
   let context: BrowserContext
   try {
     context = await chromium.launchPersistentContext(dir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: FLAGS,
+      args: rules.length ? [...FLAGS, `--host-resolver-rules=${rules.join(', ')}`] : FLAGS,
       viewport,
     })
   } catch (err) {
