@@ -290,10 +290,13 @@ t.test('/healthz, /status and /metrics explain the proxy', async (t) => {
 })
 
 t.test('graceful close: an in-flight request finishes, new connections are refused', async (t) => {
-  await backendsFor(t, 'drain', 1)
+  const [b] = await backendsFor(t, 'drain', 1)
   const p = await startTestProxy(t, consul, {})
   const slow = http(p.port, '/slow?ms=700', { host: 'drain.service.consul', keepAlive: false })
-  await sleep(200)
+  // In flight means at the backend (a fixed sleep could close while the request was still being read or waited for
+  // its first DNS answer: a connection with no request yet may be closed at shutdown).
+  for (const deadline = Date.now() + 5000; b.hits === 0 && Date.now() < deadline; ) await sleep(10)
+  t.equal(b.hits, 1, 'the request reached the backend before close()')
   const closing = p.close()
   const r = await slow
   t.equal(r.status, 200, 'in-flight request completed during shutdown')
