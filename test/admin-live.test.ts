@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { type ClientRequest, type IncomingMessage, request } from 'node:http'
 import { connect } from 'node:net'
-import t from 'tap'
-import { FOREIGN_HOST_CODE, startAdmin } from '../src/admin/server.js'
+import t, { type Test } from 'tap'
+import { type AdminServer, FOREIGN_HOST_CODE, startAdmin } from '../src/admin/server.js'
 import { loadRegistratorConfig } from '../src/config/registrator.js'
 import { loadServeConfig } from '../src/config/serve.js'
 import { silentLogger } from '../src/log.js'
@@ -18,6 +18,20 @@ interface Viewer {
   error: string | null
   events: number
   req: ClientRequest
+}
+
+/** An admin listener whose /status counts how often it was computed (8 streams at most, `intervalMs` apart). */
+async function countingAdmin(t: Test, intervalMs: number): Promise<{ admin: AdminServer; collected: () => number }> {
+  let collected = 0
+  const admin = await startAdmin({
+    host: '127.0.0.1',
+    port: 0,
+    log: silentLogger(),
+    status: { n: () => ++collected },
+    live: { intervalMs, maxStreams: 8, maxBufferedBytes: 1 << 20 },
+  })
+  t.teardown(() => admin.close())
+  return { admin, collected: () => collected }
 }
 
 function openViewer(port: number): Promise<Viewer> {
@@ -154,17 +168,9 @@ t.test('a viewer that stops reading is disconnected instead of buffered without 
 })
 
 t.test('one snapshot per interval for every viewer together, and none while nobody watches', async (t) => {
-  let collected = 0
-  const admin = await startAdmin({
-    host: '127.0.0.1',
-    port: 0,
-    log: silentLogger(),
-    status: { n: () => ++collected },
-    live: { intervalMs: 100, maxStreams: 8, maxBufferedBytes: 1 << 20 },
-  })
-  t.teardown(() => admin.close())
+  const { admin, collected } = await countingAdmin(t, 100)
   await sleep(350)
-  t.equal(collected, 0, 'nothing is computed while no page is open')
+  t.equal(collected(), 0, 'nothing is computed while no page is open')
   const viewers = await Promise.all(Array.from({ length: 8 }, () => openViewer(admin.port)))
   t.teardown(() => {
     for (const v of viewers) v.req.destroy()
@@ -176,7 +182,7 @@ t.test('one snapshot per interval for every viewer together, and none while nobo
   const start = Date.now()
   await sleep(1000)
   const elapsed = Date.now() - start
-  const during = collected
+  const during = collected()
   t.ok(during <= Math.ceil(elapsed / 100) + 2, `${during} snapshots in ${elapsed} ms for 8 pages (not 8 per interval)`)
   t.ok(
     viewers.every((v) => v.events >= 5),
@@ -184,9 +190,9 @@ t.test('one snapshot per interval for every viewer together, and none while nobo
   )
   for (const v of viewers) v.req.destroy()
   await sleep(300)
-  const after = collected
+  const after = collected()
   await sleep(500)
-  t.equal(collected, after, 'the timer stops when the last page closes')
+  t.equal(collected(), after, 'the timer stops when the last page closes')
   t.equal(admin.feed.openStreams, 0, 'no stream left open')
 })
 
@@ -267,15 +273,7 @@ t.test('HEAD /events answers the head a stream gets and holds no stream', async 
 t.test(
   'a client that opens and drops streams in a loop: bounded snapshots, every slot and connection given back',
   async (t) => {
-    let collected = 0
-    const admin = await startAdmin({
-      host: '127.0.0.1',
-      port: 0,
-      log: silentLogger(),
-      status: { n: () => ++collected },
-      live: { intervalMs: 200, maxStreams: 8, maxBufferedBytes: 1 << 20 },
-    })
-    t.teardown(() => admin.close())
+    const { admin, collected } = await countingAdmin(t, 200)
     // Bounded: 2,000 cycles or 20 s, 8 at a time, each dropping its stream as soon as the head arrived.
     const start = Date.now()
     let cycles = 0
@@ -287,15 +285,15 @@ t.test(
     const elapsed = Date.now() - start
     t.ok(cycles >= 200, `${cycles} streams opened and dropped in ${elapsed} ms`)
     t.ok(
-      collected <= Math.ceil(elapsed / 180) + 2,
-      `${collected} snapshots: at most one per interval, not one per stream`,
+      collected() <= Math.ceil(elapsed / 180) + 2,
+      `${collected()} snapshots: at most one per interval, not one per stream`,
     )
     const deadline = Date.now() + 5000
     while (admin.feed.openStreams > 0 && Date.now() < deadline) await sleep(20)
     t.equal(admin.feed.openStreams, 0, 'every stream slot is free again')
-    const after = collected
+    const after = collected()
     await sleep(600)
-    t.equal(collected, after, 'and the timer stopped: nothing is computed for no one')
+    t.equal(collected(), after, 'and the timer stopped: nothing is computed for no one')
     const next = await openViewer(admin.port)
     t.teardown(() => next.req.destroy())
     t.equal(next.status, 200, 'the next page is served')
