@@ -7,6 +7,11 @@
  *
  *   npm run bench:scale
  *   npm run bench:scale -- --counts 1,100,1000 --duration 5 --planes passthrough
+ *   npm run bench:scale -- --ttl-floors 1000,10000   (each run once per --ttl-floor-ms: the DNS refresh share)
+ *
+ * Every service in use is looked up once per TTL (Consul answers TTL 0, so once per --ttl-floor-ms): with requests
+ * spread over 5 000 services at the default 1 s floor, that is up to 5 000 DNS queries a second to the agent on the
+ * same cores. Runs at a longer floor show the request path's own cost apart from that refresh.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -27,6 +32,7 @@ const { values: args } = parseArgs({
     modes: { type: 'string', default: 'host,route' },
     duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '32' },
+    'ttl-floors': { type: 'string', default: '1000' },
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
   },
 })
@@ -43,6 +49,7 @@ const planes = args.planes.split(',') as ('passthrough' | 'classic')[]
 const modes = args.modes.split(',') as ('host' | 'route')[]
 const durationS = Number(args.duration)
 const connections = Number(args.connections)
+const ttlFloors = args['ttl-floors'].split(',').map(Number)
 const note = (m: string): void => {
   process.stderr.write(`bench:scale: ${m}\n`)
 }
@@ -56,6 +63,7 @@ interface Row {
   services: number
   plane: string
   mode: string
+  ttlFloorMs: number
   rps: number
   rssMb: number
   errors: number
@@ -118,69 +126,73 @@ async function main(): Promise<void> {
         writeFileSync(script, wrkScript(n, mode))
         const config = join(dir, `routes-${n}.json`)
         writeFileSync(config, JSON.stringify({ routes: Array.from({ length: n }, (_, i) => `/s${i}=s${i},strip`) }))
-        for (const plane of planes) {
-          const lbPort = await freePort()
-          const d = spawnTracked(process.execPath, [
-            join(ROOT, 'dist', 'cli.js'),
-            'serve',
-            '--listen',
-            `127.0.0.1:${lbPort}`,
-            '--admin',
-            'off',
-            '--dns',
-            consul.dnsAddr,
-            '--data-plane',
-            plane,
-            '--log-level',
-            'warn',
-            ...(mode === 'route' ? ['--config', config] : []),
-          ])
-          try {
-            const url = `http://127.0.0.1:${lbPort}`
-            await waitListening('127.0.0.1', lbPort, d, `consul-lb ${plane}`, 120_000)
-            if (mode === 'route') await waitServing(`${url}/s0`, d, `consul-lb ${plane}`, 120_000)
-            // Warm-up: every service's answer cached and an upstream connection made, not measured.
-            execFileSync(
-              wrk,
-              ['-t1', `-c${connections}`, `-d${Math.max(3, Math.ceil(n / 1500))}s`, '-s', script, url],
-              {
-                stdio: 'ignore',
-              },
-            )
-            const out = execFileSync(
-              wrk,
-              ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url],
-              { encoding: 'utf8' },
-            )
-            const j = JSON.parse(
-              out
-                .split('\n')
-                .find((l) => l.startsWith('WRKJSON '))!
-                .slice(8),
-            ) as {
-              requests: number
-              duration_us: number
-              errors: number
-            }
-            const rss = sampleTree(d.proc.pid!).rssKb / 1024
-            const row: Row = {
-              services: n,
+        for (const ttlFloorMs of ttlFloors)
+          for (const plane of planes) {
+            const lbPort = await freePort()
+            const d = spawnTracked(process.execPath, [
+              join(ROOT, 'dist', 'cli.js'),
+              'serve',
+              '--listen',
+              `127.0.0.1:${lbPort}`,
+              '--admin',
+              'off',
+              '--dns',
+              consul.dnsAddr,
+              '--data-plane',
               plane,
-              mode,
-              rps: j.requests / (j.duration_us / 1e6),
-              rssMb: rss,
-              errors: j.errors,
-              loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+              '--ttl-floor-ms',
+              String(ttlFloorMs),
+              '--log-level',
+              'warn',
+              ...(mode === 'route' ? ['--config', config] : []),
+            ])
+            try {
+              const url = `http://127.0.0.1:${lbPort}`
+              await waitListening('127.0.0.1', lbPort, d, `consul-lb ${plane}`, 120_000)
+              if (mode === 'route') await waitServing(`${url}/s0`, d, `consul-lb ${plane}`, 120_000)
+              // Warm-up: every service's answer cached and an upstream connection made, not measured.
+              execFileSync(
+                wrk,
+                ['-t1', `-c${connections}`, `-d${Math.max(3, Math.ceil(n / 1500))}s`, '-s', script, url],
+                {
+                  stdio: 'ignore',
+                },
+              )
+              const out = execFileSync(
+                wrk,
+                ['-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '5s', '-s', script, url],
+                { encoding: 'utf8' },
+              )
+              const j = JSON.parse(
+                out
+                  .split('\n')
+                  .find((l) => l.startsWith('WRKJSON '))!
+                  .slice(8),
+              ) as {
+                requests: number
+                duration_us: number
+                errors: number
+              }
+              const rss = sampleTree(d.proc.pid!).rssKb / 1024
+              const row: Row = {
+                services: n,
+                plane,
+                mode,
+                ttlFloorMs,
+                rps: j.requests / (j.duration_us / 1e6),
+                rssMb: rss,
+                errors: j.errors,
+                loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+              }
+              rows.push(row)
+              note(
+                `${n} services, ${mode}, ${plane}, TTL floor ${ttlFloorMs} ms: ${Math.round(row.rps)} req/s, ${row.rssMb.toFixed(0)} MB, ${row.errors} errors`,
+              )
+            } finally {
+              await stopTracked(d.proc, 12_000)
             }
-            rows.push(row)
-            note(
-              `${n} services, ${mode}, ${plane}: ${Math.round(row.rps)} req/s, ${row.rssMb.toFixed(0)} MB, ${row.errors} errors`,
-            )
-          } finally {
-            await stopTracked(d.proc, 12_000)
+            await sleep(300)
           }
-          await sleep(300)
-        }
       }
     }
     await stopTracked(nginx.proc)
@@ -205,13 +217,16 @@ function markdown(rows: Row[]): string {
     '',
     `${new Date().toISOString()} · wrk -t1 -c${connections}, ${durationS} s per run after a warm-up, a random service per request; one instance per service (own loopback address), one nginx answering all; load average at the end of each run in the last column.`,
     '',
-    '| services | routed by | data plane | req/s | × its 1-service run | RSS MB | errors | load avg |',
-    '|---:|---|---|---:|---:|---:|---:|---|',
+    '| services | routed by | TTL floor | data plane | req/s | × its 1-service run | RSS MB | errors | load avg |',
+    '|---:|---|---:|---|---:|---:|---:|---:|---|',
   ]
   for (const r of rows) {
-    const base = rows.find((x) => x.services === Math.min(...counts) && x.plane === r.plane && x.mode === r.mode)
+    const base = rows.find(
+      (x) =>
+        x.services === Math.min(...counts) && x.plane === r.plane && x.mode === r.mode && x.ttlFloorMs === r.ttlFloorMs,
+    )
     lines.push(
-      `| ${r.services.toLocaleString('en-US')} | ${r.mode === 'host' ? 'Host' : 'configured route'} | ${r.plane} | ${Math.round(r.rps).toLocaleString('en-US')} | ${base ? (r.rps / base.rps).toFixed(2) : '–'} | ${r.rssMb.toFixed(0)} | ${r.errors} | ${r.loadavg} |`,
+      `| ${r.services.toLocaleString('en-US')} | ${r.mode === 'host' ? 'Host' : 'configured route'} | ${r.ttlFloorMs / 1000} s | ${r.plane} | ${Math.round(r.rps).toLocaleString('en-US')} | ${base ? (r.rps / base.rps).toFixed(2) : '–'} | ${r.rssMb.toFixed(0)} | ${r.errors} | ${r.loadavg} |`,
     )
   }
   return `${lines.join('\n')}\n`
