@@ -2,17 +2,38 @@ import t from 'tap'
 import { HostTargets } from '../src/proxy/host-targets.js'
 import type { ServiceTarget } from '../src/proxy/target.js'
 
-/** A stand-in for a ServiceTarget: what HostTargets reads (instances, last access, instance load) and close(). */
-function fake(instances: number, inflight = 0): ServiceTarget & { wasClosed: boolean } {
+type Fake = ServiceTarget & { wasClosed: boolean; resolve(instances: number): void; watchers(): number }
+
+/**
+ * A stand-in for a ServiceTarget: what HostTargets reads (instances, last access, instance load, the entry's change
+ * subscription) and close(); resolve() is a DNS answer arriving.
+ */
+function fake(instances: number, inflight = 0): Fake {
+  let listeners: ((e: unknown) => void)[] = []
+  const entry = {
+    instances: Array.from({ length: instances }),
+    lastAccess: Date.now(),
+    onChange(fn: (e: unknown) => void) {
+      listeners.push(fn)
+      return () => {
+        listeners = listeners.filter((l) => l !== fn)
+      }
+    },
+  }
   const f = {
     wasClosed: false,
-    entry: { instances: Array.from({ length: instances }), lastAccess: Date.now() },
+    entry,
     pool: { members: () => [{ upstream: { inflight } }] },
     close() {
       f.wasClosed = true
     },
+    resolve(n: number) {
+      entry.instances = Array.from({ length: n })
+      for (const l of listeners) l(entry)
+    },
+    watchers: () => listeners.length,
   }
-  return f as unknown as ServiceTarget & { wasClosed: boolean }
+  return f as unknown as Fake
 }
 
 t.test('known services are never evicted by names clients invent, however many of either there are', async (t) => {
@@ -61,4 +82,38 @@ t.test('an idle known target is closed by the sweep, unless its instances carry 
   t.notOk(busy.wasClosed, 'a request in flight keeps it')
   t.notOk(used.wasClosed, 'recently used: kept')
   t.equal(h.get('idle'), undefined)
+})
+
+t.test('a name is promoted when its answer arrives, however many new names come in between', async (t) => {
+  const h = new HostTargets({ probationMax: 4, idleMs: 60_000 })
+  t.teardown(() => h.close())
+  // 1 000 services asked for at once, each waiting for its first DNS answer: far more than probation holds. Each
+  // answer arrives while newer names have come in (what a client spreading requests over 5 000 services does).
+  const targets = Array.from({ length: 1000 }, () => fake(0))
+  for (const [i, f] of targets.entries()) {
+    h.add(`svc${i}`, f)
+    if (i >= 3) targets[i - 3].resolve(1)
+  }
+  for (const f of targets.slice(-3)) f.resolve(1)
+  t.ok(
+    targets.every((f) => !f.wasClosed),
+    'no target that resolved was closed',
+  )
+  t.ok(
+    targets.every((f, i) => h.get(`svc${i}`) === f),
+    'every one is served from the same target (its pool and answer kept)',
+  )
+  t.ok(
+    targets.every((f) => f.watchers() === 0),
+    'promotion ends the watch',
+  )
+
+  // An invented name pushed out of probation before any answer: closed, and no longer watched.
+  const junk = Array.from({ length: 10 }, () => fake(0))
+  for (const [i, f] of junk.entries()) h.add(`junk${i}`, f)
+  t.ok(junk[0].wasClosed, 'evicted from probation: closed')
+  t.equal(junk[0].watchers(), 0, 'evicted: its watch ended')
+  junk[0].resolve(1)
+  t.equal(h.get('junk0'), undefined, 'a late answer for an evicted name promotes nothing')
+  t.equal(h.size, 1000 + 4)
 })
