@@ -90,7 +90,7 @@ function consulLb(
     ? `consul-lb-${variant.id}`
     : `consul-lb${plane}${workers === 1 ? '' : `-w${workers}`}${runtime ? `-${runtime.id}` : ''}`
   const label = variant
-    ? `consul-lb ${variant.id} (1 worker)`
+    ? `consul-lb ${variant.id} (1 worker, its build's default data plane)`
     : workers === 1
       ? `consul-lb${planeLabel} (1 worker)${suffix}`
       : `consul-lb${planeLabel} (--workers ${workers})${suffix}`
@@ -116,8 +116,9 @@ function consulLb(
       String(workers),
       '--log-level',
       'warn',
-      // Classic is the default: builds older than --data-plane (a --variant of an earlier commit) still start.
-      ...(dataPlane === 'classic' ? [] : ['--data-plane', dataPlane]),
+      // Each plane named (pass-through is the default since 27f0297); a --variant runs its build's default, so that
+      // builds older than --data-plane (classic only) still start.
+      ...(variant ? [] : ['--data-plane', dataPlane]),
     ])
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)
