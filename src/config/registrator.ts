@@ -132,7 +132,7 @@ export const REGISTRATOR_FIELDS: readonly FieldSpec[] = [
     kind: 'string',
     default: '127.0.0.1:8082',
     arg: '<host:port|off>',
-    help: 'standalone admin listener (status page at /, /healthz, /status, /metrics); "off" disables it. serve --registrator uses serve\'s',
+    help: 'standalone admin listener (status page at /, /healthz, /status, /metrics); on loopback it answers only to an IP or localhost as Host (DNS rebinding); "off" disables it. serve --registrator uses serve\'s',
   },
   {
     key: 'reconnectMaxMs',

@@ -55,7 +55,7 @@ export const SERVE_FIELDS: readonly FieldSpec[] = [
     kind: 'string',
     default: '127.0.0.1:8081',
     arg: '<host:port|off>',
-    help: 'admin listener (status page at /, /healthz, /status, /metrics); "off" disables it',
+    help: 'admin listener (status page at /, /healthz, /status, /metrics); on loopback it answers only to an IP or localhost as Host (DNS rebinding); "off" disables it',
   },
   {
     key: 'hostRouting',
