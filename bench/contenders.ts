@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { renderNginxHttp } from '../src/nginx/render.js'
 import { parseRoute } from '../src/routes/route.js'
-import { dnsOf } from '../test/helpers/nginx.js'
+import { dnsOf, renderOptions } from '../test/helpers/nginx.js'
 import { freePort } from '../test/helpers/ports.js'
 import { type Spawned, sleep, spawnTracked, stopTracked } from './procs.js'
 import { NGINX_KEEPALIVE, ROOT, SERVICE, type Stack, startNginxDaemon, waitListening } from './stack.js'
@@ -182,23 +182,14 @@ function nginxResolver(): ContenderSpec {
   const id = 'nginx-resolver'
   const label = 'nginx resolver mode (our emitter)'
   return onFreePort(id, label, async (s, port) => {
-    const site = renderNginxHttp({
-      mode: 'resolver',
-      routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)],
-      dns: [dnsOf(s.consul.dnsAddr)],
-      domain: 'consul',
-      listen: `127.0.0.1:${port}`,
-      resolverValidS: 5,
-      resolverTimeoutS: 3,
-      keepalive: 16,
-      connectTimeoutS: 2,
-      readTimeoutS: 60,
-      catalogPort: null,
-      full: false,
-      clientBodyBufferSize: '64k',
-      defaultServer: false,
-      nginxVersion: null,
-    })
+    // What `consul-lb nginx` writes with its defaults (the tests' renderOptions()).
+    const site = renderNginxHttp(
+      renderOptions({
+        routes: [parseRoute(`/=${SERVICE}:${s.fixedPort}`)],
+        dns: [dnsOf(s.consul.dnsAddr)],
+        listen: `127.0.0.1:${port}`,
+      }),
+    )
     const body = [...NGINX_KEEPALIVE, site].join('\n')
     return await nginxContender(s, id, label, body, port, 1)
   })

@@ -3,7 +3,7 @@ import type { Upstream } from '../balancer/upstream.js'
 import { type ConsulLbError, UpstreamError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { answerBytes, errorAnswer } from '../proxy/answers.js'
-import { INSTANCE_FAILURES, isRetryable, type RetryBudget, TIMEOUTS } from '../proxy/retry.js'
+import { isRetryable, type RetryBudget, TIMEOUTS } from '../proxy/retry.js'
 import type { ServiceTarget } from '../proxy/target.js'
 import type { ClientConnection } from './client-connection.js'
 import { rewriteResponseHead } from './head.js'
@@ -19,7 +19,6 @@ export interface PassthroughContext {
   /** consul_lb_errors_total{code}. */
   readonly errors: Counter<'code'>
   readonly log: Logger
-  readonly ejectForMs: number
   readonly upstreamHeadersTimeoutMs: number
   readonly upstreamBodyTimeoutMs: number
   /** A client that reads none of its answer for this long is cut off (nginx send_timeout). */
@@ -500,20 +499,13 @@ export class Exchange implements ConnectionUser {
     if (u === null) return
     const now = Date.now()
     this.deadline = 0
-    if (INSTANCE_FAILURES.has(code) && u.recordFailure(code, now))
-      this.target.ejected(u, code, this.ctx.log, this.ctx.ejectForMs)
+    this.target.attemptFailed(u, code, now, this.ctx.log)
     if (!this.answered && this.mayRetry(code)) {
       if (this.tried === null) this.tried = []
-      this.tried.push(u)
-      const next = this.target.pool.pick(now, this.tried)
-      if (next !== null && (this.holdsRetry || this.ctx.budget.tryRetry())) {
+      const ctx = this.ctx
+      const next = this.target.retryAfter(u, code, this.tried, this.attempts, now, this.holdsRetry, ctx.budget, ctx.log)
+      if (next !== null) {
         this.holdsRetry = true
-        if (this.ctx.log.isLevelEnabled('info'))
-          this.ctx.log.info(
-            { service: this.target.service, instance: u.key, code, attempt: this.attempts },
-            'attempt failed; retrying on another instance',
-          )
-        this.target.stats.retries++
         this.resp = Resp.Head
         this.respHeadParts = null
         this.respHeadBytes = 0

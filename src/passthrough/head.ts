@@ -43,59 +43,41 @@ function bytesEqual(buf: Uint8Array, start: number, lower: string): boolean {
   return true
 }
 
-export function classifyName(buf: Uint8Array, start: number, len: number): Name {
-  switch (len) {
-    case 2:
-      return bytesEqual(buf, start, 'te') ? Name.Te : Name.Other
-    case 4:
-      return bytesEqual(buf, start, 'host') ? Name.Host : Name.Other
-    case 6:
-      return bytesEqual(buf, start, 'expect')
-        ? Name.Expect
-        : bytesEqual(buf, start, 'accept')
-          ? Name.Accept
-          : Name.Other
-    case 7:
-      return bytesEqual(buf, start, 'upgrade')
-        ? Name.Upgrade
-        : bytesEqual(buf, start, 'trailer')
-          ? Name.Trailer
-          : Name.Other
-    case 9:
-      return bytesEqual(buf, start, 'forwarded') ? Name.Forwarded : Name.Other
-    case 10:
-      return bytesEqual(buf, start, 'connection')
-        ? Name.Connection
-        : bytesEqual(buf, start, 'keep-alive')
-          ? Name.KeepAlive
-          : Name.Other
-    case 14:
-      return bytesEqual(buf, start, 'http2-settings')
-        ? Name.Http2Settings
-        : bytesEqual(buf, start, 'content-length')
-          ? Name.ContentLength
-          : Name.Other
-    case 15:
-      return bytesEqual(buf, start, 'x-forwarded-for') ? Name.XForwardedFor : Name.Other
-    case 16:
-      return bytesEqual(buf, start, 'proxy-connection')
-        ? Name.ProxyConnection
-        : bytesEqual(buf, start, 'x-forwarded-host')
-          ? Name.XForwardedHost
-          : Name.Other
-    case 17:
-      return bytesEqual(buf, start, 'x-forwarded-proto')
-        ? Name.XForwardedProto
-        : bytesEqual(buf, start, 'transfer-encoding')
-          ? Name.TransferEncoding
-          : Name.Other
-    case 18:
-      return bytesEqual(buf, start, 'proxy-authenticate') ? Name.ProxyAuthenticate : Name.Other
-    case 19:
-      return bytesEqual(buf, start, 'proxy-authorization') ? Name.ProxyAuthorization : Name.Other
-    default:
-      return Name.Other
+/** The header names the rewrite acts on, indexed by length: a name is compared only with those of its length. */
+const NAMES_BY_LENGTH: (readonly (readonly [string, Name])[])[] = (() => {
+  const table: [string, Name][][] = []
+  for (const entry of [
+    ['te', Name.Te],
+    ['host', Name.Host],
+    ['expect', Name.Expect],
+    ['accept', Name.Accept],
+    ['upgrade', Name.Upgrade],
+    ['trailer', Name.Trailer],
+    ['forwarded', Name.Forwarded],
+    ['connection', Name.Connection],
+    ['keep-alive', Name.KeepAlive],
+    ['http2-settings', Name.Http2Settings],
+    ['content-length', Name.ContentLength],
+    ['x-forwarded-for', Name.XForwardedFor],
+    ['proxy-connection', Name.ProxyConnection],
+    ['x-forwarded-host', Name.XForwardedHost],
+    ['x-forwarded-proto', Name.XForwardedProto],
+    ['transfer-encoding', Name.TransferEncoding],
+    ['proxy-authenticate', Name.ProxyAuthenticate],
+    ['proxy-authorization', Name.ProxyAuthorization],
+  ] as [string, Name][]) {
+    const sameLength = table[entry[0].length] ?? []
+    sameLength.push(entry)
+    table[entry[0].length] = sameLength
   }
+  return table
+})()
+
+export function classifyName(buf: Uint8Array, start: number, len: number): Name {
+  const candidates = NAMES_BY_LENGTH[len]
+  if (candidates !== undefined)
+    for (let i = 0; i < candidates.length; i++) if (bytesEqual(buf, start, candidates[i]![0])) return candidates[i]![1]
+  return Name.Other
 }
 
 /**

@@ -8,7 +8,7 @@ import { errorAnswer, wantsJson, writeAnswer } from './answers.js'
 import type { LimitedBody } from './body.js'
 import type { BodyReader, ClientConnection, ClientConnections } from './connection.js'
 import { forwardResponseHeaders, withClose } from './headers.js'
-import { INSTANCE_FAILURES, isRetryable, type RetryBudget, TIMEOUTS } from './retry.js'
+import { isRetryable, type RetryBudget, TIMEOUTS } from './retry.js'
 import type { ServiceTarget } from './target.js'
 
 /** What every exchange of one proxy shares: small owners and settings, never the proxy itself. */
@@ -21,7 +21,6 @@ export interface ExchangeContext {
   readonly errors: Counter<'code'>
   readonly connections: ClientConnections
   readonly log: Logger
-  readonly ejectForMs: number
   /** A client whose response stays blocked (it reads nothing) this long is cut off. */
   readonly sendTimeoutMs: number
 }
@@ -262,24 +261,17 @@ export class Exchange implements Dispatcher.DispatchHandler, BodyReader {
     const code = (err as { code?: string }).code ?? err.name
     const now = Date.now()
     const clientGone = code === 'UND_ERR_ABORTED' || this.isClientGone()
-    if (u !== null && !clientGone && INSTANCE_FAILURES.has(code) && u.recordFailure(code, now))
-      this.target.ejected(u, code, this.ctx.log, this.ctx.ejectForMs)
+    if (u !== null && !clientGone) this.target.attemptFailed(u, code, now, this.ctx.log)
     if (clientGone) {
       this.finish(499, this.sendTimedOut ? 'CLB_CLIENT_TIMEOUT' : null)
       return
     }
     if (u !== null && !this.res.headersSent && this.mayRetry(code)) {
       if (this.tried === null) this.tried = []
-      this.tried.push(u)
-      const next = this.target.pool.pick(now, this.tried)
-      if (next !== null && (this.holdsRetry || this.ctx.budget.tryRetry())) {
+      const ctx = this.ctx
+      const next = this.target.retryAfter(u, code, this.tried, this.attempts, now, this.holdsRetry, ctx.budget, ctx.log)
+      if (next !== null) {
         this.holdsRetry = true
-        if (this.ctx.log.isLevelEnabled('info'))
-          this.ctx.log.info(
-            { service: this.target.service, instance: u.key, code, attempt: this.attempts },
-            'attempt failed; retrying on another instance',
-          )
-        this.target.stats.retries++
         this.dispatch(next)
         return
       }

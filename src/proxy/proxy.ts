@@ -126,7 +126,6 @@ export class LoadBalancer {
       errors,
       connections: this.connections,
       log: this.log,
-      ejectForMs: config.ejectForMs,
       sendTimeoutMs: config.clientSendTimeoutMs,
     }
     this.tunnels = {

@@ -5,6 +5,7 @@ import { NoHealthyInstanceError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ServiceEntry, ServiceKey, ServiceResolver } from '../resolver/resolver.js'
 import type { ProxyMetrics, ServiceStats } from './metrics.js'
+import { INSTANCE_FAILURES, type RetryBudget } from './retry.js'
 
 /**
  * Says why a service has no instance, from what it learned elsewhere (Consul's HTTP API: every check critical, in
@@ -113,10 +114,45 @@ export class ServiceTarget {
     )
   }
 
-  /** A failure of `u` while serving this service ejected it: counted under the service, and logged once. */
-  ejected(u: Upstream, code: string, log: Logger, ejectForMs: number): void {
+  /**
+   * An attempt on `u` failed with `code` (either data plane, requests and upgrades alike). A failure that is the
+   * instance's (refused, reset, timed out) counts towards its ejection; an ejection is counted under the service and
+   * logged once.
+   */
+  attemptFailed(u: Upstream, code: string, now: number, log: Logger): void {
+    if (!INSTANCE_FAILURES.has(code) || !u.recordFailure(code, now)) return
     this.stats.ejections++
-    log.warn({ service: this.service, instance: u.key, code, ejectForMs, reason: u.ejectReason }, 'instance ejected')
+    log.warn(
+      { service: this.service, instance: u.key, code, ejectForMs: u.ejectedUntil - now, reason: u.ejectReason },
+      'instance ejected',
+    )
+  }
+
+  /**
+   * The instance for a retry after `failed` failed with a retryable `code`, or null: every instance tried, or the
+   * retry budget refuses (a request takes one retry from it, then holds it for its later ones: `holdsRetry`). `tried`
+   * gains `failed`. A retry is counted under the service and logged.
+   */
+  retryAfter(
+    failed: Upstream,
+    code: string,
+    tried: Upstream[],
+    attempt: number,
+    now: number,
+    holdsRetry: boolean,
+    budget: RetryBudget,
+    log: Logger,
+  ): Upstream | null {
+    tried.push(failed)
+    const next = this.pool.pick(now, tried)
+    if (next === null || !(holdsRetry || budget.tryRetry())) return null
+    if (log.isLevelEnabled('info'))
+      log.info(
+        { service: this.service, instance: failed.key, code, attempt },
+        'attempt failed; retrying on another instance',
+      )
+    this.stats.retries++
+    return next
   }
 
   /** Rebuilds the pool when the entry's instances changed (the resolver calls this on change). */

@@ -8,7 +8,6 @@ import type { Logger } from '../log.js'
 import { answerBytes, errorAnswer, responseHead } from './answers.js'
 import type { ClientConnections } from './connection.js'
 import { forwardResponseHeaders, withClose } from './headers.js'
-import { INSTANCE_FAILURES } from './retry.js'
 import type { ServiceTarget } from './target.js'
 
 /** What every tunnel of one proxy shares. */
@@ -212,8 +211,7 @@ export class Tunnel {
     if (this.done) return
     const code = (err as { code?: string }).code ?? 'ERR'
     const u = this.upstream
-    if (u !== null && INSTANCE_FAILURES.has(code) && u.recordFailure(code, Date.now()))
-      this.ctx.log.warn({ service: this.target.service, instance: u.key, code }, 'instance ejected')
+    if (u !== null) this.target.attemptFailed(u, code, Date.now(), this.ctx.log)
     this.ctx.log.warn({ service: this.target.service, instance: u?.key, code }, `upgrade failed: ${err.message}`)
     if (this.tunnelled) {
       this.finish(101, null, true)
