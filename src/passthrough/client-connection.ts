@@ -4,6 +4,8 @@ import { answerBytes, errorAnswer } from '../proxy/answers.js'
 import type { Exchange } from './exchange.js'
 import { RequestFacts } from './head.js'
 import { Framing, HttpParser, ParseError } from './llhttp.js'
+import { adopt, lend, ReadBuffer } from './read-buffer.js'
+import type { UpstreamConnection } from './upstream-pool.js'
 
 /** The client-side limits (validated config values). */
 export interface ClientLimits {
@@ -101,13 +103,20 @@ export class ClientConnection {
   requests = 0
   /** Spliced to an instance after a 101: no HTTP left to wait for when the data plane closes. */
   tunnel = false
+  /** After a 101: the instance's socket, which the client's bytes now go to as they are. */
+  private tunnelTo: Socket | null = null
 
-  constructor(socket: Socket, host: ClientHost, now: number) {
+  /** `accepted`: as the listener accepted it (paused); its handle moves to a socket that reads into a ReadBuffer. */
+  constructor(accepted: Socket, host: ClientHost, now: number) {
+    const { socket, adopted } = adopt(accepted, new ReadBuffer(this.onBytes), true)
     this.socket = socket
     this.host = host
     this.remoteAddress = socket.remoteAddress ?? ''
     socket.setNoDelay(true)
-    socket.on('data', this.onData)
+    if (!adopted) {
+      socket.on('data', this.onBytes)
+      socket.resume()
+    }
     socket.on('end', this.onEnd)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
@@ -130,8 +139,12 @@ export class ClientConnection {
     return this.state === Read.Head && this.headParts === null && this.exchange === null
   }
 
-  private readonly onData = (chunk: Buffer): void => {
-    this.drive(chunk, 0)
+  /** One read: a view of the read buffer, valid until this returns (see read-buffer.ts). */
+  private readonly onBytes = (chunk: Buffer): void => {
+    if (this.tunnelTo !== null) {
+      if (!this.tunnelTo.write(chunk)) this.socket.pause()
+      lend(this.tunnelTo)
+    } else this.drive(chunk, 0)
   }
 
   /**
@@ -144,6 +157,7 @@ export class ClientConnection {
       this.driveRead(chunk, from)
     } finally {
       this.driving = false
+      this.exchange?.keepHeld()
       const corked = this.corked
       if (corked !== null) {
         this.corked = null
@@ -160,7 +174,9 @@ export class ClientConnection {
       s.cork()
       this.corked = s
     }
-    return s.write(b)
+    const ok = s.write(b)
+    lend(s)
+    return ok
   }
 
   private driveRead(chunk: Buffer, from: number): void {
@@ -178,12 +194,9 @@ export class ClientConnection {
           // The next request (pipelined) waits for this answer; so does the rest of the socket. More than
           // MAX_QUEUED requests waiting cuts the connection, as on the classic plane (counted by head ends in the
           // waiting bytes: a body of blank lines may count too; such a client is cut like a greedy one).
+          // A copy: the read buffer is reused once this read is handled.
           this.pending =
-            this.pending === null
-              ? at === 0
-                ? chunk
-                : chunk.subarray(at)
-              : Buffer.concat([this.pending, chunk.subarray(at)])
+            this.pending === null ? Buffer.from(chunk.subarray(at)) : Buffer.concat([this.pending, chunk.subarray(at)])
           if (countHeadEnds(this.pending, MAX_QUEUED + 1) > MAX_QUEUED) {
             this.exchange?.abort()
             this.destroy()
@@ -223,7 +236,7 @@ export class ClientConnection {
       }
       if (!p.headComplete) {
         if (this.headParts === null) this.headParts = []
-        this.headParts.push(at === 0 ? chunk : chunk.subarray(at))
+        this.headParts.push(Buffer.from(chunk.subarray(at))) // a copy: the read buffer is reused
         return len
       }
       let head = chunk
@@ -353,8 +366,11 @@ export class ClientConnection {
     this.persist = false
   }
 
+  /** Bytes for the client; they may be a view of an instance's read buffer (lent until written). */
   write(b: Uint8Array): boolean {
-    return this.socket.write(b)
+    const ok = this.socket.write(b)
+    lend(this.socket)
+    return ok
   }
 
   /** An answer of our own; `close`: the connection ends after it. */
@@ -423,19 +439,23 @@ export class ClientConnection {
   }
 
   /**
-   * After a 101: the client's bytes go to `up` and back, untouched, until either side closes. `onClose` runs once
-   * when the tunnel is gone.
+   * After a 101: the client's bytes go to the instance's connection `c` and back, untouched, with backpressure both
+   * ways and half-closes passed on, until either side closes. `onClose` runs once when the tunnel is gone.
    */
-  splice(up: Socket, onClose: () => void): void {
+  splice(c: UpstreamConnection, onClose: () => void): void {
     this.state = Read.Done
     this.tunnel = true
     this.deadline = 0
     const s = this.socket
-    s.off('data', this.onData)
     s.off('drain', this.onDrain)
+    const up = c.detach((b) => {
+      if (!s.write(b)) up.pause()
+      lend(s)
+    })
     const pending = this.pending
     this.pending = null
     if (pending !== null) up.write(pending)
+    this.tunnelTo = up
     let open = true
     const end = (): void => {
       if (!open) return
@@ -447,12 +467,19 @@ export class ClientConnection {
     up.on('error', end)
     up.on('close', end)
     s.on('close', end)
-    s.pipe(up)
-    up.pipe(s)
-    this.resumeReading()
+    s.on('drain', () => up.resume())
+    up.on('drain', () => s.resume())
+    up.on('end', () => s.end())
+    this.readingPaused = false
+    s.resume()
+    up.resume()
   }
 
   private readonly onEnd = (): void => {
+    if (this.tunnelTo !== null) {
+      this.tunnelTo.end()
+      return
+    }
     this.ended = true
     // Half-closed by the client: an answer in progress still goes out; otherwise we are done.
     if (this.exchange === null || this.state === Read.Body || this.state === Read.Head) {

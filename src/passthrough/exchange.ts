@@ -77,6 +77,8 @@ export class Exchange implements ConnectionUser {
   private readonly req: RequestInfo
   private held: Buffer[] | null = null
   private heldBytes = 0
+  /** The last this many chunks of `held` are views of the client's read buffer, copied if still held after it. */
+  private heldBorrowed = 0
   private bodyEnded: boolean
   private bodySent = false
   private sent = false
@@ -195,6 +197,7 @@ export class Exchange implements ConnectionUser {
       return
     }
     this.held = null
+    this.heldBorrowed = 0
     this.bodySent = true
     const s = c.socket
     s.cork()
@@ -218,8 +221,20 @@ export class Exchange implements ConnectionUser {
     }
     if (this.held === null) this.held = []
     this.held.push(chunk)
+    this.heldBorrowed++
     this.heldBytes += chunk.length
     if (this.heldBytes >= HOLD_LIMIT && !this.req.bufferBody) this.client.pauseReading()
+  }
+
+  /**
+   * The client's read is handled and its buffer will be reused: body bytes from it still held (no connection was
+   * ready, or the body is read whole first and continues in a later read) are copied. A small body that arrived with
+   * its head went out before this, uncopied.
+   */
+  keepHeld(): void {
+    const h = this.held
+    if (h !== null) for (let i = h.length - this.heldBorrowed; i < h.length; i++) h[i] = Buffer.from(h[i]!)
+    this.heldBorrowed = 0
   }
 
   onBodyEnd(): void {
@@ -314,7 +329,7 @@ export class Exchange implements ConnectionUser {
     }
     if (!p.headComplete) {
       if (this.respHeadParts === null) this.respHeadParts = []
-      this.respHeadParts.push(at === 0 && n === len ? chunk : chunk.subarray(at, at + n))
+      this.respHeadParts.push(Buffer.from(chunk.subarray(at, at + n))) // a copy: the read buffer is reused
       this.respHeadBytes += n
       return at + n
     }
@@ -578,13 +593,12 @@ export class Exchange implements ConnectionUser {
     this.resp = Resp.Done
     this.deadline = 0
     this.answered = true
-    const up = c.detach()
     const u = this.upstream!
     this.upstream = null
     // The slot leaves the request count for the tunnel count (open tunnels do not use up the instance's cap).
     u.promoteToTunnel()
     // Spliced before the exchange ends, so the client connection knows it is a tunnel now (not a next request).
-    this.client.splice(up, () => u.endTunnel())
+    this.client.splice(c, () => u.endTunnel())
     this.finish(101, null)
   }
 

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net'
 import { HttpParser } from './llhttp.js'
+import { ReadBuffer } from './read-buffer.js'
 
 /** What uses an upstream connection while it carries one exchange. */
 export interface ConnectionUser {
@@ -33,15 +34,16 @@ export class UpstreamConnection {
   idleSince = 0
   private connectTimer: NodeJS.Timeout | null = null
   private closed = false
+  /** After a 101 (detached): where the instance's bytes go, as they are. */
+  private sink: ((bytes: Buffer) => void) | null = null
 
   constructor(pool: ConnectionPool, user: ConnectionUser, address: string, port: number, connectTimeoutMs: number) {
     this.pool = pool
     this.user = user
-    const s = connect({ host: address, port, noDelay: true })
+    const s = connect({ host: address, port, noDelay: true, onread: new ReadBuffer(this.onBytes).onread })
     this.socket = s
     this.connectTimer = setTimeout(this.onConnectTimeout, connectTimeoutMs)
     s.on('connect', this.onConnect)
-    s.on('data', this.onData)
     s.on('end', this.onEnd)
     s.on('error', this.onError)
     s.on('close', this.onClose)
@@ -62,8 +64,10 @@ export class UpstreamConnection {
     this.user?.onUpstreamConnected(this)
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  /** One read: a view of the read buffer, valid until this returns (see read-buffer.ts). */
+  private readonly onBytes = (chunk: Buffer): void => {
     if (this.user !== null) this.user.onUpstreamData(this, chunk)
+    else if (this.sink !== null) this.sink(chunk)
     else this.destroy() // bytes nobody asked for: the connection is out of step
   }
 
@@ -93,13 +97,13 @@ export class UpstreamConnection {
   }
 
   /**
-   * Takes the socket out of HTTP use (after a 101 it carries another protocol): no listener of ours stays on it but
-   * an error guard, and the pool no longer counts it.
+   * Takes the socket out of HTTP use (after a 101 it carries another protocol): what it reads goes to `sink`, no
+   * listener of ours stays on it, and the pool no longer counts it.
    */
-  detach(): Socket {
+  detach(sink: (bytes: Buffer) => void): Socket {
     const s = this.socket
+    this.sink = sink
     s.off('connect', this.onConnect)
-    s.off('data', this.onData)
     s.off('end', this.onEnd)
     s.off('error', this.onError)
     s.off('close', this.onClose)
