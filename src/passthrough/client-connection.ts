@@ -106,17 +106,14 @@ export class ClientConnection {
   /** After a 101: the instance's socket, which the client's bytes now go to as they are. */
   private tunnelTo: Socket | null = null
 
-  /** `accepted`: as the listener accepted it (paused); its handle moves to a socket that reads into a ReadBuffer. */
+  /** `accepted`: as the listener accepted it; its handle moves to a socket that reads into a ReadBuffer. */
   constructor(accepted: Socket, host: ClientHost, now: number) {
     const { socket, adopted } = adopt(accepted, new ReadBuffer(this.onBytes), true)
     this.socket = socket
     this.host = host
     this.remoteAddress = socket.remoteAddress ?? ''
     socket.setNoDelay(true)
-    if (!adopted) {
-      socket.on('data', this.onBytes)
-      socket.resume()
-    }
+    if (!adopted) socket.on('data', this.onBytes)
     socket.on('end', this.onEnd)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)

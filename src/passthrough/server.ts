@@ -72,7 +72,7 @@ export class PassthroughServer implements ClientHost {
 
   async listen(port: number, host: string): Promise<{ address: string; port: number }> {
     // allowHalfOpen: a client that half-closes after its request still gets the answer.
-    const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (s) => this.accept(s))
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.accept(s))
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(port, host, () => {
