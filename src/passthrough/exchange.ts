@@ -8,6 +8,7 @@ import type { ServiceTarget } from '../proxy/target.js'
 import type { ClientConnection } from './client-connection.js'
 import { rewriteResponseHead } from './head.js'
 import { Framing, ParseError } from './llhttp.js'
+import { lend } from './read-buffer.js'
 import type { ConnectionPool, ConnectionUser, UpstreamConnection } from './upstream-pool.js'
 
 /** What every exchange of one pass-through data plane shares: small owners and settings, never the proxy itself. */
@@ -205,6 +206,8 @@ export class Exchange implements ConnectionUser {
     let ok = true
     for (let i = 0; i < held.length; i++) ok = s.write(held[i]!)
     s.uncork()
+    // The last chunks may be views of the client's read buffer (sent in the read that ended the body).
+    lend(s)
     if (this.heldBytes >= HOLD_LIMIT) this.client.resumeReading()
     this.heldBytes = 0
     if (!ok) this.client.pauseReading()
