@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { connect, createServer as createTcpServer, type Socket } from 'node:net'
+import { connect, createServer as createTcpServer, Socket } from 'node:net'
 import t, { type Test } from 'tap'
-import { lend, ReadBuffer } from '../src/passthrough/read-buffer.js'
+import { adopt, lend, ReadBuffer } from '../src/passthrough/read-buffer.js'
 import { type ConsulAgent, startConsul } from './helpers/consul.js'
 import { startTestProxy } from './helpers/proxy.js'
 
@@ -97,6 +97,14 @@ t.test('a read buffer lent to a write still pending is given away; the next read
   })
   t.equal(got.length, want.length, 'every byte')
   t.equal(sha(got), sha(want), 'no pending write saw its bytes overwritten by a later read')
+})
+
+t.test('a socket without a handle to move is kept as it is (reads then come as data events)', async (t) => {
+  const s = new Socket()
+  t.teardown(() => s.destroy())
+  const r = adopt(s, new ReadBuffer(() => {}), true)
+  t.equal(r.adopted, false)
+  t.equal(r.socket, s, 'the same socket')
 })
 
 /**
