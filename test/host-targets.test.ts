@@ -1,8 +1,20 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { HostTargets } from '../src/proxy/host-targets.js'
 import type { ServiceTarget } from '../src/proxy/target.js'
 
 type Fake = ServiceTarget & { wasClosed: boolean; resolve(instances: number): void; watchers(): number }
+
+/** `targets[i]`, added as `svc<i>`, are none of them closed and each still served under its name. */
+function assertKept(t: Test, h: HostTargets, targets: Fake[], what: string): void {
+  t.ok(
+    targets.every((f) => !f.wasClosed),
+    `${what}: not closed`,
+  )
+  t.ok(
+    targets.every((f, i) => h.get(`svc${i}`) === f),
+    `${what}: still served under its name`,
+  )
+}
 
 /**
  * A stand-in for a ServiceTarget: what HostTargets reads (instances, last access, instance load, the entry's change
@@ -51,14 +63,7 @@ t.test('known services are never evicted by names clients invent, however many o
     invented.slice(0, 46).every((k) => k.wasClosed),
     'the oldest invented names were closed',
   )
-  t.ok(
-    known.every((k) => !k.wasClosed),
-    'no known target closed',
-  )
-  t.ok(
-    known.every((k, i) => h.get(`svc${i}`) === k),
-    'every known target still served',
-  )
+  assertKept(t, h, known, 'every known target')
 })
 
 t.test('an idle known target is closed by the sweep, unless its instances carry a request', async (t) => {
@@ -95,14 +100,7 @@ t.test('a name is promoted when its answer arrives, however many new names come 
     if (i >= 3) targets[i - 3].resolve(1)
   }
   for (const f of targets.slice(-3)) f.resolve(1)
-  t.ok(
-    targets.every((f) => !f.wasClosed),
-    'no target that resolved was closed',
-  )
-  t.ok(
-    targets.every((f, i) => h.get(`svc${i}`) === f),
-    'every one is served from the same target (its pool and answer kept)',
-  )
+  assertKept(t, h, targets, 'every target that resolved (its pool and answer)')
   t.ok(
     targets.every((f) => f.watchers() === 0),
     'promotion ends the watch',
