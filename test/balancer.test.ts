@@ -147,3 +147,24 @@ t.test('least-connections and power-of-two prefer the less loaded instance', asy
     t.ok(Math.abs((even['127.0.0.1'] ?? 0) - 500) < 150, `${name}: equal load spreads (${JSON.stringify(even)})`)
   }
 })
+
+t.test('an upstream makes its undici pool on first use only, and the registry closes only pools it made', async (t) => {
+  const made: string[] = []
+  const closed: string[] = []
+  const r = new UpstreamRegistry(
+    (origin) => {
+      made.push(origin)
+      return { close: async () => void closed.push(origin), destroy: async () => void closed.push(origin) } as never
+    },
+    { maxFails: 3, failWindowMs: 10_000, ejectForMs: 1000, maxConnectionsPerInstance: 100 },
+  )
+  const pool = new ServicePool(r, roundRobin)
+  pool.update([inst(1), inst(2)], Date.now())
+  t.equal(pool.pick(Date.now(), null)?.address, '127.0.0.1')
+  t.same(made, [], 'listing and picking instances makes no pool (the pass-through plane never needs one)')
+  const u = r.get(instanceKey('127.0.0.2', 8000))!
+  t.equal(u.pool, u.pool, 'one pool per upstream')
+  t.same(made, ['http://127.0.0.2:8000'], 'made when the classic plane first asks for it')
+  await r.close()
+  t.same(closed, ['http://127.0.0.2:8000'], 'shutting down destroys the one pool made, and nothing for the other')
+})

@@ -41,9 +41,9 @@ export interface FailureRecord {
 
 /**
  * Everything the proxy knows about one backend `address:port`, independent of which DNS answer listed it: requests
- * and tunnels in flight, recent failures, ejection, and its undici connection pool. Kept in an UpstreamRegistry so an
- * instance that drops out of one answer and reappears in the next keeps its failure memory and its connections
- * (like Caddy's hosts.go).
+ * and tunnels in flight, recent failures, ejection, and (classic data plane) its undici connection pool, made on
+ * first use. Kept in an UpstreamRegistry so an instance that drops out of one answer and reappears in the next keeps
+ * its failure memory and its connections (like Caddy's hosts.go).
  *
  * The counters are private: `begin()`/`end()` bracket each request (whoever calls `begin()` owns exactly one `end()`);
  * an upgrade that the instance switched becomes a tunnel (`promoteToTunnel()` … `endTunnel()`), counted apart: a
@@ -55,7 +55,8 @@ export class Upstream {
   readonly address: string
   readonly port: number
   readonly origin: string
-  readonly pool: Pool
+  private readonly makePool: PoolFactory
+  private undiciPool: Pool | null = null
   private readonly health: PassiveHealthOptions
   private active = 0
   private tunnelCount = 0
@@ -74,13 +75,29 @@ export class Upstream {
   private references = 0
   private unreferencedSince = 0
 
-  constructor(inst: Instance, pool: Pool, health: PassiveHealthOptions) {
+  constructor(inst: Instance, makePool: PoolFactory, health: PassiveHealthOptions) {
     this.key = inst.key
     this.address = inst.address
     this.port = inst.port
     this.origin = `http://${inst.key}`
-    this.pool = pool
+    this.makePool = makePool
     this.health = health
+  }
+
+  /** The classic plane's connections to this instance; made on first use (the pass-through plane has its own). */
+  get pool(): Pool {
+    this.undiciPool ??= this.makePool(this.origin)
+    return this.undiciPool
+  }
+
+  /** @internal UpstreamRegistry: no service lists this instance any more; idle connections close. */
+  closePool(): Promise<void> {
+    return this.undiciPool === null ? Promise.resolve() : this.undiciPool.close()
+  }
+
+  /** @internal UpstreamRegistry: shutting down; connections are cut. */
+  destroyPool(): Promise<void> {
+    return this.undiciPool === null ? Promise.resolve() : this.undiciPool.destroy()
   }
 
   /** A request or tunnel starts using this instance; its owner calls `end()` exactly once when it is over. */
@@ -241,7 +258,7 @@ export class UpstreamRegistry {
   acquire(inst: Instance): Upstream {
     let u = this.map.get(inst.key)
     if (!u) {
-      u = new Upstream(inst, this.factory(`http://${inst.key}`), this.health)
+      u = new Upstream(inst, this.factory, this.health)
       this.map.set(inst.key, u)
     }
     u.retain()
@@ -271,7 +288,7 @@ export class UpstreamRegistry {
     for (const u of this.map.values()) {
       if (u.isUnusedFor(this.graceMs, now)) {
         this.map.delete(u.key)
-        void u.pool.close().catch(() => {
+        void u.closePool().catch(() => {
           /* closing an idle pool cannot lose a request; nothing to report */
         })
       }
@@ -284,7 +301,7 @@ export class UpstreamRegistry {
     this.map.clear()
     await Promise.all(
       all.map((u) =>
-        u.pool.destroy().catch(() => {
+        u.destroyPool().catch(() => {
           /* shutting down: the pool's sockets go either way */
         }),
       ),

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { parse as parseYaml } from 'yaml'
 import { ConfigError } from '../errors.js'
+import { yaml } from '../lazy.js'
 import { envName, type FieldSpec, fieldSchema, flagName } from './fields.js'
 
 /** CONSUL_LB_* variables that are not settings: the scripts' cache folder, the cluster primary's hand-off. */
@@ -27,7 +27,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   }
   let data: unknown
   try {
-    data = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text)
+    data = path.endsWith('.json') ? JSON.parse(text) : yaml().parse(text)
   } catch (err) {
     throw new ConfigError(
       '--config',

@@ -1,4 +1,5 @@
-import { Agent, type Dispatcher, request } from 'undici'
+import type { Dispatcher } from 'undici'
+import { undici } from '../lazy.js'
 import type { Logger } from '../log.js'
 import { type TlsFailure, tlsFailureOf } from '../tls/failure.js'
 import type { ConsulConnection } from './connection.js'
@@ -139,7 +140,7 @@ export class ConsulClient {
   }
 
   private newDispatcher(): Dispatcher {
-    return new Agent({
+    return new (undici().Agent)({
       keepAliveTimeout: 10_000,
       connections: 8,
       connect: {
@@ -181,7 +182,7 @@ export class ConsulClient {
     let res: Dispatcher.ResponseData
     let text: string
     try {
-      res = await request(`${this.origin}${this.pathPrefix}${path}`, {
+      res = await undici().request(`${this.origin}${this.pathPrefix}${path}`, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),

@@ -83,6 +83,8 @@ export class ServiceStats {
   }
 }
 
+const CACHE_STATES = ['hit', 'stale', 'miss'] as const
+
 /**
  * The proxy's Prometheus metrics on a registry of its own (never prom-client's global one: two proxies in one process
  * must not share counters). Service label values come from configured routes or from names Consul resolved to at
@@ -93,17 +95,17 @@ export class ProxyMetrics {
   readonly registry: Registry
   readonly dnsQueries: Counter<'result' | 'transport'>
   readonly dnsRefreshes: Counter<'result'>
-  readonly cacheServes: Counter<'result'>
   readonly proxyErrors: Counter<'code'>
   /** Requests answered before a service was known (404, 403). */
   readonly unrouted: ServiceStats = new ServiceStats('_unrouted')
   readonly unresolved: ServiceStats = new ServiceStats('_unresolved')
   private readonly other: ServiceStats = new ServiceStats('_other')
   private readonly perService = new Map<string, ServiceStats>()
-  /** Bound children: the request path increments these without a label lookup. */
-  readonly cacheHit: Counter.Internal
-  readonly cacheStale: Counter.Internal
-  readonly cacheMiss: Counter.Internal
+  /**
+   * Requests by the state of the cached answer they used (hit, stale, miss): plain numbers the request path
+   * increments (a prom-client child's inc() hashes its labels each time), read when /metrics is scraped.
+   */
+  private readonly cacheServes = [0, 0, 0]
 
   /** `inflight` is read when /metrics is scraped: the request path keeps a plain number, not a gauge. */
   constructor(registry = new Registry(), inflight: () => number = () => 0) {
@@ -153,11 +155,16 @@ export class ProxyMetrics {
       labelNames: ['result'],
       registers: [registry],
     })
-    this.cacheServes = new Counter({
+    const serves = this.cacheServes
+    new Counter({
       name: 'consul_lb_cache_requests_total',
       help: 'Requests by the state of the cached answer they used (hit, stale, miss)',
       labelNames: ['result'],
       registers: [registry],
+      collect() {
+        this.reset()
+        for (let i = 0; i < 3; i++) this.labels(CACHE_STATES[i]!).inc(serves[i]!)
+      },
     })
     new Gauge({
       name: 'consul_lb_requests_in_flight',
@@ -167,15 +174,22 @@ export class ProxyMetrics {
         this.set(inflight())
       },
     })
-    this.cacheHit = this.cacheServes.labels('hit')
-    this.cacheStale = this.cacheServes.labels('stale')
-    this.cacheMiss = this.cacheServes.labels('miss')
     this.proxyErrors = new Counter({
       name: 'consul_lb_errors_total',
       help: 'Error answers by code (CLB_*)',
       labelNames: ['code'],
       registers: [registry],
     })
+  }
+
+  /** A request found instances in a fresh cached answer (`stale`: one kept past its TTL while refreshes fail). */
+  countCacheHit(stale: boolean): void {
+    this.cacheServes[stale ? 1 : 0]!++
+  }
+
+  /** A request found no instance in the cache (a cold name, or an empty answer). */
+  countCacheMiss(): void {
+    this.cacheServes[2]!++
   }
 
   /** The stats of a service known to exist (configured, or resolved to instances). */

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Registry } from 'prom-client'
-import { Pool } from 'undici'
+import type { Pool } from 'undici'
 import { selectorFor } from '../balancer/policies.js'
 import { UpstreamRegistry } from '../balancer/upstream.js'
 import type { ServeConfig } from '../config/serve.js'
@@ -14,6 +14,7 @@ import {
   NoRouteError,
   ServiceNotAllowedError,
 } from '../errors.js'
+import { undici } from '../lazy.js'
 import type { Logger } from '../log.js'
 import { PassthroughServer } from '../passthrough/server.js'
 import { type ServiceKey, ServiceResolver } from '../resolver/resolver.js'
@@ -106,7 +107,7 @@ export class LoadBalancer {
       keepAliveTimeout: config.upstreamKeepAliveMs,
       keepAliveMaxTimeout: Math.max(config.upstreamKeepAliveMs, 600_000),
     }
-    this.upstreams = new UpstreamRegistry((origin) => new Pool(origin, poolOptions), {
+    this.upstreams = new UpstreamRegistry((origin) => new (undici().Pool)(origin, poolOptions), {
       maxFails: config.maxFails,
       failWindowMs: config.failWindowMs,
       ejectForMs: config.ejectForMs,

@@ -77,10 +77,10 @@ export class ServiceTarget {
     this.resolver.touch(e, now)
     if (e.revalidating) return this.resolver.waitFor(e, this.opts.coldWaitMs, 'revalidated').then(this.afterWait)
     if (e.instances.length > 0) {
-      ;(e.source === 'stale' ? this.metrics.cacheStale : this.metrics.cacheHit).inc()
+      this.metrics.countCacheHit(e.source === 'stale')
       return true
     }
-    this.metrics.cacheMiss.inc()
+    this.metrics.countCacheMiss()
     if (!e.hasAnswer) return this.resolver.waitFor(e, this.opts.coldWaitMs, 'answer').then(this.afterWait)
     return this.afterWait()
   }

@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
-import { Agent, type Dispatcher, request } from 'undici'
+import type { Dispatcher } from 'undici'
+import { undici } from '../lazy.js'
 import { describeTlsFailure, type TlsFixes, tlsFailureOf } from '../tls/failure.js'
 import { DockerError, DockerTlsError } from './errors.js'
 
@@ -91,7 +92,10 @@ export class DockerClient {
       // undici talks HTTP over the socket; the host part of the origin is only sent as the Host header.
       this.origin = 'http://docker'
       this.tls = null
-      this.dispatcher = new Agent({ connect: { socketPath: decodeURIComponent(u.pathname) }, keepAliveTimeout: 10_000 })
+      this.dispatcher = new (undici().Agent)({
+        connect: { socketPath: decodeURIComponent(u.pathname) },
+        keepAliveTimeout: 10_000,
+      })
     } else {
       this.origin = `${u.protocol === 'https:' ? 'https' : 'http'}://${u.host}`
       const tls = opts.tls
@@ -106,7 +110,7 @@ export class DockerClient {
         u.protocol === 'https:'
           ? { connect, clientCertValidTo: cert ? new Date(new X509Certificate(cert).validTo) : null }
           : null
-      this.dispatcher = new Agent({ keepAliveTimeout: 10_000, ...(tls ? { connect } : {}) })
+      this.dispatcher = new (undici().Agent)({ keepAliveTimeout: 10_000, ...(tls ? { connect } : {}) })
     }
   }
 
@@ -163,7 +167,7 @@ export class DockerClient {
     let res: Dispatcher.ResponseData
     let text: string
     try {
-      res = await request(`${this.origin}${path}`, {
+      res = await undici().request(`${this.origin}${path}`, {
         method,
         dispatcher: this.dispatcher,
         headersTimeout: this.timeoutMs,
@@ -186,7 +190,7 @@ export class DockerClient {
 
   async ping(): Promise<void> {
     try {
-      const res = await request(`${this.origin}/_ping`, {
+      const res = await undici().request(`${this.origin}/_ping`, {
         dispatcher: this.dispatcher,
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
@@ -225,7 +229,7 @@ export class DockerClient {
     const path = `/events?filters=${encodeURIComponent(filters)}${opts.since ? `&since=${opts.since}` : ''}`
     let res: Dispatcher.ResponseData
     try {
-      res = await request(`${this.origin}${path}`, {
+      res = await undici().request(`${this.origin}${path}`, {
         dispatcher: this.dispatcher,
         signal: opts.signal,
         headersTimeout: this.timeoutMs,
