@@ -118,7 +118,7 @@ t.test(
     loop.writeUInt16BE(0, 8)
     loop.writeUInt16BE(0, 10)
     loop.writeUInt16BE(0xc00c, 12)
-  loop[2] = loop[2]! & ~0x02
+    loop[2] = loop[2]! & ~0x02
     const err = t.throws(() => decodeResponse(loop, 'tcp://test')) as unknown
     t.ok(err instanceof DnsError, 'a pointer loop is a coded DNS error')
   },
