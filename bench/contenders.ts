@@ -38,7 +38,7 @@ function onFreePort(id: string, label: string, start: (s: Stack, port: number) =
 }
 
 /** The proxy_pass block every nginx contender shares (what `consul-lb nginx` writes, minus the address). */
-const PROXY_HEADERS = [
+export const PROXY_HEADERS = [
   'proxy_http_version 1.1;',
   'proxy_set_header Host $host;',
   'proxy_set_header X-Real-IP $remote_addr;',

@@ -5,6 +5,12 @@
  * their requests over all services (wrk picks one at random per request). Reports req/s and the proxy's RSS at the
  * end of each run, with the 1-service run of the same kind as the reference. Writes bench/results/scale.{json,md}.
  *
+ * The `nginx` plane is the reference at the same scale: one nginx worker proxying with what consul-template would
+ * render for those services (a static `upstream` with keepalive per service; by Host one `server` block per service
+ * name, by route one `location` per prefix), no DNS at all. Part of what a request costs grows with the number of
+ * services for any proxy (each request touches another upstream's connection, kernel socket and backend socket);
+ * the column "× nginx" divides that out.
+ *
  *   npm run bench:scale
  *   npm run bench:scale -- --counts 1,100,1000 --duration 5 --planes passthrough
  *   npm run bench:scale -- --ttl-floors 1000,10000   (each run once per --ttl-floor-ms: the DNS refresh share)
@@ -20,7 +26,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startConsul } from '../test/helpers/consul.js'
 import { freePort } from '../test/helpers/ports.js'
-import { waitServing } from './contenders.js'
+import { PROXY_HEADERS, waitServing } from './contenders.js'
 import { wrkBinary } from './load.js'
 import { killAllTrackedSync, sampleTree, sleep, spawnTracked, stopTracked } from './procs.js'
 import { nginxBinary, ROOT, SMALL_BODY, waitListening } from './stack.js'
@@ -28,7 +34,7 @@ import { nginxBinary, ROOT, SMALL_BODY, waitListening } from './stack.js'
 const { values: args } = parseArgs({
   options: {
     counts: { type: 'string', default: '1,100,1000,5000' },
-    planes: { type: 'string', default: 'passthrough,classic' },
+    planes: { type: 'string', default: 'passthrough,classic,nginx' },
     modes: { type: 'string', default: 'host,route' },
     duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '32' },
@@ -45,7 +51,9 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
   })
 
 const counts = args.counts.split(',').map(Number)
-const planes = args.planes.split(',') as ('passthrough' | 'classic')[]
+const planes = args.planes.split(',') as Plane[]
+for (const p of planes)
+  if (!['passthrough', 'classic', 'nginx'].includes(p)) throw new Error(`--planes: unknown plane ${JSON.stringify(p)}`)
 const modes = args.modes.split(',') as ('host' | 'route')[]
 const durationS = Number(args.duration)
 const connections = Number(args.connections)
@@ -59,10 +67,13 @@ function addressOf(i: number): string {
   return `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`
 }
 
+type Plane = 'passthrough' | 'classic' | 'nginx'
+
 interface Row {
   services: number
-  plane: string
+  plane: Plane
   mode: string
+  /** 0 for the nginx reference, which has its addresses in its config and asks no DNS. */
   ttlFloorMs: number
   rps: number
   rssMb: number
@@ -88,22 +99,75 @@ function wrkScript(n: number, mode: 'host' | 'route'): string {
   ].join('\n')}\n`
 }
 
+/** A whole nginx.conf with one worker and room for thousands of connections; `body` goes inside `http {}`. */
+function nginxConf(dir: string, body: string[]): string {
+  return `${[
+    'worker_processes 1;',
+    ...(process.getuid?.() === 0 ? ['user root;'] : []),
+    'worker_rlimit_nofile 30000;',
+    `pid ${dir}/nginx.pid;`,
+    `error_log ${dir}/error.log;`,
+    'events { worker_connections 20000; }',
+    'http {',
+    '  access_log off;',
+    ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${dir}/tmp;`),
+    '  keepalive_requests 1000000;',
+    '  keepalive_timeout 75s;',
+    ...body.map((l) => `  ${l}`),
+    '}',
+  ].join('\n')}\n`
+}
+
+/**
+ * The reference proxy for n services: what consul-template renders for nginx, one static upstream per service
+ * (keepalive as many connections as there are clients), found by server name (Host) or by location prefix (route).
+ */
+function nginxProxyConf(dir: string, n: number, mode: 'host' | 'route', listen: string, backendPort: number): string {
+  const body: string[] = ['server_names_hash_max_size 16384;', 'server_names_hash_bucket_size 64;']
+  for (let i = 0; i < n; i++)
+    body.push(`upstream s${i} { server ${addressOf(i)}:${backendPort}; keepalive ${connections}; }`)
+  const headers = PROXY_HEADERS.map((l) => `    ${l}`)
+  if (mode === 'host')
+    for (let i = 0; i < n; i++)
+      body.push(
+        `server { listen ${listen}; server_name s${i}.service.consul;`,
+        '  location / {',
+        `    proxy_pass http://s${i};`,
+        ...headers,
+        '  }',
+        '}',
+      )
+  else {
+    body.push(`server { listen ${listen};`)
+    for (let i = 0; i < n; i++) body.push(`  location /s${i}/ {`, `    proxy_pass http://s${i}/;`, ...headers, '  }')
+    body.push('}')
+  }
+  return nginxConf(dir, body)
+}
+
 async function main(): Promise<void> {
   const wrk = wrkBinary()
   if (!wrk) throw new Error('wrk is required (apt-get install wrk)')
   const max = Math.max(...counts)
+  const nginxBin = nginxBinary()
   const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-scale-'))
   const consul = await startConsul(undefined)
   const rows: Row[] = []
   try {
     // One nginx answering on every service's address (listen sockets are cheap; one worker, as the main bench).
     const port = await freePort()
-    const listens = Array.from({ length: max }, (_, i) => `    listen ${addressOf(i)}:${port};`).join('\n')
+    const listens = Array.from({ length: max }, (_, i) => `  listen ${addressOf(i)}:${port};`).join('\n')
     writeFileSync(
       join(dir, 'nginx.conf'),
-      `worker_processes 1;\n${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_rlimit_nofile 30000;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents { worker_connections 20000; }\nhttp {\n  access_log off;\n  client_body_temp_path ${dir}/tmp;\n  proxy_temp_path ${dir}/tmp;\n  fastcgi_temp_path ${dir}/tmp;\n  uwsgi_temp_path ${dir}/tmp;\n  scgi_temp_path ${dir}/tmp;\n  keepalive_requests 1000000;\n  keepalive_timeout 75s;\n  server {\n${listens}\n    default_type text/plain;\n    location / { return 200 '${SMALL_BODY}'; }\n  }\n}\n`,
+      nginxConf(dir, [
+        'server {',
+        listens,
+        '  default_type text/plain;',
+        `  location / { return 200 '${SMALL_BODY}'; }`,
+        '}',
+      ]),
     )
-    const nginx = spawnTracked(nginxBinary(), ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])
+    const nginx = spawnTracked(nginxBin, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])
     await waitListening(addressOf(max - 1), port, nginx, 'nginx')
     let registered = 0
     for (const n of counts) {
@@ -126,30 +190,40 @@ async function main(): Promise<void> {
         writeFileSync(script, wrkScript(n, mode))
         const config = join(dir, `routes-${n}.json`)
         writeFileSync(config, JSON.stringify({ routes: Array.from({ length: n }, (_, i) => `/s${i}=s${i},strip`) }))
-        for (const ttlFloorMs of ttlFloors)
+        for (const [f, ttlFloorMs] of ttlFloors.entries())
           for (const plane of planes) {
+            // nginx asks no DNS: one run per count and routing is its reference.
+            if (plane === 'nginx' && f > 0) continue
             const lbPort = await freePort()
-            const d = spawnTracked(process.execPath, [
-              join(ROOT, 'dist', 'cli.js'),
-              'serve',
-              '--listen',
-              `127.0.0.1:${lbPort}`,
-              '--admin',
-              'off',
-              '--dns',
-              consul.dnsAddr,
-              '--data-plane',
-              plane,
-              '--ttl-floor-ms',
-              String(ttlFloorMs),
-              '--log-level',
-              'warn',
-              ...(mode === 'route' ? ['--config', config] : []),
-            ])
+            const url = `http://127.0.0.1:${lbPort}`
+            const name = plane === 'nginx' ? 'nginx (reference proxy)' : `consul-lb ${plane}`
+            let d: ReturnType<typeof spawnTracked>
+            if (plane === 'nginx') {
+              const ndir = join(dir, `proxy-${n}-${mode}`)
+              mkdirSync(join(ndir, 'tmp'), { recursive: true })
+              writeFileSync(join(ndir, 'nginx.conf'), nginxProxyConf(ndir, n, mode, `127.0.0.1:${lbPort}`, port))
+              d = spawnTracked(nginxBin, ['-p', `${ndir}/`, '-c', join(ndir, 'nginx.conf'), '-g', 'daemon off;'])
+            } else
+              d = spawnTracked(process.execPath, [
+                join(ROOT, 'dist', 'cli.js'),
+                'serve',
+                '--listen',
+                `127.0.0.1:${lbPort}`,
+                '--admin',
+                'off',
+                '--dns',
+                consul.dnsAddr,
+                '--data-plane',
+                plane,
+                '--ttl-floor-ms',
+                String(ttlFloorMs),
+                '--log-level',
+                'warn',
+                ...(mode === 'route' ? ['--config', config] : []),
+              ])
             try {
-              const url = `http://127.0.0.1:${lbPort}`
-              await waitListening('127.0.0.1', lbPort, d, `consul-lb ${plane}`, 120_000)
-              if (mode === 'route') await waitServing(`${url}/s0`, d, `consul-lb ${plane}`, 120_000)
+              await waitListening('127.0.0.1', lbPort, d, name, 120_000)
+              if (mode === 'route') await waitServing(`${url}/s0`, d, name, 120_000)
               // Warm-up: every service's answer cached and an upstream connection made, not measured.
               execFileSync(
                 wrk,
@@ -178,7 +252,7 @@ async function main(): Promise<void> {
                 services: n,
                 plane,
                 mode,
-                ttlFloorMs,
+                ttlFloorMs: plane === 'nginx' ? 0 : ttlFloorMs,
                 rps: j.requests / (j.duration_us / 1e6),
                 rssMb: rss,
                 errors: j.errors,
@@ -186,7 +260,7 @@ async function main(): Promise<void> {
               }
               rows.push(row)
               note(
-                `${n} services, ${mode}, ${plane}, TTL floor ${ttlFloorMs} ms: ${Math.round(row.rps)} req/s, ${row.rssMb.toFixed(0)} MB, ${row.errors} errors`,
+                `${n} services, ${mode}, ${plane}${plane === 'nginx' ? '' : `, TTL floor ${ttlFloorMs} ms`}: ${Math.round(row.rps)} req/s, ${row.rssMb.toFixed(0)} MB, ${row.errors} errors`,
               )
             } finally {
               await stopTracked(d.proc, 12_000)
@@ -217,16 +291,22 @@ function markdown(rows: Row[]): string {
     '',
     `${new Date().toISOString()} · wrk -t1 -c${connections}, ${durationS} s per run after a warm-up, a random service per request; one instance per service (own loopback address), one nginx answering all; load average at the end of each run in the last column.`,
     '',
-    '| services | routed by | TTL floor | data plane | req/s | × its 1-service run | RSS MB | errors | load avg |',
-    '|---:|---|---:|---|---:|---:|---:|---:|---|',
+    'The nginx rows are the reference at the same scale: one nginx worker proxying with a static upstream (keepalive) per service, found by server name or location prefix, no DNS (what consul-template renders). "× nginx" is req/s over that run\'s (same services, same routing).',
+    '',
+    '| services | routed by | TTL floor | data plane | req/s | × its 1-service run | × nginx | RSS MB | errors | load avg |',
+    '|---:|---|---:|---|---:|---:|---:|---:|---:|---|',
   ]
+  const fewest = Math.min(...counts)
   for (const r of rows) {
     const base = rows.find(
-      (x) =>
-        x.services === Math.min(...counts) && x.plane === r.plane && x.mode === r.mode && x.ttlFloorMs === r.ttlFloorMs,
+      (x) => x.services === fewest && x.plane === r.plane && x.mode === r.mode && x.ttlFloorMs === r.ttlFloorMs,
     )
+    const ref =
+      r.plane === 'nginx'
+        ? undefined
+        : rows.find((x) => x.plane === 'nginx' && x.services === r.services && x.mode === r.mode)
     lines.push(
-      `| ${r.services.toLocaleString('en-US')} | ${r.mode === 'host' ? 'Host' : 'configured route'} | ${r.ttlFloorMs / 1000} s | ${r.plane} | ${Math.round(r.rps).toLocaleString('en-US')} | ${base ? (r.rps / base.rps).toFixed(2) : '–'} | ${r.rssMb.toFixed(0)} | ${r.errors} | ${r.loadavg} |`,
+      `| ${r.services.toLocaleString('en-US')} | ${r.mode === 'host' ? 'Host' : 'configured route'} | ${r.plane === 'nginx' ? 'static' : `${r.ttlFloorMs / 1000} s`} | ${r.plane} | ${Math.round(r.rps).toLocaleString('en-US')} | ${base ? (r.rps / base.rps).toFixed(2) : '–'} | ${ref ? (r.rps / ref.rps).toFixed(2) : '–'} | ${r.rssMb.toFixed(0)} | ${r.errors} | ${r.loadavg} |`,
     )
   }
   return `${lines.join('\n')}\n`
