@@ -1,6 +1,6 @@
 import t from 'tap'
 import { RequestFacts, rewriteRequestHead, rewriteResponseHead } from '../src/passthrough/head.js'
-import { Framing, HttpParser, ParseError } from '../src/passthrough/llhttp.js'
+import { Framing, HttpParser, ParseError, parserMemoryBytes } from '../src/passthrough/llhttp.js'
 
 /** Pure cores of the pass-through data plane: llhttp's framing decisions and the one-pass head rewrites. */
 
@@ -30,6 +30,38 @@ t.test('llhttp decides the framing: none, Content-Length, chunked, until close',
     t.equal(p.framing(), framing, text.split('\r\n')[0])
     if (framing === Framing.Length) t.ok(p.contentLength === 12 || p.contentLength === 7)
   }
+})
+
+t.test('wasm memory growth: parsers made before and after it read heads, framing and lengths right', async (t) => {
+  // The views of wasm memory are made again only after llhttp's malloc (parser allocation, a larger input area):
+  // growing it both ways must leave every parser readable.
+  const before = parse('response', 'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n').p
+  const start = parserMemoryBytes()
+  const many: HttpParser[] = []
+  while (parserMemoryBytes() === start && many.length < 200_000) many.push(new HttpParser('request'))
+  t.ok(parserMemoryBytes() > start, `${many.length} parsers grew wasm memory from ${start} bytes`)
+  const after = parse('request', 'POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n')
+  t.equal(after.p.framing(), Framing.Length)
+  t.equal(after.p.contentLength, 12)
+  t.equal(before.framing(), Framing.Length, 'a parser made before the growth')
+  t.equal(before.contentLength, 7)
+  // A large chunked body grows the input area (a malloc of its own), then the parser still reports framing.
+  const grown = parserMemoryBytes()
+  const chunked = parse('response', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n')
+  t.equal(chunked.p.framing(), Framing.Chunked)
+  const size = 4 * grown
+  const body = Buffer.concat([
+    Buffer.from(`${size.toString(16)}\r\n`),
+    Buffer.alloc(size, 97),
+    Buffer.from('\r\n0\r\n\r\n'),
+  ])
+  t.equal(chunked.p.executeChunked(body, 0), body.length, 'the whole chunked body went through')
+  t.ok(chunked.p.messageComplete, 'and ended the message')
+  t.ok(parserMemoryBytes() > grown, 'the input area grew wasm memory again')
+  const last = parse('response', 'HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n')
+  t.equal(last.p.statusCode, 404)
+  t.equal(last.p.contentLength, 3)
+  for (const p of [before, after.p, chunked.p, last.p, ...many]) p.free()
 })
 
 t.test('a head split anywhere parses to the same spans', async (t) => {

@@ -115,15 +115,21 @@ const instance = new WebAssembly.Instance(loadModule(), {
 })
 const L = instance.exports as unknown as LlhttpExports
 
-/** Views of wasm memory, made again only when the memory grew (which detaches the old ArrayBuffer). */
-let memBytes = Buffer.from(L.memory.buffer)
-let memView = new DataView(L.memory.buffer)
-function memory(): Buffer {
-  if (memBytes.buffer !== L.memory.buffer) {
-    memBytes = Buffer.from(L.memory.buffer)
-    memView = new DataView(L.memory.buffer)
+/**
+ * Views of wasm memory. Memory grows (which detaches the old ArrayBuffer) only inside llhttp's `malloc`, which runs
+ * from `L.malloc` and `L.llhttp_alloc` alone (llhttp_execute allocates nothing), so the views are made again right
+ * after those two calls (`remap`), never checked per access: `WebAssembly.Memory#buffer` is a call into C++.
+ */
+let memBuffer = L.memory.buffer
+let memBytes = Buffer.from(memBuffer)
+let memView = new DataView(memBuffer)
+function remap(): void {
+  const b = L.memory.buffer
+  if (b !== memBuffer) {
+    memBuffer = b
+    memBytes = Buffer.from(b)
+    memView = new DataView(b)
   }
-  return memBytes
 }
 
 /** Copies `chunk[start, start+len)` into the shared input area of wasm memory, growing it when needed. */
@@ -132,12 +138,13 @@ function stage(chunk: Buffer, start: number, len: number): void {
     if (inputPtr !== 0) L.free(inputPtr)
     inputSize = Math.max(16384, Math.ceil(len / 16384) * 16384)
     inputPtr = L.malloc(inputSize)
+    remap()
   }
-  chunk.copy(memory(), inputPtr, start, start + len)
+  chunk.copy(memBytes, inputPtr, start, start + len)
 }
 
 function cString(ptr: number): string {
-  const mem = memory()
+  const mem = memBytes
   return mem.toString('latin1', ptr, mem.indexOf(0, ptr))
 }
 
@@ -194,6 +201,7 @@ export class HttpParser {
   constructor(kind: 'request' | 'response') {
     this.isResponse = kind === 'response'
     this.ptr = L.llhttp_alloc(this.isResponse ? TYPE_RESPONSE : TYPE_REQUEST)
+    remap()
   }
 
   onMessageBegin(): void {
@@ -307,7 +315,6 @@ export class HttpParser {
       else if (ret !== HPE_OK) throw this.error(ret)
     }
     if (this.messageComplete) return Framing.None
-    memory()
     const flags = memView.getUint16(this.ptr + OFF_FLAGS, true)
     if ((flags & F_CHUNKED) !== 0) return Framing.Chunked
     if ((flags & F_CONTENT_LENGTH) !== 0) return Framing.Length
@@ -316,7 +323,6 @@ export class HttpParser {
 
   /** Content-Length of the message (valid when framing() said Length; llhttp checked it is one plain number). */
   get contentLength(): number {
-    memory()
     return Number(memView.getBigUint64(this.ptr + OFF_CONTENT_LENGTH, true))
   }
 
@@ -378,6 +384,11 @@ for (const [name, n] of Object.entries(
   (require('undici/lib/llhttp/constants.js') as { METHODS: Record<string, number> }).METHODS,
 ))
   METHOD_NAMES[n] = name
+
+/** Bytes of llhttp's wasm memory now (it only grows). */
+export function parserMemoryBytes(): number {
+  return memBuffer.byteLength
+}
 
 export function methodName(n: number): string {
   return METHOD_NAMES[n] ?? 'UNKNOWN'
