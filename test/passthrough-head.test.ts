@@ -145,6 +145,18 @@ t.test(
       again.buf.toString('latin1', c as number),
       `HTTP/1.1 200 OK\r\nconnection: close\r\nServer: s\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
     )
+    // `keep-alive` and `close` alone are read on the bytes (no header named by them); other Connection lines of the
+    // same head still name theirs, and a header called Close is left alone (only the option is meant).
+    for (const [lines, kept] of [
+      ['Connection: Keep-Alive\r\nx-priv: 1\r\nConnection: x-priv\r\nX-Keep: 1\r\n', 'X-Keep: 1\r\n'],
+      ['Connection: CLOSE\r\nClose: 1\r\nX-Keep: 1\r\n', 'Close: 1\r\nX-Keep: 1\r\n'],
+      ['Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Keep: 1\r\n', 'X-Keep: 1\r\n'],
+      ['Connection: keep-alivex\r\nkeep-alivex: 1\r\nX-Keep: 1\r\n', 'X-Keep: 1\r\n'],
+    ]) {
+      const m = parse('response', `HTTP/1.1 200 OK\r\n${lines}Content-Length: 2\r\n\r\nok`)
+      const at = rewriteResponseHead(m.buf, 0, m.end, m.p, { status: 200, close: false, keepAlive10: false })
+      t.equal(m.buf.toString('latin1', at as number), `HTTP/1.1 200 OK\r\n${kept}Content-Length: 2\r\n\r\nok`, lines)
+    }
     const tight = parse('response', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
     const copy = rewriteResponseHead(tight.buf, 0, tight.end, tight.p, { status: 200, close: true, keepAlive10: false })
     t.ok(Buffer.isBuffer(copy), 'no room: a copy of the head')

@@ -85,7 +85,7 @@ export function classifyName(buf: Uint8Array, start: number, len: number): Name 
  * name no header (close, keep-alive, upgrade: what nearly every peer sends), without splitting anything.
  */
 export function connectionTokens(values: string | null): Set<string> | null {
-  if (values === null) return null
+  if (values === null || values === 'keep-alive' || values === 'close') return null
   let set: Set<string> | null = null
   for (const t of values.split(',')) {
     const n = t.trim().toLowerCase()
@@ -94,6 +94,11 @@ export function connectionTokens(values: string | null): Set<string> | null {
     set.add(n)
   }
   return set
+}
+
+/** A Connection value that is exactly `keep-alive` or `close` (any case): it names no header, nothing to split. */
+function namesNoHeader(buf: Uint8Array, start: number, len: number): boolean {
+  return (len === 10 && bytesEqual(buf, start, 'keep-alive')) || (len === 5 && bytesEqual(buf, start, 'close'))
 }
 
 /** Index just past the CRLF that ends the header line whose value ends at `valueEnd`. */
@@ -313,7 +318,11 @@ export function rewriteResponseHead(
     if (len !== 10 && len !== 7) continue
     const name = classifyName(buf, headStart + s[i]!, len)
     if (name === Name.Connection) {
-      const t = connectionTokens(buf.toString('latin1', headStart + s[i + 2]!, headStart + s[i + 2]! + s[i + 3]!))
+      // Nearly every instance answers `Connection: keep-alive`: read on the bytes, no string made.
+      const vs = headStart + s[i + 2]!
+      const vl = s[i + 3]!
+      if (namesNoHeader(buf, vs, vl)) continue
+      const t = connectionTokens(buf.toString('latin1', vs, vs + vl))
       if (t !== null) {
         if (tokens === null) tokens = t
         else for (const x of t) tokens.add(x)
