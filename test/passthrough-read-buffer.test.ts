@@ -34,6 +34,25 @@ function randomBytes(n: number, seed: number): Buffer {
 }
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
+/** Calls `answer` with each request's body (Content-Length framed) as `c` reads it whole, and its index. */
+function eachRequest(c: Socket, answer: (body: Buffer, index: number) => void): void {
+  let buf = Buffer.alloc(0)
+  let n = 0
+  c.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d])
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n')
+      if (end === -1) return
+      const len = Number(/content-length: *(\d+)/i.exec(buf.toString('latin1', 0, end))?.[1] ?? 0)
+      if (buf.length < end + 4 + len) return
+      const body = buf.subarray(end + 4, end + 4 + len)
+      buf = buf.subarray(end + 4 + len)
+      answer(body, n++)
+    }
+  })
+  c.on('error', () => {})
+}
+
 let consul: ConsulAgent
 t.before(async () => {
   consul = await startConsul(t)
@@ -252,29 +271,17 @@ t.test(
     // the client's reads pause until it drains; a write left pending below that mark is the first test's case, which
     // is why Exchange.send lends the buffer too.)
     const body = randomBytes(14 * 1024 * 1024, 47)
-    const backend = createTcpServer((c) => {
-      let buf = Buffer.alloc(0)
-      let answered = 0
-      c.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d])
-        for (;;) {
-          const end = buf.indexOf('\r\n\r\n')
-          if (end === -1) return
-          const len = Number(/content-length: *(\d+)/i.exec(buf.toString('latin1', 0, end))?.[1] ?? 0)
-          if (buf.length < end + 4 + len) return
-          const got = buf.subarray(end + 4, end + 4 + len)
-          buf = buf.subarray(end + 4 + len)
-          const out = len > 0 ? `${got.length} ${sha(got)}` : `plain ${answered}`
-          c.write(`HTTP/1.1 200 OK\r\nContent-Length: ${out.length}\r\n\r\n${out}`)
-          if (answered++ === 0) {
-            // After the first answer: deaf for a while (the proxy's next write to this connection backs up).
-            c.pause()
-            setTimeout(() => c.resume(), 700)
-          }
+    const backend = createTcpServer((c) =>
+      eachRequest(c, (got, answered) => {
+        const out = got.length > 0 ? `${got.length} ${sha(got)}` : `plain ${answered}`
+        c.write(`HTTP/1.1 200 OK\r\nContent-Length: ${out.length}\r\n\r\n${out}`)
+        if (answered === 0) {
+          // After the first answer: deaf for a while (the proxy's next write to this connection backs up).
+          c.pause()
+          setTimeout(() => c.resume(), 700)
         }
-      })
-      c.on('error', () => {})
-    })
+      }),
+    )
     const p = await serviceOn(await listen(backend, t), t, { requestBufferBytes: 16 * 1024 * 1024 })
     const s = connect(p.port, '127.0.0.1')
     s.on('error', () => {})
@@ -293,3 +300,92 @@ t.test(
     t.match(text, /plain 2$/, 'and then the pipelined request')
   },
 )
+
+/**
+ * Counts pause() and resume() on the proxy's own client sockets (those whose local port is `port`) while `fn` runs.
+ * net.Socket#pause and #resume are what stop and restart reading (each a change of the socket's epoll interest).
+ */
+async function countPauses(port: number, fn: () => Promise<void>): Promise<{ pauses: number; resumes: number }> {
+  const proto = Socket.prototype as unknown as { pause: () => Socket; resume: () => Socket }
+  const { pause, resume } = proto
+  const seen = { pauses: 0, resumes: 0 }
+  proto.pause = function (this: Socket) {
+    if (this.localPort === port) seen.pauses++
+    return pause.call(this)
+  }
+  proto.resume = function (this: Socket) {
+    if (this.localPort === port) seen.resumes++
+    return resume.call(this)
+  }
+  try {
+    await fn()
+  } finally {
+    proto.pause = pause
+    proto.resume = resume
+  }
+  return seen
+}
+
+/** An instance that reads each request whole (Content-Length framed) and answers with its body's length and digest. */
+function digestBackend(deafMs = 0) {
+  return createTcpServer((c) => {
+    eachRequest(c, (got) => {
+      const out = `${got.length} ${sha(got)}`
+      c.write(`HTTP/1.1 200 OK\r\nContent-Length: ${out.length}\r\n\r\n${out}`)
+    })
+    if (deafMs > 0) {
+      // Reads nothing at first: what the proxy writes to it backs up.
+      c.pause()
+      setTimeout(() => c.resume(), deafMs)
+    }
+  })
+}
+
+/** Sends `count` POSTs of `body` one after the other on one connection; resolves with the answers' bodies. */
+async function postInTurn(port: number, body: Buffer, count: number, t: Test): Promise<string[]> {
+  const s = connect(port, '127.0.0.1')
+  s.on('error', () => {})
+  t.teardown(() => s.destroy())
+  const answers: string[] = []
+  for (let i = 0; i < count; i++) {
+    // Head and body in one write, as load generators and most clients send a small upload.
+    s.write(
+      Buffer.concat([Buffer.from(`POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`), body]),
+    )
+    const got = await readSlowly(s, (_total, start) => {
+      const text = start.toString('latin1')
+      const end = text.indexOf('\r\n\r\n')
+      const len = Number(/content-length: *(\d+)/i.exec(text)?.[1] ?? -1)
+      return end !== -1 && len >= 0 && text.length >= end + 4 + len
+    })
+    answers.push(got.toString('latin1', got.indexOf('\r\n\r\n') + 4))
+  }
+  return answers
+}
+
+t.test("a request body the instance's socket takes at once does not pause the client's reads", async (t) => {
+  // write() answers false for any write of 16 KiB or more, even one the kernel took whole; pausing on that answer
+  // stopped and restarted the client's reading on every such request (writeLent).
+  const body = randomBytes(16 * 1024, 53)
+  const p = await serviceOn(await listen(digestBackend(), t), t)
+  const count = 20
+  let answers: string[] = []
+  const seen = await countPauses(p.port, async () => {
+    answers = await postInTurn(p.port, body, count, t)
+  })
+  t.same(answers, Array(count).fill(`${body.length} ${sha(body)}`), 'every body arrived intact')
+  // A write the loopback kernel could not take at once would pause rightly; on an idle connection that is rare.
+  t.ok(seen.pauses <= 2, `reading paused ${seen.pauses} times over ${count} requests (it was once per request)`)
+})
+
+t.test("a request body that backs up at the instance pauses the client's reads until it drains", async (t) => {
+  const body = randomBytes(8 * 1024 * 1024, 59)
+  const p = await serviceOn(await listen(digestBackend(500), t), t)
+  let answers: string[] = []
+  const seen = await countPauses(p.port, async () => {
+    answers = await postInTurn(p.port, body, 1, t)
+  })
+  t.same(answers, [`${body.length} ${sha(body)}`], 'the body arrived intact')
+  t.ok(seen.pauses >= 1, `reading paused while the instance read nothing (${seen.pauses} times)`)
+  t.ok(seen.resumes >= seen.pauses, `and resumed each time (${seen.resumes} resumes)`)
+})

@@ -4,7 +4,7 @@ import { answerBytes, errorAnswer } from '../proxy/answers.js'
 import type { Exchange } from './exchange.js'
 import { RequestFacts } from './head.js'
 import { Framing, HttpParser, ParseError } from './llhttp.js'
-import { adopt, lend, ReadBuffer } from './read-buffer.js'
+import { adopt, ReadBuffer, writeLent } from './read-buffer.js'
 import type { UpstreamConnection } from './upstream-pool.js'
 
 /** The client-side limits (validated config values). */
@@ -139,8 +139,7 @@ export class ClientConnection {
   /** One read: a view of the read buffer, valid until this returns (see read-buffer.ts). */
   private readonly onBytes = (chunk: Buffer): void => {
     if (this.tunnelTo !== null) {
-      if (!this.tunnelTo.write(chunk)) this.socket.pause()
-      lend(this.tunnelTo)
+      if (!writeLent(this.tunnelTo, chunk)) this.socket.pause()
     } else this.drive(chunk, 0)
   }
 
@@ -155,25 +154,32 @@ export class ClientConnection {
     } finally {
       this.driving = false
       this.exchange?.keepHeld()
-      const corked = this.corked
-      if (corked !== null) {
-        this.corked = null
-        corked.uncork()
-      }
+      if (this.corked !== null) this.uncorkUpstream()
     }
   }
 
-  /** Writes to an instance's socket (corked while a read is being parsed). */
+  /**
+   * Writes to an instance's socket (corked while a read is being parsed). False: reading should pause until the
+   * instance's socket drains.
+   */
   writeUpstream(s: Socket, b: Uint8Array): boolean {
     // Only a request whose body is being read can have more bytes for `s` in this read (a GET goes at once).
     if (this.driving && this.state === Read.Body && this.corked !== s) {
-      if (this.corked !== null) this.corked.uncork()
+      if (this.corked !== null) this.uncorkUpstream()
       s.cork()
       this.corked = s
     }
-    const ok = s.write(b)
-    lend(s)
-    return ok
+    // Corked, the bytes leave once the read is handled, and their backlog is judged then.
+    return writeLent(s, b) || this.corked === s
+  }
+
+  /** The corked bytes leave in one write; reading pauses if some still wait past the high-water mark. */
+  private uncorkUpstream(): void {
+    const s = this.corked!
+    this.corked = null
+    s.uncork()
+    // needDrain: 'drain' follows, and resumes reading (Exchange.onUpstreamDrain).
+    if (s.writableNeedDrain && s.writableLength > 0) this.pauseReading()
   }
 
   private driveRead(chunk: Buffer, from: number): void {
@@ -364,10 +370,9 @@ export class ClientConnection {
   }
 
   /** Bytes for the client; they may be a view of an instance's read buffer (lent until written). */
+  /** False: bytes wait in the socket's queue past its high-water mark ('drain' follows, see writeLent). */
   write(b: Uint8Array): boolean {
-    const ok = this.socket.write(b)
-    lend(this.socket)
-    return ok
+    return writeLent(this.socket, b)
   }
 
   /** An answer of our own; `close`: the connection ends after it. */
@@ -446,8 +451,7 @@ export class ClientConnection {
     const s = this.socket
     s.off('drain', this.onDrain)
     const up = c.detach((b) => {
-      if (!s.write(b)) up.pause()
-      lend(s)
+      if (!writeLent(s, b)) up.pause()
     })
     const pending = this.pending
     this.pending = null

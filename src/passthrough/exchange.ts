@@ -210,7 +210,8 @@ export class Exchange implements ConnectionUser {
     lend(s)
     if (this.heldBytes >= HOLD_LIMIT) this.client.resumeReading()
     this.heldBytes = 0
-    if (!ok) this.client.pauseReading()
+    // Uncorked, the bytes went out at once as far as the kernel took them: pause only for what still waits.
+    if (!ok && s.writableLength > 0) this.client.pauseReading()
   }
 
   /** Request body bytes from the client, exactly those of this request. */

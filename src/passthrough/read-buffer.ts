@@ -30,6 +30,19 @@ export function lend(s: Socket): void {
   else lentOverflow = true
 }
 
+/**
+ * Writes bytes that may be a read buffer's (they are lent, see `lend`) and says whether the writer may go on: false
+ * only when bytes still wait in the socket's queue past its high-water mark, so that 'drain' follows. Not write()'s
+ * own answer, which is false for any write of 16 KiB or more even when the kernel took it whole at once: pausing the
+ * reader on that cost a stop and a restart of reading (two epoll_ctl calls and the stream's pause and resume) per
+ * request with a 16 KiB body.
+ */
+export function writeLent(s: Socket, b: Uint8Array): boolean {
+  const ok = s.write(b)
+  lend(s)
+  return ok || s.writableLength === 0
+}
+
 /** net's `onread` option, as `Socket` and `connect` take it. */
 export interface OnRead {
   buffer: () => Buffer
