@@ -288,7 +288,7 @@ export class ClientConnection {
     }
     if (framing === Framing.Length && this.bodyLeft === 0) this.endOfBody()
     if (this.state === Read.Answer) this.exchange.onBodyEnd()
-    this.exchange.begin()
+    this.exchange.begin(Date.now())
   }
 
   private readBody(chunk: Buffer, at: number): number {
@@ -344,7 +344,7 @@ export class ClientConnection {
   }
 
   /** Called by the exchange once its answer is out (or failed): the next request, or the end of the connection. */
-  exchangeDone(ex: Exchange): void {
+  exchangeDone(ex: Exchange, now: number): void {
     if (this.exchange !== ex) return
     this.exchange = null
     if (this.tunnel) return
@@ -356,7 +356,7 @@ export class ClientConnection {
     // After an upgrade the instance declined, llhttp waits in its upgraded state: start it afresh.
     if (this.parser.upgrade) this.parser.reset()
     else this.parser.next()
-    this.deadline = Date.now() + this.host.limits.clientKeepAliveMs
+    this.deadline = now + this.host.limits.clientKeepAliveMs
     this.deadlineIsIdle = true
     const pending = this.pending
     this.pending = null

@@ -127,21 +127,21 @@ export class Exchange implements ConnectionUser {
    * case), else after the wait `target.ready()` calls for. The client connection holds this exchange before it
    * begins, so an answer given at once finds it.
    */
-  begin(): void {
-    const ready = this.target.ready(Date.now())
-    if (ready === true) this.start()
+  begin(now: number): void {
+    const ready = this.target.ready(now)
+    if (ready === true) this.start(now)
     else if (ready === false) this.proceed(false)
     else void ready.then(this.proceed)
   }
 
   private readonly proceed = (ready: boolean): void => {
     if (this.done) return
-    if (ready) this.start()
+    if (ready) this.start(Date.now())
     else this.fail(this.target.unavailable())
   }
 
   /** The service has instances: read a small body whole if there is one, then send the first attempt. */
-  private start(): void {
+  private start(now: number): void {
     // Decided: route, limits and readiness are known, so the client may send its body now (RFC 9110 §10.1.1).
     if (this.req.expectContinue) this.client.write(CONTINUE)
     if (this.req.bufferBody && !this.bodyEnded) {
@@ -149,20 +149,19 @@ export class Exchange implements ConnectionUser {
       this.waitingForBody = true
       return
     }
-    this.dispatchFirst()
+    this.dispatchFirst(now)
   }
 
-  private dispatchFirst(): void {
-    const u = this.target.pool.pick(Date.now(), null)
+  private dispatchFirst(now: number): void {
+    const u = this.target.pool.pick(now, null)
     if (u === null) this.fail(this.target.unavailable(true))
-    else this.dispatch(u)
+    else this.dispatch(u, now)
   }
 
-  private dispatch(u: Upstream): void {
+  private dispatch(u: Upstream, now: number): void {
     this.upstream = u
     this.lastUpstream = u
     this.attempts++
-    const now = Date.now()
     u.begin(now)
     this.startedAt = now
     this.sent = false
@@ -170,7 +169,7 @@ export class Exchange implements ConnectionUser {
     // An upgrade's connection is never reused: after a 101 it carries another protocol.
     const c = this.req.upgrade === null ? pool.acquire(this) : pool.open(this)
     this.conn = c
-    if (c.connected) this.send(c)
+    if (c.connected) this.send(c, now)
   }
 
   /** The only place a request gives its instance slot back: each attempt ends here once. */
@@ -184,14 +183,14 @@ export class Exchange implements ConnectionUser {
   }
 
   onUpstreamConnected(c: UpstreamConnection): void {
-    if (c === this.conn) this.send(c)
+    if (c === this.conn) this.send(c, Date.now())
   }
 
   /** Head, then whatever body bytes arrived meanwhile: corked, so a small request leaves in one write. */
-  private send(c: UpstreamConnection): void {
+  private send(c: UpstreamConnection, now: number): void {
     this.sent = true
     c.parser.skipBody = this.req.isHead
-    this.deadline = Date.now() + this.ctx.upstreamHeadersTimeoutMs
+    this.deadline = now + this.ctx.upstreamHeadersTimeoutMs
     const held = this.held
     if (held === null) {
       this.client.writeUpstream(c.socket, this.head)
@@ -245,7 +244,7 @@ export class Exchange implements ConnectionUser {
     this.bodyEnded = true
     if (this.waitingForBody) {
       this.waitingForBody = false
-      this.dispatchFirst()
+      this.dispatchFirst(Date.now())
     }
   }
 
@@ -295,7 +294,7 @@ export class Exchange implements ConnectionUser {
           this.respLeft -= take
           if (this.respLeft === 0) {
             c.parser.skipLengthBody()
-            this.responseEnd(c, at === len)
+            this.responseEnd(c, at === len, Date.now())
             return
           }
         } else if (this.respFraming === Framing.Chunked) {
@@ -306,7 +305,7 @@ export class Exchange implements ConnectionUser {
           if (p.relayCrlf) this.toClient(CRLF)
           at += n
           if (c.parser.messageComplete) {
-            this.responseEnd(c, at === len)
+            this.responseEnd(c, at === len, Date.now())
             return
           }
         } else {
@@ -394,7 +393,7 @@ export class Exchange implements ConnectionUser {
     this.resp = framing === Framing.None ? Resp.Done : Resp.Body
     if (typeof rewritten !== 'number' || buf !== chunk) {
       this.toClient(typeof rewritten === 'number' ? buf.subarray(rewritten, headEnd) : rewritten)
-      if (this.resp === Resp.Done) this.responseEnd(c, at + n === len)
+      if (this.resp === Resp.Done) this.responseEnd(c, at + n === len, now)
       return at + n
     }
     // In place: the head and the body bytes that follow it in this read leave in one write (a chunked body's
@@ -417,9 +416,9 @@ export class Exchange implements ConnectionUser {
     if (framing === Framing.Chunked && p.relayCrlf) this.toClient(CRLF)
     if (framing === Framing.None || (framing === Framing.Length && this.respLeft === 0)) {
       if (framing === Framing.Length) p.skipLengthBody()
-      this.responseEnd(c, bodyEnd === len)
+      this.responseEnd(c, bodyEnd === len, now)
     } else if (framing === Framing.Chunked && p.messageComplete) {
-      this.responseEnd(c, bodyEnd === len)
+      this.responseEnd(c, bodyEnd === len, now)
     }
     return bodyEnd
   }
@@ -429,16 +428,16 @@ export class Exchange implements ConnectionUser {
    * instance is out of step: that connection is not reused). The caller returns at once: finishing may start the
    * client's next request, which may take this very connection from the pool.
    */
-  private responseEnd(c: UpstreamConnection, clean: boolean): void {
+  private responseEnd(c: UpstreamConnection, clean: boolean, now: number): void {
     this.resp = Resp.Done
     this.deadline = 0
     this.conn = null
     // An answer that came before the whole request body (an early 413, a redirect) leaves a connection that cannot
     // be reused; the client connection closes after the answer (decided with the head).
     if (clean && this.bodyEnded && this.req.upgrade === null && c.parser.keepAlive && !this.upstreamPaused)
-      c.pool.release(c, Date.now())
+      c.pool.release(c, now)
     else c.destroy()
-    this.finish(this.status, null)
+    this.finish(this.status, null, now)
   }
 
   onUpstreamEnd(c: UpstreamConnection): void {
@@ -528,7 +527,7 @@ export class Exchange implements ConnectionUser {
         this.resp = Resp.Head
         this.respHeadParts = null
         this.respHeadBytes = 0
-        this.dispatch(next)
+        this.dispatch(next, now)
         return
       }
     }
@@ -607,7 +606,7 @@ export class Exchange implements ConnectionUser {
   }
 
   /** The only place the exchange ends: its instance slot, retry slot, request slot and counters, given back once. */
-  private finish(status: number, code: string | null): void {
+  private finish(status: number, code: string | null, now = Date.now()): void {
     if (this.done) return
     this.done = true
     this.deadline = 0
@@ -616,10 +615,10 @@ export class Exchange implements ConnectionUser {
       this.holdsRetry = false
       this.ctx.budget.retryEnded()
     }
-    this.target.stats.count(status)
+    this.target.stats.count(status, now)
     if (code !== null) this.ctx.errors.labels(code).inc()
     this.ctx.budget.requestEnded()
-    this.client.exchangeDone(this)
+    this.client.exchangeDone(this, now)
   }
 }
 

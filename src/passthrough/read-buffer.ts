@@ -16,17 +16,19 @@ import { Socket, type SocketConstructorOpts } from 'node:net'
  */
 export const READ_BUFFER_BYTES = 64 * 1024
 
-/** Sockets written with borrowed bytes during the read being handled (reads never nest: one list serves all). */
-const lent: Socket[] = []
 /** More sockets than this written in one read: the buffer is given away without looking (never in practice). */
 const MAX_LENT = 16
+/** Sockets written with borrowed bytes during the read being handled (reads never nest: one list serves all). */
+const lent: (Socket | null)[] = new Array<Socket | null>(MAX_LENT).fill(null)
+/** Sockets in `lent` (a count, not the array's length: setting an array's length is a call into the runtime). */
+let lentCount = 0
 let lentOverflow = false
 
 /** `s` was just written with bytes that may be a read buffer's: it is checked when that read is settled. */
 export function lend(s: Socket): void {
-  const n = lent.length
+  const n = lentCount
   if (n > 0 && lent[n - 1] === s) return
-  if (n < MAX_LENT) lent.push(s)
+  if (n < MAX_LENT) lent[lentCount++] = s
   else lentOverflow = true
 }
 
@@ -65,7 +67,7 @@ export class ReadBuffer {
   private readonly next = (): Buffer => this.buf
 
   private readonly onRead = (n: number, buf: Buffer): boolean => {
-    lent.length = 0
+    lentCount = 0
     lentOverflow = false
     try {
       this.take(buf.subarray(0, n))
@@ -78,8 +80,11 @@ export class ReadBuffer {
   /** A write still pending points into the buffer: it keeps it, and reads go to a new one. */
   private settle(): void {
     let kept = lentOverflow
-    for (let i = 0; i < lent.length && !kept; i++) if (lent[i]!.writableLength > 0) kept = true
-    lent.length = 0
+    for (let i = 0; i < lentCount; i++) {
+      if (!kept && lent[i]!.writableLength > 0) kept = true
+      lent[i] = null
+    }
+    lentCount = 0
     lentOverflow = false
     if (kept) this.buf = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)
   }
