@@ -14,10 +14,16 @@
  *   npm run bench:scale
  *   npm run bench:scale -- --counts 1,100,1000 --duration 5 --planes passthrough
  *   npm run bench:scale -- --ttl-floors 1000,10000   (each run once per --ttl-floor-ms: the DNS refresh share)
+ *   npm run bench:scale -- --shared-instances 3      (every service on the same 3 instances: the services' own share)
  *
  * Every service in use is looked up once per TTL (Consul answers TTL 0, so once per --ttl-floor-ms): with requests
  * spread over 5 000 services at the default 1 s floor, that is up to 5 000 DNS queries a second to the agent on the
  * same cores. Runs at a longer floor show the request path's own cost apart from that refresh.
+ *
+ * With --shared-instances k, service i's instance is instance i mod k: the services, their routes, answers and
+ * balancer state grow as before, but the upstream connections, kernel sockets and backend sockets do not (the
+ * data plane pools connections per instance address). What still grows is the cost of the services themselves.
+ * Results go to scale-shared<k>.{json,md}.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -39,6 +45,7 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '32' },
     'ttl-floors': { type: 'string', default: '1000' },
+    'shared-instances': { type: 'string', default: '0' },
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
   },
 })
@@ -58,13 +65,22 @@ const modes = args.modes.split(',') as ('host' | 'route')[]
 const durationS = Number(args.duration)
 const connections = Number(args.connections)
 const ttlFloors = args['ttl-floors'].split(',').map(Number)
+const shared = Number(args['shared-instances'])
+if (!Number.isInteger(shared) || shared < 0)
+  throw new Error(`--shared-instances: expected a whole number ≥ 0, got ${JSON.stringify(args['shared-instances'])}`)
+const outName = shared === 0 ? 'scale' : `scale-shared${shared}`
 const note = (m: string): void => {
   process.stderr.write(`bench:scale: ${m}\n`)
 }
 
-/** Service i's instance: its own loopback address (127.1.x.y), one port shared by all. */
-function addressOf(i: number): string {
-  return `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`
+/** Instance j's loopback address (127.1.x.y); one port shared by all. */
+function addressOf(j: number): string {
+  return `127.1.${Math.floor(j / 250)}.${(j % 250) + 1}`
+}
+
+/** Service i's instance: its own, or with --shared-instances k, instance i mod k. */
+function instanceOf(i: number): number {
+  return shared === 0 ? i : i % shared
 }
 
 type Plane = 'passthrough' | 'classic' | 'nginx'
@@ -125,7 +141,7 @@ function nginxConf(dir: string, body: string[]): string {
 function nginxProxyConf(dir: string, n: number, mode: 'host' | 'route', listen: string, backendPort: number): string {
   const body: string[] = ['server_names_hash_max_size 16384;', 'server_names_hash_bucket_size 64;']
   for (let i = 0; i < n; i++)
-    body.push(`upstream s${i} { server ${addressOf(i)}:${backendPort}; keepalive ${connections}; }`)
+    body.push(`upstream s${i} { server ${addressOf(instanceOf(i))}:${backendPort}; keepalive ${connections}; }`)
   const headers = PROXY_HEADERS.map((l) => `    ${l}`)
   if (mode === 'host')
     for (let i = 0; i < n; i++)
@@ -149,6 +165,7 @@ async function main(): Promise<void> {
   const wrk = wrkBinary()
   if (!wrk) throw new Error('wrk is required (apt-get install wrk)')
   const max = Math.max(...counts)
+  const instances = shared === 0 ? max : Math.min(shared, max)
   const nginxBin = nginxBinary()
   const dir = mkdtempSync(join(tmpdir(), 'consul-lb-bench-scale-'))
   const consul = await startConsul(undefined)
@@ -156,7 +173,7 @@ async function main(): Promise<void> {
   try {
     // One nginx answering on every service's address (listen sockets are cheap; one worker, as the main bench).
     const port = await freePort()
-    const listens = Array.from({ length: max }, (_, i) => `  listen ${addressOf(i)}:${port};`).join('\n')
+    const listens = Array.from({ length: instances }, (_, j) => `  listen ${addressOf(j)}:${port};`).join('\n')
     writeFileSync(
       join(dir, 'nginx.conf'),
       nginxConf(dir, [
@@ -168,7 +185,7 @@ async function main(): Promise<void> {
       ]),
     )
     const nginx = spawnTracked(nginxBin, ['-p', `${dir}/`, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'])
-    await waitListening(addressOf(max - 1), port, nginx, 'nginx')
+    await waitListening(addressOf(instances - 1), port, nginx, 'nginx')
     let registered = 0
     for (const n of counts) {
       note(`registering services up to ${n}`)
@@ -179,7 +196,7 @@ async function main(): Promise<void> {
             consul.register({
               ID: `s${registered}`,
               Name: `s${registered}`,
-              Address: addressOf(registered),
+              Address: addressOf(instanceOf(registered)),
               Port: port,
             }),
           )
@@ -277,11 +294,11 @@ async function main(): Promise<void> {
   }
   mkdirSync(args.out, { recursive: true })
   writeFileSync(
-    join(args.out, 'scale.json'),
-    `${JSON.stringify({ finishedAt: new Date().toISOString(), rows }, null, 2)}\n`,
+    join(args.out, `${outName}.json`),
+    `${JSON.stringify({ finishedAt: new Date().toISOString(), sharedInstances: shared, rows }, null, 2)}\n`,
   )
   const md = markdown(rows)
-  writeFileSync(join(args.out, 'scale.md'), md)
+  writeFileSync(join(args.out, `${outName}.md`), md)
   process.stdout.write(md)
 }
 
@@ -289,7 +306,7 @@ function markdown(rows: Row[]): string {
   const lines = [
     '# consul-lb: cost per request as the number of services grows',
     '',
-    `${new Date().toISOString()} · wrk -t1 -c${connections}, ${durationS} s per run after a warm-up, a random service per request; one instance per service (own loopback address), one nginx answering all; load average at the end of each run in the last column.`,
+    `${new Date().toISOString()} · wrk -t1 -c${connections}, ${durationS} s per run after a warm-up, a random service per request; ${shared === 0 ? 'one instance per service (own loopback address)' : `every service on the same ${shared} instance${shared === 1 ? '' : 's'} (service i on instance i mod ${shared}, so connections do not grow with services)`}, one nginx answering all; load average at the end of each run in the last column.`,
     '',
     'The nginx rows are the reference at the same scale: one nginx worker proxying with a static upstream (keepalive) per service, found by server name or location prefix, no DNS (what consul-template renders). "× nginx" is req/s over that run\'s (same services, same routing).',
     '',
