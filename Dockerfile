@@ -9,9 +9,12 @@ RUN npm run build && npm prune --omit=dev
 
 FROM node:24-slim
 ENV NODE_ENV=production
+# bin/consul-lb starts dist/cli.js with the V8 options the proxy is measured with (see the script).
+ENV PATH=/app/bin:$PATH
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY bin ./bin
 COPY package.json ./
 COPY config ./config
 COPY scripts/docker-entrypoint.sh /usr/local/bin/consul-lb-entrypoint

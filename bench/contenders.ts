@@ -7,8 +7,8 @@ import { renderNginxHttp } from '../src/nginx/render.js'
 import { parseRoute } from '../src/routes/route.js'
 import { dnsOf, renderOptions } from '../test/helpers/nginx.js'
 import { freePort } from '../test/helpers/ports.js'
-import { type Spawned, sleep, spawnTracked, stopTracked } from './procs.js'
-import { NGINX_KEEPALIVE, ROOT, SERVICE, type Stack, startNginxDaemon, waitListening } from './stack.js'
+import { type Spawned, sleep, spawnConsulLb, spawnTracked, stopTracked } from './procs.js'
+import { NGINX_KEEPALIVE, ROOT, SERVICE, type Stack, serveArgs, startNginxDaemon, waitListening } from './stack.js'
 
 /**
  * The contenders, each a process (tree) listening on 127.0.0.1 in front of the same three backends. Configs are
@@ -98,29 +98,19 @@ function consulLb(
   return onFreePort(id, label, async (s, port) => {
     const cli = variant?.cli ?? join(ROOT, 'dist', 'cli.js')
     if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (npm run bench does)')
-    // The launcher execs (no fork), so the PID measured is the proxy's own.
-    const [bin, ...pre] = runtime ? [runtime.launcher, 'node'] : [process.execPath]
-    // DNS-based discovery on: '/=web' reads SRV records through Consul DNS (TTL floor 1 s, the default).
-    const d = spawnTracked(bin!, [
-      ...pre,
+    // Started as the build ships it (its launcher, with the V8 options the product runs with: spawnConsulLb).
+    const d = spawnConsulLb(
       cli,
-      'serve',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin',
-      'off',
-      '--dns',
-      s.consul.dnsAddr,
-      '--route',
-      `/=${SERVICE}`,
-      '--workers',
-      String(workers),
-      '--log-level',
-      'warn',
-      // Each plane named (pass-through is the default since 27f0297); a --variant runs its build's default, so that
-      // builds older than --data-plane (classic only) still start.
-      ...(variant ? [] : ['--data-plane', dataPlane]),
-    ])
+      [
+        ...serveArgs(port, s.consul.dnsAddr),
+        '--workers',
+        String(workers),
+        // Each plane named (pass-through is the default since 27f0297); a --variant runs its build's default, so that
+        // builds older than --data-plane (classic only) still start.
+        ...(variant ? [] : ['--data-plane', dataPlane]),
+      ],
+      { runtimeLauncher: runtime?.launcher },
+    )
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, label)
     return { id, label, url, pid: d.proc.pid!, isProxy: true, stop: () => stopTracked(d.proc, 12_000) }

@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import { freePort } from '../test/helpers/ports.js'
 import { waitServing } from './contenders.js'
-import { sleep, spawnTracked, stopTracked } from './procs.js'
+import { sleep, spawnConsulLb, stopTracked } from './procs.js'
 import { ROOT, SERVICE, type Stack } from './stack.js'
 
 /**
@@ -150,8 +150,7 @@ export async function measureConvergence(stack: Stack, progress: (msg: string) =
   const checkIntervalMs = 1000
   const loadConnections = 16
   const [port, adminPort] = [await freePort(), await freePort()]
-  const proxy = spawnTracked(process.execPath, [
-    join(ROOT, 'dist', 'cli.js'),
+  const proxy = spawnConsulLb(join(ROOT, 'dist', 'cli.js'), [
     'serve',
     '--listen',
     `127.0.0.1:${port}`,

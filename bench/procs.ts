@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { delimiter, dirname, join } from 'node:path'
 
 /**
  * Processes the bench starts, and what it reads about them from /proc. Every child is tracked here so that a
@@ -15,8 +16,13 @@ export interface Spawned {
 }
 
 /** Spawns a child whose last `keepChars` of output are kept for error messages; it is killed if the bench exits. */
-export function spawnTracked(bin: string, args: string[], keepChars = 20_000): Spawned {
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+export function spawnTracked(
+  bin: string,
+  args: string[],
+  opts: { keepChars?: number; env?: NodeJS.ProcessEnv } = {},
+): Spawned {
+  const keepChars = opts.keepChars ?? 20_000
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) })
   children.add(proc)
   proc.once('exit', () => children.delete(proc))
   let output = ''
@@ -26,6 +32,39 @@ export function spawnTracked(bin: string, args: string[], keepChars = 20_000): S
   proc.stdout!.on('data', keep)
   proc.stderr!.on('data', keep)
   return { proc, output: () => output }
+}
+
+/**
+ * `consul-lb ARGS` as the build whose dist/cli.js is `cli` ships: through the package's launcher (bin/consul-lb,
+ * which starts Node with the V8 options the product runs with) when the build has one, else `node cli` (builds from
+ * before the launcher). Either way on this bench's Node, or on `runtimeLauncher`'s (`--node 24`), which puts its own
+ * first on PATH. `nodeOptions` (e.g. --cpu-prof, which NODE_OPTIONS refuses) go on Node's command line after the
+ * launcher's own (its `defaults=` line, or CONSUL_LB_NODE_OPTIONS when set). The launcher execs, so the PID spawned
+ * is the proxy's own.
+ */
+export function spawnConsulLb(
+  cli: string,
+  args: string[],
+  opts: { runtimeLauncher?: string | undefined; nodeOptions?: string[] } = {},
+): Spawned {
+  const launcher = join(dirname(dirname(cli)), 'bin', 'consul-lb')
+  const extra = opts.nodeOptions ?? []
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH}` }
+  let command: string[]
+  if (existsSync(launcher)) {
+    command = [launcher, ...args]
+    if (extra.length > 0) env.CONSUL_LB_NODE_OPTIONS = [launcherOptions(launcher), ...extra].join(' ').trim()
+  } else command = ['node', ...extra, cli, ...args]
+  const [bin, ...rest] = opts.runtimeLauncher ? [opts.runtimeLauncher, ...command] : command
+  return spawnTracked(bin!, rest, { env })
+}
+
+/** The V8 options a launcher starts Node with: CONSUL_LB_NODE_OPTIONS when set, else its `defaults='…'` line. */
+function launcherOptions(launcher: string): string {
+  if (process.env.CONSUL_LB_NODE_OPTIONS !== undefined) return process.env.CONSUL_LB_NODE_OPTIONS
+  const m = /^defaults='([^']*)'$/m.exec(readFileSync(launcher, 'utf8'))
+  if (m === null) throw new Error(`${launcher}: no defaults='…' line to add node options to`)
+  return m[1]!
 }
 
 /** SIGTERM by PID, SIGKILL after `graceMs`; resolves once it has exited (the tests' helper). */

@@ -14,8 +14,8 @@ import { parseArgs } from 'node:util'
 import { freePort } from '../test/helpers/ports.js'
 import { waitServing } from './contenders.js'
 import { runWrk, SCENARIOS, writeWrkScripts, wrkBinary } from './load.js'
-import { killAllTrackedSync, spawnTracked, stopTracked } from './procs.js'
-import { ROOT, SERVICE, type Stack, startStack } from './stack.js'
+import { killAllTrackedSync, spawnConsulLb, stopTracked } from './procs.js'
+import { ROOT, type Stack, serveArgs, startStack } from './stack.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -175,24 +175,9 @@ async function main(): Promise<void> {
     stack = await startStack()
     const port = await freePort()
     const cli = resolve(args.cli)
-    const d = spawnTracked(process.execPath, [
-      '--cpu-prof',
-      `--cpu-prof-dir=${profDir}`,
-      cli,
-      'serve',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin',
-      'off',
-      '--dns',
-      stack.consul.dnsAddr,
-      '--route',
-      `/=${SERVICE}`,
-      '--log-level',
-      'warn',
-      '--data-plane',
-      args['data-plane'],
-    ])
+    const d = spawnConsulLb(cli, [...serveArgs(port, stack.consul.dnsAddr), '--data-plane', args['data-plane']], {
+      nodeOptions: ['--cpu-prof', `--cpu-prof-dir=${profDir}`],
+    })
     const url = `http://127.0.0.1:${port}`
     await waitServing(url, d, 'consul-lb')
     await runWrk(wrk, scripts.get(sc.id)!, url, sc, 3, 1)

@@ -35,7 +35,10 @@ const { values: args } = parseArgs({
     'no-autocannon': { type: 'boolean', default: false },
     'no-convergence': { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'bench', 'results') },
-    /** ID=PATH of another dist/cli.js (a patched copy), measured as contender consul-lb-ID; repeatable. */
+    /**
+     * ID=PATH of another dist/cli.js (a patched copy), measured as contender consul-lb-ID; repeatable. Started as that
+     * build ships (its ../bin/consul-lb when it has one, else `node PATH`: a copy of dist/ alone runs on V8's sizing).
+     */
     variant: { type: 'string', multiple: true, default: [] },
     /** Another Node.js major to run consul-lb on as well (24: Debian testing's, see scripts/ensure-node24.sh). */
     node: { type: 'string', multiple: true, default: [] },

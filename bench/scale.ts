@@ -34,7 +34,7 @@ import { startConsul } from '../test/helpers/consul.js'
 import { freePort } from '../test/helpers/ports.js'
 import { PROXY_HEADERS, waitServing } from './contenders.js'
 import { wrkBinary } from './load.js'
-import { killAllTrackedSync, sampleTree, sleep, spawnTracked, stopTracked } from './procs.js'
+import { killAllTrackedSync, sampleTree, sleep, spawnConsulLb, spawnTracked, stopTracked } from './procs.js'
 import { nginxBinary, ROOT, SMALL_BODY, waitListening } from './stack.js'
 
 const { values: args } = parseArgs({
@@ -221,8 +221,7 @@ async function main(): Promise<void> {
               writeFileSync(join(ndir, 'nginx.conf'), nginxProxyConf(ndir, n, mode, `127.0.0.1:${lbPort}`, port))
               d = spawnTracked(nginxBin, ['-p', `${ndir}/`, '-c', join(ndir, 'nginx.conf'), '-g', 'daemon off;'])
             } else
-              d = spawnTracked(process.execPath, [
-                join(ROOT, 'dist', 'cli.js'),
+              d = spawnConsulLb(join(ROOT, 'dist', 'cli.js'), [
                 'serve',
                 '--listen',
                 `127.0.0.1:${lbPort}`,

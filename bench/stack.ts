@@ -18,6 +18,26 @@ import { type Spawned, sleep, spawnTracked, stopTracked } from './procs.js'
 
 export const ROOT = resolve(import.meta.dirname, '..')
 export const SERVICE = 'web'
+
+/**
+ * `consul-lb serve` as the bench runs it: on `port`, no admin listener, every path routed to SERVICE through Consul
+ * DNS at `dnsAddr` (TTL floor 1 s, the default), warnings only.
+ */
+export function serveArgs(port: number, dnsAddr: string): string[] {
+  return [
+    'serve',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--admin',
+    'off',
+    '--dns',
+    dnsAddr,
+    '--route',
+    `/=${SERVICE}`,
+    '--log-level',
+    'warn',
+  ]
+}
 /** ≈100 B response body (the "small" scenarios). */
 export const SMALL_BODY =
   'consul-lb bench: a small response body of about one hundred bytes, served from nginx memory.\n'.padEnd(100, '.')

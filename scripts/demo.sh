@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 CONSUL_BIN="$(bash scripts/ensure-consul.sh)"
 export CONSUL_BIN
 npm run build --silent
-exec node dist/cli.js dev "$@"
+exec bin/consul-lb dev "$@"

@@ -6,8 +6,8 @@
 set -e
 case "${1:-}" in
   registrator | -* | consul://* | consul-tls://* | consul-unix://* | etcd://* | etcd2://* | skydns2://* | zookeeper://* | consulkv://*)
-    exec node /app/dist/cli.js "$@"
+    exec consul-lb "$@"
     ;;
 esac
 # -h / --help / -V / --version (a leading dash) run as root above: they only print.
-exec setpriv --reuid="${CONSUL_LB_USER:-node}" --regid="${CONSUL_LB_USER:-node}" --init-groups node /app/dist/cli.js "$@"
+exec setpriv --reuid="${CONSUL_LB_USER:-node}" --regid="${CONSUL_LB_USER:-node}" --init-groups consul-lb "$@"

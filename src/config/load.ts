@@ -3,8 +3,17 @@ import { ConfigError } from '../errors.js'
 import { yaml } from '../lazy.js'
 import { envName, type FieldSpec, fieldSchema, flagName } from './fields.js'
 
-/** CONSUL_LB_* variables that are not settings: the scripts' cache folder, the cluster primary's hand-off. */
-const NON_SETTING_ENV = new Set(['CONSUL_LB_CACHE', 'CONSUL_LB_WORKER_CONFIG'])
+/**
+ * CONSUL_LB_* variables that are not settings: the scripts' cache folder, the cluster primary's hand-off, the V8
+ * options of the launcher (bin/consul-lb) and the user the image's entrypoint runs as. The process inherits the
+ * last two, so they must not read as misspelt settings.
+ */
+const NON_SETTING_ENV: ReadonlySet<string> = new Set([
+  'CONSUL_LB_CACHE',
+  'CONSUL_LB_WORKER_CONFIG',
+  'CONSUL_LB_NODE_OPTIONS',
+  'CONSUL_LB_USER',
+])
 
 export interface ConfigSources {
   /** Values given on the command line, keyed by field key; undefined means "not given". */

@@ -18,20 +18,32 @@ export async function startCliWithAdmin(
   t.teardown(() => {
     if (proc.exitCode === null) proc.kill('SIGKILL')
   })
+  // Generous: each process compiles the TypeScript sources at start, slow on a loaded 2-core machine.
+  await waitHealthy(proc, output, admin, `consul-lb ${args[0]}`, 90_000)
+  return { proc, exited, output }
+}
+
+/** Resolves once `admin`'s /healthz answers 200; throws with the process's output if it exits first or too late. */
+export async function waitHealthy(
+  proc: ChildProcess,
+  output: () => string,
+  admin: number,
+  label: string,
+  timeoutMs: number,
+): Promise<void> {
   const healthy = (): Promise<boolean> =>
     fetch(`http://127.0.0.1:${admin}/healthz`).then(
       (r) => r.ok,
       () => false,
     )
-  // Generous: each process compiles the TypeScript sources at start, slow on a loaded 2-core machine.
-  const deadline = Date.now() + 90_000
+  const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
-    if (await healthy()) return { proc, exited, output }
-    if (proc.exitCode !== null) throw new Error(`consul-lb ${args[0]} exited ${proc.exitCode}: ${output()}`)
+    if (await healthy()) return
+    if (proc.exitCode !== null) throw new Error(`${label} exited ${proc.exitCode}: ${output()}`)
     await sleep(100)
   }
-  if (await healthy()) return { proc, exited, output }
-  throw new Error(`consul-lb ${args[0]} did not become healthy within 90 s:\n${output()}`)
+  if (await healthy()) return
+  throw new Error(`${label} did not become healthy within ${timeoutMs / 1000} s:\n${output()}`)
 }
 
 /** `consul-lb serve` as a process on free loopback ports (proxy and admin); see startCliWithAdmin. */
