@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { chmodSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import t from 'tap'
 import { loadDoctorConfig } from '../src/config/doctor.js'
@@ -23,13 +23,18 @@ const LAUNCHER = join(ROOT, 'bin', 'consul-lb')
 const CLI = join(ROOT, 'dist', 'cli.js')
 const CAP = '--max-semi-space-size=2'
 
-/** A folder with a stand-in `node` (one argument per line) and a symbolic link to the launcher, as npm makes one. */
+/**
+ * A folder with a stand-in `node` (one argument per line) and a symbolic link to the launcher, as npm makes one in
+ * node_modules/.bin: relative (`../<package>/bin/consul-lb`, here through a second link standing for the package).
+ */
 function standIn(t: { teardown(fn: () => unknown): void }): { link: string; path: string } {
   const dir = tempDir(t, 'clb-launcher-')
   writeFileSync(join(dir, 'node'), '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
   chmodSync(join(dir, 'node'), 0o755)
-  const link = join(dir, 'consul-lb')
-  symlinkSync(LAUNCHER, link)
+  mkdirSync(join(dir, '.bin'))
+  symlinkSync(ROOT, join(dir, 'consul-lb'))
+  const link = join(dir, '.bin', 'consul-lb')
+  symlinkSync('../consul-lb/bin/consul-lb', link)
   return { link, path: `${dir}:/usr/bin:/bin` }
 }
 
