@@ -7,7 +7,7 @@ import { sleep, startConsul } from './helpers/consul.js'
 import { countBackends } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
 import { runCli } from './helpers/process.js'
-import { startServe } from './helpers/serve.js'
+import { serveArgs, startServe } from './helpers/serve.js'
 
 /** `consul-lb ARGS` to its end (helpers/process.ts). */
 const run = (args: string[], env: Record<string, string> = {}, timeoutMs = 90_000) => runCli(args, env, timeoutMs)
@@ -147,17 +147,7 @@ t.test('a process that cannot start fully fails with exit 1 instead of running h
   t.teardown(() => busy.close())
   const taken = (busy.address() as { port: number }).port
   const port = await freePort()
-  const admin = await run([
-    'serve',
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--admin',
-    `127.0.0.1:${taken}`,
-    '--dns',
-    '127.0.0.1:1',
-    '--log-level',
-    'silent',
-  ])
+  const admin = await run(serveArgs(port, taken, '127.0.0.1:1', '--log-level', 'silent'))
   t.equal(admin.code, 1, 'admin port taken → exit 1 (not a proxy without admin)')
   t.match(admin.stderr, /EADDRINUSE/)
   const workers = await run([

@@ -7,6 +7,7 @@ import { waitFor } from './helpers/docker.js'
 import { http } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
 import { runCliProcess, stopChild } from './helpers/process.js'
+import { serveArgs } from './helpers/serve.js'
 import { tempDir } from './helpers/tmp.js'
 
 /**
@@ -32,17 +33,7 @@ t.test(
     writeFileSync(tokenFile, reader)
     const [port, admin] = [await freePort(), await freePort()]
     const { proc, output } = runCliProcess(
-      [
-        'serve',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin',
-        `127.0.0.1:${admin}`,
-        '--dns',
-        consul.agent.dnsAddr,
-        '--negative-ttl-ms',
-        '200',
-      ],
+      [...serveArgs(port, admin, consul.agent.dnsAddr), '--negative-ttl-ms', '200'],
       secureEnv(consul, { CONSUL_HTTP_TOKEN_FILE: tokenFile }),
     )
     t.teardown(() => stopChild(proc))

@@ -9,7 +9,7 @@ import { loadServeConfig } from '../src/config/serve.js'
 import { ConfigError } from '../src/errors.js'
 import { freePort } from './helpers/ports.js'
 import { spawnLogged, stopChild } from './helpers/process.js'
-import { waitHealthy } from './helpers/serve.js'
+import { serveArgs, waitHealthy } from './helpers/serve.js'
 import { tempDir } from './helpers/tmp.js'
 
 /**
@@ -81,21 +81,7 @@ t.test('the real Node takes the options: --version, and a serve process that ans
   const listen = await freePort()
   // No Consul is needed to start: the resolver asks only when a request names a service.
   const { CONSUL_LB_NODE_OPTIONS: _, ...env } = process.env // the launcher's own default, whatever this shell says
-  const s = spawnLogged(
-    LAUNCHER,
-    [
-      'serve',
-      '--listen',
-      `127.0.0.1:${listen}`,
-      '--admin',
-      `127.0.0.1:${admin}`,
-      '--dns',
-      '127.0.0.1:9',
-      '--log-level',
-      'warn',
-    ],
-    { env },
-  )
+  const s = spawnLogged(LAUNCHER, serveArgs(listen, admin, '127.0.0.1:9', '--log-level', 'warn'), { env })
   t.teardown(() => stopChild(s.proc))
   await waitHealthy(s.proc, s.output, admin, 'bin/consul-lb serve', 30_000)
   // The launcher execs: the PID spawned is Node's own, and its command line carries the cap.

@@ -5,6 +5,7 @@ import { sleep, startConsul } from './helpers/consul.js'
 import { startDocker, waitFor } from './helpers/docker.js'
 import { countBackends } from './helpers/http.js'
 import { freePort } from './helpers/ports.js'
+import { serveArgs } from './helpers/serve.js'
 
 const CLI = resolve(import.meta.dirname, '..', 'src', 'cli.ts')
 
@@ -28,13 +29,7 @@ t.test(
         '--import',
         'tsx',
         CLI,
-        'serve',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin',
-        `127.0.0.1:${admin}`,
-        '--dns',
-        consul.dnsAddr,
+        ...serveArgs(port, admin, consul.dnsAddr),
         '--log-level',
         'warn',
         '--registrator',

@@ -46,6 +46,14 @@ export async function waitHealthy(
   throw new Error(`${label} did not become healthy within ${timeoutMs / 1000} s:\n${output()}`)
 }
 
+/**
+ * `serve` on loopback: the proxy on `port`, the admin listener on `admin`, Consul DNS at `dns`, then `extra`. The
+ * start of every serve command line the tests run.
+ */
+export function serveArgs(port: number, admin: number, dns: string, ...extra: string[]): string[] {
+  return ['serve', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--dns', dns, ...extra]
+}
+
 /** `consul-lb serve` as a process on free loopback ports (proxy and admin); see startCliWithAdmin. */
 export async function startServe(
   t: { teardown(fn: () => unknown): void },
