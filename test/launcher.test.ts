@@ -27,9 +27,12 @@ const CAP = '--max-semi-space-size=2'
  * A folder with a stand-in `node` (one argument per line) and a symbolic link to the launcher, as npm makes one in
  * node_modules/.bin: relative (`../<package>/bin/consul-lb`, here through a second link standing for the package).
  */
-function standIn(t: { teardown(fn: () => unknown): void }): { link: string; path: string } {
+function standIn(
+  t: { teardown(fn: () => unknown): void },
+  script = 'for a in "$@"; do printf "%s\\n" "$a"; done',
+): { link: string; path: string } {
   const dir = tempDir(t, 'clb-launcher-')
-  writeFileSync(join(dir, 'node'), '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+  writeFileSync(join(dir, 'node'), `#!/bin/sh\n${script}\n`)
   chmodSync(join(dir, 'node'), 0o755)
   mkdirSync(join(dir, '.bin'))
   symlinkSync(ROOT, join(dir, 'consul-lb'))
@@ -66,6 +69,29 @@ t.test('CONSUL_LB_NODE_OPTIONS replaces the V8 options; empty means none', async
   )
 })
 
+t.test(
+  "glibc's mmap threshold is fixed at 128 KiB, unless the environment already chose (empty: dynamic)",
+  async (t) => {
+    // The stand-in prints what the launcher exported (README, "Memory": a dynamic threshold kept freed blocks resident).
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansions for the stand-in, not a template
+    const { link, path } = standIn(t, 'printf "%s|%s\\n" "${MALLOC_MMAP_THRESHOLD_-unset}" "${GLIBC_TUNABLES-unset}"')
+    const given = (env: Record<string, string>): string => execFileSync(link, [], { env, encoding: 'utf8' }).trim()
+    t.equal(given({ PATH: path }), '131072|unset', 'set when nothing chose one')
+    t.equal(given({ PATH: path, MALLOC_MMAP_THRESHOLD_: '' }), 'unset|unset', "empty: glibc's dynamic threshold")
+    t.equal(given({ PATH: path, MALLOC_MMAP_THRESHOLD_: '262144' }), '262144|unset', "the operator's value is kept")
+    t.equal(
+      given({ PATH: path, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=262144' }),
+      'unset|glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=262144',
+      'a threshold chosen through GLIBC_TUNABLES is left alone',
+    )
+    t.equal(
+      given({ PATH: path, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }),
+      '131072|glibc.malloc.arena_max=2',
+      'other tunables do not stop it',
+    )
+  },
+)
+
 t.test('the real Node takes the options: --version, and a serve process that answers with them', async (t) => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`)
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
@@ -80,7 +106,8 @@ t.test('the real Node takes the options: --version, and a serve process that ans
   const admin = await freePort()
   const listen = await freePort()
   // No Consul is needed to start: the resolver asks only when a request names a service.
-  const { CONSUL_LB_NODE_OPTIONS: _, ...env } = process.env // the launcher's own default, whatever this shell says
+  // The launcher's own defaults, whatever this shell says.
+  const { CONSUL_LB_NODE_OPTIONS: _o, MALLOC_MMAP_THRESHOLD_: _m, GLIBC_TUNABLES: _g, ...env } = process.env
   const s = spawnLogged(LAUNCHER, serveArgs(listen, admin, '127.0.0.1:9', '--log-level', 'warn'), { env })
   t.teardown(() => stopChild(s.proc))
   await waitHealthy(s.proc, s.output, admin, 'bin/consul-lb serve', 30_000)
@@ -88,6 +115,8 @@ t.test('the real Node takes the options: --version, and a serve process that ans
   const cmdline = readFileSync(`/proc/${s.proc.pid}/cmdline`, 'utf8').split('\0')
   t.ok(cmdline.includes(CAP), `node runs with ${CAP}: ${cmdline.join(' ')}`)
   t.ok(cmdline.includes(CLI), 'and runs dist/cli.js')
+  const environ = readFileSync(`/proc/${s.proc.pid}/environ`, 'utf8').split('\0')
+  t.ok(environ.includes('MALLOC_MMAP_THRESHOLD_=131072'), "with glibc's mmap threshold fixed")
   s.proc.kill('SIGTERM')
   t.equal(await s.exited, 0, 'SIGTERM → exit 0')
 })
